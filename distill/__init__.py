@@ -1,0 +1,1 @@
+"""Student side of ecg-edge: distillation, int8 quantization and export (built on `train`)."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: where the real PhysioNet data lives, and skipping with a reason when it is absent.
+
+The data is read from `../shared/data` relative to the repository root, or from the folder named
+by the `ECG_EDGE_SHARED_DATA` environment variable. It is never copied into the repository.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("ECG_EDGE_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def _dataset(sub: str, marker_file: str) -> Path:
+    root = shared_data_dir() / sub
+    if not (root / marker_file).is_file():
+        pytest.skip(f"real data absent: {root / marker_file} not found (set ECG_EDGE_SHARED_DATA)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ptbxl_root() -> Path:
+    return _dataset("ptbxl", "ptbxl_database.csv")
+
+
+@pytest.fixture(scope="session")
+def cinc2017_root() -> Path:
+    return _dataset("physionet2017", "REFERENCE.csv")
+
+
+@pytest.fixture(scope="session")
+def mitdb_root() -> Path:
+    return _dataset("mitdb", "100.hea")
