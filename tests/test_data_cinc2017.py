@@ -95,3 +95,14 @@ def test_missing_and_damaged_record_files(cinc2017_root: Path, tmp_path: Path) -
         reader.read("A00001")
     with pytest.raises(DatasetError, match="no record 'B00001'"):
         reader.read("B00001")
+
+
+def test_physionet_download_layout(cinc2017_root: Path, tmp_path: Path) -> None:
+    """Records in `training/A00/` with the labels in a separate file, as PhysioNet serves them."""
+    (tmp_path / "training" / "A00").mkdir(parents=True)
+    for ext in ("hea", "mat"):
+        (tmp_path / "training" / "A00" / f"A00001.{ext}").symlink_to(cinc2017_root / f"A00001.{ext}")
+    (tmp_path / "REFERENCE-v3.csv").write_text("A00001,N\n")
+    reader = Cinc2017(tmp_path / "training", reference=tmp_path / "REFERENCE-v3.csv")
+    rec = reader.read("A00001")
+    assert rec.signal.shape == (1, 9000) and rec.source.endswith("training/A00/A00001.hea")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import wfdb
 
 from edge_runtime.errors import ConfigError, DatasetError
 from edge_runtime.spec import STANDARD_LEADS
-from train.data.ptbxl import PtbXl
+from train.data.ptbxl import PtbXl, read_wfdb_mv
 
 
 @pytest.fixture(scope="module")
@@ -133,12 +134,14 @@ def test_statement_descriptions(ptbxl: PtbXl) -> None:
 
 def test_broken_database_header(ptbxl_root: Path, tmp_path: Path) -> None:
     _copy_index(ptbxl_root, tmp_path, lambda t: t.replace("scp_codes", "scp_kodes", 1))
-    with pytest.raises(DatasetError, match=re.escape(f"{tmp_path / 'ptbxl_database.csv'}: header lacks") + ".*scp_codes"):
+    expected = re.escape(f"{tmp_path / 'ptbxl_database.csv'}: header lacks") + ".*scp_codes"
+    with pytest.raises(DatasetError, match=expected):
         PtbXl(tmp_path)
 
 
 def test_malformed_row_and_missing_file(ptbxl_root: Path, tmp_path: Path) -> None:
-    _copy_index(ptbxl_root, tmp_path, lambda t: t.replace("\"{'NORM': 100.0, 'LVOLT'", "\"{'NORM': 100.0,, 'LVOLT'", 1))
+    broken = "\"{'NORM': 100.0,, 'LVOLT'"  # a syntax error in record 1's scp_codes (CSV line 2)
+    _copy_index(ptbxl_root, tmp_path, lambda t: t.replace("\"{'NORM': 100.0, 'LVOLT'", broken, 1))
     with pytest.raises(DatasetError, match=r"ptbxl_database.csv:2: scp_codes"):
         PtbXl(tmp_path)
     (tmp_path / "scp_statements.csv").unlink()
@@ -153,3 +156,20 @@ def test_damaged_signal_file(ptbxl_root: Path, tmp_path: Path) -> None:
     (rec_dir / "00001_lr.hea").write_text("00001_lr twelve 100 1000\n")
     with pytest.raises(DatasetError, match=r"00001_lr\.hea: unreadable WFDB record"):
         PtbXl(tmp_path).read("1")
+
+
+@pytest.mark.parametrize(("units", "scale"), [("mV", 1.0), ("uV", 1e-3)])
+def test_read_wfdb_mv_converts_units(tmp_path: Path, units: str, scale: float) -> None:
+    digital = (np.arange(200, dtype=np.int64).reshape(100, 2) - 50).astype(np.int16)
+    wfdb.wrsamp("rec", fs=250, units=[units, units], sig_name=["I", "II"], d_signal=digital,
+                fmt=["16", "16"], adc_gain=[2.0, 2.0], baseline=[0, 0], write_dir=str(tmp_path))
+    sig = read_wfdb_mv(tmp_path / "rec")
+    assert sig.signal.shape == (2, 100) and sig.signal.dtype == np.float32 and sig.fs == 250
+    np.testing.assert_allclose(sig.signal, digital.T / 2.0 * scale, rtol=1e-6)
+
+
+def test_read_wfdb_mv_rejects_other_units(tmp_path: Path) -> None:
+    wfdb.wrsamp("rec", fs=250, units=["mmHg"], sig_name=["ABP"], d_signal=np.zeros((10, 1), np.int16),
+                fmt=["16"], adc_gain=[1.0], baseline=[0], write_dir=str(tmp_path))
+    with pytest.raises(DatasetError, match=r"rec\.hea: channel 0 units 'mmHg'"):
+        read_wfdb_mv(tmp_path / "rec")

@@ -6,7 +6,9 @@ recording: the PhysioNet/Computing in Cardiology Challenge 2017." Computing in C
 
 Layout read here: `REFERENCE.csv` (NO header row; `record,label` with N normal rhythm,
 A atrial fibrillation, O other rhythm, ~ too noisy to classify) and one WFDB record per line:
-`<record>.hea` + `<record>.mat` (int16 `val`, gain 1000/mV), 300 Hz, one lead, 9-61 s.
+`<record>.hea` + `<record>.mat` (int16 `val`, gain 1000/mV), 300 Hz, one lead, 9-61 s, either
+beside the label file or in PhysioNet's download layout `training/A00/A00001.hea` (pass
+`root=<download>/training`, and `reference=<download>/REFERENCE-v3.csv` for the v3 labels).
 
 The recordings come from the hand-held AliveCor device, fingers of both hands on two
 electrodes: lead-I-like. The header calls the lead "ECG"; this reader names it "I" and says so
@@ -62,14 +64,15 @@ class Cinc2017:
     label_names: tuple[str, ...] = ("N", "A", "O", "~")
     multilabel: bool = False
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, reference: str | Path = _REFERENCE) -> None:
         self.root = Path(root)
-        self._labels = self._load_reference(self.root / _REFERENCE)
+        self.reference = self.root / reference  # an absolute `reference` replaces root
+        self._labels = self._load_reference(self.reference)
         self._splits = {rid: split_of(rid) for rid in self._labels}
 
     def _load_reference(self, path: Path) -> dict[str, str]:
         if not path.is_file():
-            raise DatasetError(f"{path}: not found; expected the Challenge label file (record,label lines)")
+            raise DatasetError(f"{path}: not found; expected the Challenge labels (record,label lines)")
         labels: dict[str, str] = {}
         with path.open(newline="", encoding="utf-8") as fh:
             for line_no, fields in enumerate(csv.reader(fh), start=1):
@@ -98,18 +101,26 @@ class Cinc2017:
         """The labels of one record, from REFERENCE.csv only (no signal read)."""
         label = self._labels.get(str(record_id).strip())
         if label is None:
-            raise DatasetError(f"{self.root / _REFERENCE}: no record {record_id!r}")
+            raise DatasetError(f"{self.reference}: no record {record_id!r}")
         target = np.array([name == label for name in self.label_names], dtype=np.float32)
         return {"target": target, "rhythm": label}
+
+    def _base(self, record_id: str) -> Path:
+        """`root/A00001`, or PhysioNet's download layout `root/A00/A00001` when only that exists."""
+        flat = self.root / record_id
+        nested = self.root / record_id[:3] / record_id
+        if not Path(f"{flat}.hea").is_file() and Path(f"{nested}.hea").is_file():
+            return nested
+        return flat
 
     def read(self, record_id: str) -> Record:
         """One recording: signal (1, n) float32 mV at 300 Hz, lead named "I"."""
         labels = self.labels(record_id)
         rid = str(record_id).strip()
-        sig = read_wfdb_mv(self.root / rid)
+        sig = read_wfdb_mv(self._base(rid))
         if sig.signal.shape[0] != 1 or sig.fs != _FS:
-            raise DatasetError(
-                f"{sig.header}: {sig.signal.shape[0]} lead(s) at {sig.fs:g} Hz; expected 1 lead at {_FS:g} Hz")
+            raise DatasetError(f"{sig.header}: {sig.signal.shape[0]} lead(s) at {sig.fs:g} Hz; "
+                               f"expected 1 lead at {_FS:g} Hz")
         meta = {"device": _DEVICE, "lead_note": _LEAD_NOTE, "header_lead_name": sig.sig_name[0]}
         return Record(rid, sig.signal, sig.fs, _LEAD, labels, meta, str(sig.header))
 

@@ -90,14 +90,16 @@ class MitBih:
     """MIT-BIH Arrhythmia Database (Moody and Mark 2001): 48 records, 360 Hz, 2 leads, ~30 min.
 
     `labels`: "target" multi-hot over `label_names` = ("AFIB",): 1 when the record contains any
-    AFIB episode. This is a record-level label; window-level labels should be cut from
-    "rhythm_episodes" (list of {rhythm, start, end}, samples, end exclusive). "beats" holds
-    numpy arrays `sample` (int64), `symbol` and `aami` (N, S, V, F or Q) for beat annotations only.
+    AFIB episode (records 201, 202, 203, 210, 219, 221, 222 and the paced 217). It is a
+    record-level label: window-level labels are to be cut from "rhythm_episodes" (list of
+    {rhythm, start, end} in samples, end exclusive). "beats" holds numpy arrays `sample`
+    (int64), `symbol` and `aami` (N, S, V, F or Q), for beat annotations only.
 
     Splits: de Chazal et al. 2004 inter-patient DS1 = train, DS2 = test. "val" is empty: the
-    paced records (102, 104, 107, 217) are in neither set by the AAMI recommendation, and any
-    validation set carved out of DS1 should be chosen by patient by the caller (records 201 and
-    202 come from the same patient, and DS1 has only 22 records).
+    paced records (102, 104, 107, 217) belong to neither set (AAMI EC57 leaves paced records
+    out), and a validation set cut from DS1's 22 records has to be chosen by the caller for the
+    task at hand. Known quirk of the split: records 201 (DS1) and 202 (DS2) come from the same
+    patient (identical header comment lines).
     """
 
     name: str = "mitdb"

@@ -93,7 +93,8 @@ _DB_COLUMNS = ("ecg_id", "patient_id", "age", "sex", "height", "weight", "device
                "filename_hr") + _QUALITY
 _SCP_COLUMNS = ("", "description", "diagnostic", "rhythm", "diagnostic_class")
 _SCP_TEXT = "SCP-ECG Statement Description"
-#: PTB-XL stores every age above 89 as 300 (HIPAA); the reader reports 90.0 and `age_capped`.
+#: PTB-XL stores ages above 89 as 300 (HIPAA); the reader reports 90.0 and `age_capped`. Other
+#: ages are kept as given (the 500 records in ../shared/data hold 90 and 91, and no 300).
 _AGE_CAP_CODE = 300.0
 _AGE_CAP = 90.0
 _FILENAME_COLUMN = {100: "filename_lr", 500: "filename_hr"}
