@@ -13,7 +13,8 @@ import wfdb
 
 from edge_runtime.errors import ConfigError, DatasetError
 from edge_runtime.spec import STANDARD_LEADS
-from train.data.ptbxl import PtbXl, read_wfdb_mv
+from train.data.ptbxl import PtbXl
+from train.data.wfdb_io import read_wfdb_mv
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,12 @@ DATASET_NAMES = ("synthetic", "ptbxl", "cinc2017", "mitdb")
 SPLITS = ("train", "val", "test")
 
 
+def check_split(split: str | None) -> None:
+    """Raise `ConfigError` unless `split` is None, "train", "val" or "test"."""
+    if split is not None and split not in SPLITS:
+        raise ConfigError(f"split: expected None, 'train', 'val' or 'test', got {split!r}")
+
+
 @runtime_checkable
 class Dataset(Protocol):
     """What every reader offers. `labels["target"]` of each Record is aligned with `label_names`."""

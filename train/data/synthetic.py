@@ -36,9 +36,9 @@ Conditions (single label, codes as PTB-XL SCP statements where one exists):
 * NORM: sinus rhythm 65-95 bpm, ECGSYN heart-rate variability (SD 1-3 bpm).
 * SBRAD: sinus bradycardia 40-55 bpm. STACH: sinus tachycardia 105-140 bpm.
 * AFIB: atrial fibrillation. No P wave in any lead; RR intervals drawn independently from a
-  log-normal law (coefficient of variation 0.15-0.30, >= 0.3 s refractory limit), so they are
-  irregular and uncorrelated; mean ventricular rate 65-125 bpm; fibrillatory f-waves from the
-  sawtooth model of Stridh M, Sornmo L (IEEE TBME 48(1):105-111, 2001): 4.5-8.5 Hz with slow
+  shifted log-normal law (0.3 s AV-node refractory period plus a log-normal excess; coefficient
+  of variation 0.15-0.30), so they are irregular and uncorrelated; mean ventricular rate 65-125
+  bpm; fibrillatory f-waves from the sawtooth model of Stridh M, Sornmo L (IEEE TBME 48(1):105-111, 2001): 4.5-8.5 Hz with slow
   frequency and amplitude modulation, 0.06-0.15 mV in V1, weaker in II/III/aVF, weakest in I.
 * WQRS: wide QRS (nonspecific intraventricular conduction delay, PTB-XL's nearest code is
   IVCD): Q, R and S Gaussians 1.4-1.65 times wider and spread apart, so QRS lasts 130-160 ms,
@@ -52,6 +52,7 @@ electrode lead, plus a respiratory baseline wander (0.15-0.35 Hz) of 5 x `noise_
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,7 @@ from scipy.signal import bilinear, lfilter
 
 from edge_runtime.errors import ConfigError, DatasetError
 from edge_runtime.spec import STANDARD_LEADS, Record
-from train.data.ptbxl import SPLITS, check_split
+from train.data.ptbxl import check_split
 
 CONDITIONS: tuple[str, ...] = ("NORM", "AFIB", "SBRAD", "STACH", "WQRS")
 WAVES: tuple[str, ...] = ("P", "Q", "R", "S", "T")
@@ -104,7 +105,7 @@ class BeatPlan:
     dipoles: np.ndarray      # (5, 3) heart dipoles, Frank XYZ
     heart_rate_bpm: float    # 60 / mean RR of the beats inside the record
     qrs_ms: float            # nominal QRS duration: Q centre - 2 sd to S centre + 2 sd
-    atrial: tuple[float, ...] | None  # f-wave (f0 Hz, V1 amplitude mV, df, fm, da, fa, phases)
+    atrial: tuple[float, ...] | None  # f-wave parameters (see `fibrillatory_waves`), AFIB only
 
 
 def sinus_r_times(t0: float, t1: float, hr_bpm: float, hr_std_bpm: float,
@@ -120,10 +121,13 @@ def sinus_r_times(t0: float, t1: float, hr_bpm: float, hr_std_bpm: float,
 
 def af_r_times(t0: float, t1: float, hr_bpm: float, cv: float,
                rng: np.random.Generator, min_rr_s: float = 0.3) -> np.ndarray:
-    """R times for atrial fibrillation: independent log-normal RR (mean 60/hr_bpm, CV `cv`)."""
-    sigma = math.sqrt(math.log1p(cv * cv))
-    mu = math.log(60.0 / hr_bpm) - sigma * sigma / 2
-    rr = np.maximum(rng.lognormal(mu, sigma, int((t1 - t0) / min_rr_s) + 2), min_rr_s)
+    """R times for atrial fibrillation: independent RR intervals, `min_rr_s` (the AV node's
+    refractory period) plus a log-normal excess, with mean 60 / hr_bpm and SD cv * mean."""
+    mean = 60.0 / hr_bpm
+    cv_excess = cv * mean / (mean - min_rr_s)
+    sigma = math.sqrt(math.log1p(cv_excess * cv_excess))
+    mu = math.log(mean - min_rr_s) - sigma * sigma / 2
+    rr = min_rr_s + rng.lognormal(mu, sigma, int((t1 - t0) / min_rr_s) + 2)
     times = t0 + np.concatenate([[0.0], np.cumsum(rr)])
     return times[: int(np.searchsorted(times, t1)) + 1]
 
@@ -132,11 +136,10 @@ def wave_trains(t: np.ndarray, r_times: np.ndarray, offsets: np.ndarray,
                 sigmas: np.ndarray) -> np.ndarray:
     """(5, len(t)): for each wave, the sum over beats of unit-height Gaussians at R + offset."""
     out = np.zeros((len(WAVES), t.size))
-    fs = 1.0 / (t[1] - t[0])
     for k, r in enumerate(r_times):  # per beat: each Gaussian only over +-6 sd
         centres = r + offsets[k]
-        lo = np.clip(np.floor((centres - 6 * sigmas[k] - t[0]) * fs), 0, t.size).astype(int)
-        hi = np.clip(np.ceil((centres + 6 * sigmas[k] - t[0]) * fs) + 1, 0, t.size).astype(int)
+        lo = np.searchsorted(t, centres - 6 * sigmas[k])
+        hi = np.searchsorted(t, centres + 6 * sigmas[k])
         for i in range(len(WAVES)):
             seg = t[lo[i]:hi[i]]
             out[i, lo[i]:hi[i]] += np.exp(-0.5 * ((seg - centres[i]) / sigmas[k, i]) ** 2)
@@ -275,7 +278,11 @@ def _check(ok: bool, field: str, expected: str, value: Any) -> None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class Synthetic:
@@ -296,10 +303,8 @@ class Synthetic:
     def __init__(self, n_records: int = 200, *, seed: int = 0, fs: float = 500.0,
                  duration_s: float = 10.0, conditions: tuple[str, ...] = CONDITIONS,
                  noise_mv: float = 0.01) -> None:
-        _check(isinstance(n_records, int) and not isinstance(n_records, bool) and n_records >= 1,
-               "n_records", "an integer >= 1", n_records)
-        _check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
-               "seed", "an integer >= 0", seed)
+        _check(_is_int(n_records) and n_records >= 1, "n_records", "an integer >= 1", n_records)
+        _check(_is_int(seed) and seed >= 0, "seed", "an integer >= 0", seed)
         _check(_is_number(fs) and 100.0 <= fs <= 1000.0, "fs", "100..1000 Hz", fs)
         _check(_is_number(duration_s) and duration_s >= 2.0, "duration_s", ">= 2 s", duration_s)
         _check(_is_number(noise_mv) and noise_mv >= 0.0, "noise_mv", ">= 0 mV", noise_mv)
@@ -307,7 +312,7 @@ class Synthetic:
         _check(len(conditions) > 0 and len(set(conditions)) == len(conditions)
                and all(c in CONDITIONS for c in conditions),
                "conditions", f"distinct names from {', '.join(CONDITIONS)}", conditions)
-        self.n_records, self.seed, self.fs = n_records, seed, float(fs)
+        self.n_records, self.seed, self.fs = int(n_records), int(seed), float(fs)
         self.duration_s, self.noise_mv = float(duration_s), float(noise_mv)
         self.label_names: tuple[str, ...] = conditions
         self.n_samples = int(round(self.duration_s * self.fs))
@@ -324,8 +329,9 @@ class Synthetic:
 
     def _index(self, record_id: str) -> int:
         text = str(record_id)
-        digits = text[4:] if text.startswith("syn_") else ""
-        if not (digits.isdigit() and int(digits) < self.n_records):
+        digits = text[4:] if text.startswith("syn_") and text[4:].isascii() else ""
+        if not (digits.isdigit() and int(digits) < self.n_records
+                and text == f"syn_{int(digits):06d}"):
             raise DatasetError(f"synthetic: no record {record_id!r}; expected 'syn_NNNNNN' with "
                                f"0 <= N < {self.n_records}")
         return int(digits)
@@ -335,7 +341,7 @@ class Synthetic:
         root = np.random.SeedSequence(self.seed, spawn_key=(index,))
         return [np.random.default_rng(s) for s in root.spawn(4)]
 
-    def _plan(self, index: int) -> tuple[BeatPlan, list[np.random.Generator]]:
+    def _generate(self, index: int) -> tuple[BeatPlan, list[np.random.Generator]]:
         streams = self._streams(index)
         condition = self.label_names[index % len(self.label_names)]
         return plan_beats(condition, self.duration_s, streams[0], streams[1]), streams
@@ -345,14 +351,18 @@ class Synthetic:
         return {"target": target, "condition": plan.condition, "report": _report(plan),
                 "heart_rate_bpm": float(plan.heart_rate_bpm)}
 
+    def plan(self, record_id: str) -> BeatPlan:
+        """The generation parameters of one record (R times, waves, dipoles, f-waves)."""
+        return self._generate(self._index(record_id))[0]
+
     def labels(self, record_id: str) -> dict[str, Any]:
         """The labels of one record without rendering its signal."""
-        return self._labels(self._plan(self._index(record_id))[0])
+        return self._labels(self.plan(record_id))
 
     def read(self, record_id: str) -> Record:
         """One record: signal (12, duration_s * fs) float32 mV, leads I..V6 by name."""
         index = self._index(record_id)
-        plan, streams = self._plan(index)
+        plan, streams = self._generate(index)
         signal = render(plan, self.fs, self.n_samples, self.noise_mv, streams[2])
         return Record(record_id, signal, self.fs, STANDARD_LEADS, self._labels(plan),
                       _meta(streams[3]), f"synthetic:seed={self.seed}:index={index}")
