@@ -87,7 +87,8 @@ def test_demo_runs_end_to_end_on_synthetic_data(tmp_path: Path, capsys: pytest.C
     assert "streamed == offline" in stdout and "OK" in stdout and str(out / "shards") in stdout
     summary = json.loads((out / "demo.json").read_text())
     assert summary["records"] == 20 and summary["stream_check"]["max_abs_diff"] <= 1e-5
-    assert summary["stream_check"]["windows"] == 1  # 10 s record, 10 s windows, hop 5 s
+    assert summary["stream_check"]["records"] == 2  # the test split: 10 % of 20
+    assert summary["stream_check"]["windows"] == 2  # 10 s records, 10 s windows, hop 5 s
     assert main(["demo", "--config", str(cfg), "--out", str(out)]) == 0  # reruns replace its own output
     (out / "shards" / "dataset.json").unlink()
     capsys.readouterr()
