@@ -169,9 +169,9 @@ class PolyphaseResampler:
     Equivalent to zero-stuffing by L, FIR filtering and keeping every M-th sample, without the zeros.
     The history before the first sample is the first sample repeated (no step at the start).
 
-    A boolean mask (n_channels, n) travels alongside: output k is flagged when any input sample
-    inside its FIR support [i0 - K + 1, i0] was flagged, tracked with the index of the last
-    flagged input per channel, so nothing is smeared or thresholded.
+    A boolean mask (any number of rows, n) travels alongside: output k is flagged when any input
+    sample inside its FIR support [i0 - K + 1, i0] was flagged, tracked with the index of the last
+    flagged input per row, so nothing is smeared or thresholded.
     """
 
     #: Most (channel x output x tap) products computed in one block, bounding memory on long records.
@@ -189,7 +189,7 @@ class PolyphaseResampler:
         self._hist: np.ndarray | None = None  # last taps-1 inputs, (C, taps-1)
         self._n_in = 0   # inputs consumed so far
         self._k_next = 0  # next output index
-        self._last_flag = np.full(self.n_channels, -(self.taps + 1), dtype=np.int64)
+        self._last_flag: np.ndarray | None = None  # per mask row: index of the last flagged input
 
     def __call__(self, x: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = x.shape[1]
@@ -220,7 +220,9 @@ class PolyphaseResampler:
         return out, flags
 
     def _track_flags(self, mask: np.ndarray, n_before: int, newest: np.ndarray) -> np.ndarray:
-        """Per output: was any input in its FIR support flagged? (C, nk) bool."""
+        """Per output: was any input in its FIR support flagged? (mask rows, nk) bool."""
+        if self._last_flag is None:
+            self._last_flag = np.full(mask.shape[0], -(self.taps + 1), dtype=np.int64)
         if mask.any():
             idx = np.where(mask, np.arange(n_before, n_before + mask.shape[1]), -(self.taps + 1))
             last = np.maximum(np.maximum.accumulate(idx, axis=1), self._last_flag[:, None])

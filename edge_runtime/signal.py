@@ -139,9 +139,10 @@ def as_signal(x: Any, leads: tuple[str, ...], where: str = "signal") -> np.ndarr
 class SignalChain:
     """Stateful notch -> resample -> band filter, chunk in at fs_in, chunk out at fs_out.
 
-    `__call__` returns (y, out_of_range): y is (n_leads, m) float64 in mV at fs_out and
-    out_of_range (n_leads, m) bool, true for an output sample whose resampling support holds a
-    raw sample at or beyond `saturation_mv`.
+    `__call__(x, gap)` returns (y, flags): y is (n_leads, m) float64 in mV at fs_out; flags is
+    (n_leads + 1, m) bool: rows 0..n_leads-1 are true for an output sample whose resampling
+    support holds a raw sample at or beyond `saturation_mv`, the last row where it holds a
+    sample the caller marked in `gap` (samples bridged over a transmission gap).
     """
 
     def __init__(self, design: FilterDesign, n_leads: int, saturation_mv: float):
@@ -160,8 +161,9 @@ class SignalChain:
             if stage is not None:
                 stage.reset()
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mask = np.abs(x) >= self.saturation_mv
+    def __call__(self, x: np.ndarray, gap: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        gap_row = np.zeros((1, x.shape[1]), bool) if gap is None else np.asarray(gap, bool).reshape(1, -1)
+        mask = np.concatenate([np.abs(x) >= self.saturation_mv, gap_row])
         if self._notch is not None:
             x = self._notch(x)
         if self._resampler is not None:
@@ -173,18 +175,23 @@ class SignalChain:
 
 @dataclass
 class Windows:
-    """Fixed windows: data (n, n_leads, window) float32; start = index of the first sample at fs_out."""
+    """Fixed windows: data (n, n_leads, window) float32; start = index of the first sample at fs_out.
+
+    flat, saturated: (n, n_leads) bool per lead; gap: (n,) bool, the window holds samples bridged
+    over a transmission gap.
+    """
 
     data: np.ndarray
     start: np.ndarray
     flat: np.ndarray
     saturated: np.ndarray
+    gap: np.ndarray
     fs: float = 0.0
 
     @property
     def usable(self) -> np.ndarray:
-        """(n,) bool: windows with no flat and no saturated lead."""
-        return ~(self.flat | self.saturated).any(axis=1)
+        """(n,) bool: windows with no flat or saturated lead and no bridged gap."""
+        return ~((self.flat | self.saturated).any(axis=1) | self.gap)
 
     def __len__(self) -> int:
         return int(self.data.shape[0])
@@ -192,14 +199,15 @@ class Windows:
     @classmethod
     def empty(cls, n_leads: int, window: int, fs: float) -> "Windows":
         return cls(np.empty((0, n_leads, window), np.float32), np.empty(0, np.int64),
-                   np.empty((0, n_leads), bool), np.empty((0, n_leads), bool), fs)
+                   np.empty((0, n_leads), bool), np.empty((0, n_leads), bool), np.empty(0, bool), fs)
 
     @classmethod
     def concat(cls, parts: list["Windows"]) -> "Windows":
         if not parts:
             raise EmptySignalError("windows: nothing to concatenate")
         return cls(np.concatenate([p.data for p in parts]), np.concatenate([p.start for p in parts]),
-                   np.concatenate([p.flat for p in parts]), np.concatenate([p.saturated for p in parts]), parts[0].fs)
+                   np.concatenate([p.flat for p in parts]), np.concatenate([p.saturated for p in parts]),
+                   np.concatenate([p.gap for p in parts]), parts[0].fs)
 
 
 class Windower:
@@ -212,7 +220,7 @@ class Windower:
 
     def reset(self) -> None:
         self._buf = np.empty((self.n_leads, 0))
-        self._mask = np.empty((self.n_leads, 0), bool)
+        self._mask = np.empty((self.n_leads + 1, 0), bool)  # saturated per lead, then gap
         self._buf_start = 0   # fs_out sample index of _buf[:, 0]
         self._next_start = 0  # start index of the next window
 
@@ -227,7 +235,8 @@ class Windower:
         rel = starts - self._buf_start
         idx = rel[:, None] + np.arange(self.window)
         data = np.moveaxis(self._buf[:, idx], 0, 1)            # (n, leads, window)
-        saturated = np.moveaxis(self._mask[:, idx].any(axis=2), 0, 1)
+        flags = np.moveaxis(self._mask[:, idx].any(axis=2), 0, 1)  # (n, leads + 1)
+        saturated, gap = flags[:, :-1], flags[:, -1]
         flat = np.ptp(data, axis=2) < self.flat_ptp_mv
         if self.normalize == "zscore":
             mean = data.mean(axis=2, keepdims=True)
@@ -237,7 +246,7 @@ class Windower:
         drop = min(self._next_start, end) - self._buf_start
         self._buf, self._mask = self._buf[:, drop:], self._mask[:, drop:]
         self._buf_start += drop
-        return Windows(data.astype(np.float32), starts.astype(np.int64), flat, saturated, self.fs)
+        return Windows(data.astype(np.float32), starts.astype(np.int64), flat, saturated, gap, self.fs)
 
 
 @dataclass
@@ -284,12 +293,16 @@ class Preprocessor:
         self._windower.reset()
 
     def filter(self, chunk: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Filtered signal at fs_out (and out-of-range mask) for a chunk, without windowing."""
+        """Filtered signal at fs_out and its flags (see `SignalChain`) for a chunk, without windowing."""
         return self._chain(as_signal(chunk, self.leads))
 
-    def process(self, chunk: Any) -> Windows:
-        """Feed one chunk (n_leads, n); return the windows it completed (often none)."""
-        y, mask = self._chain(as_signal(chunk, self.leads))
+    def process(self, chunk: Any, gap: np.ndarray | None = None) -> Windows:
+        """Feed one chunk (n_leads, n); return the windows it completed (often none).
+
+        `gap` (n,) bool marks samples the caller bridged over a transmission gap: every window
+        they reach gets `Windows.gap` set.
+        """
+        y, mask = self._chain(as_signal(chunk, self.leads), gap)
         return self._windower(y, mask)
 
     def process_record(self, signal: Any, where: str = "record") -> Windows:

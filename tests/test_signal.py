@@ -195,3 +195,20 @@ def test_signal_spec_validates_and_roundtrips() -> None:
         SignalSpec(100, ("I",), units="uV")
     with pytest.raises(ConfigError, match="SignalSpec.fs"):
         SignalSpec(5, ("I",))
+
+
+def test_gap_marks_reach_exactly_the_windows_they_touch_chunked_or_whole() -> None:
+    rng = np.random.default_rng(11)
+    pre = Preprocessor(PreprocessConfig(hop_s=5.0), 360, ("MLII",))
+    x = _ecg_like(rng, 1, 360, 60)
+    gap = np.zeros(x.shape[1], bool)
+    gap[int(360 * 31.0): int(360 * 31.2)] = True  # bridged samples at 31.0-31.2 s
+    whole = Windows.concat([pre.process(x, gap)])
+    pre.reset()
+    parts = [pre.process(x[:, a:b], gap[a:b]) for a, b in _chunks(rng, x.shape[1])]
+    chunked = Windows.concat(parts)
+    np.testing.assert_array_equal(whole.gap, chunked.gap)
+    span = whole.start / 100 - pre.delay_s
+    expected = (span <= 31.2) & (span + 10 >= 31.0)
+    np.testing.assert_array_equal(whole.gap, expected)
+    assert not whole.usable[whole.gap].any() and whole.usable[~whole.gap].all()

@@ -1,0 +1,356 @@
+"""The streaming engine: chunks in, per-window results and events out, nothing lost silently.
+
+    Chunk -> admit (gaps, duplicates, invalid samples) -> signal contract (stateful) -> windows
+          -> quality -> model (usable windows only) -> smoothing -> events (hysteresis)
+          \\-> R-peak detector (raw lead, device rate) -> heart rate per window
+
+`Engine.feed(chunk)` is synchronous and deterministic, so streaming a record in chunks gives the
+same per-window results as feeding it whole; `run_stream` drives it from an async source.
+
+Gap policy (documented in the README): a chunk's `first_index` ahead of the expected index is a
+gap of that many samples. Gaps up to `bridge_max_s` are bridged by linear interpolation between
+the last sample before and the first sample after, and every window those samples reach is
+flagged `gap` (not classified). Longer gaps end the segment: filter and detector state reset, and
+output resumes one full window after the gap. Either way the lost samples are counted and an event
+is emitted. A chunk behind the expected index (duplicate or reordered) is dropped and counted.
+Non-finite samples are bridged like a short gap and counted as invalid. A chunk at the wrong rate
+or of the wrong shape is rejected with an error event; the engine keeps running.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Protocol
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError
+from edge_runtime.signal import Preprocessor, Windows
+from edge_runtime.sources import Chunk
+
+NORMAL_LABELS = ("NORM", "N", "SR")
+
+
+class Model(Protocol):
+    """What the engine needs from a model: labels, thresholds, and probabilities for windows."""
+
+    labels: tuple[str, ...]
+    thresholds: tuple[float, ...]
+
+    def predict(self, windows: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """bridge_max_s: longest gap bridged by interpolation. smoothing_windows: moving average of
+    probabilities over this many usable windows. event_on/event_off: consecutive windows above /
+    below the threshold that open / close an event. stall_timeout_s: silence that raises a stall event.
+    """
+
+    bridge_max_s: float = 0.25
+    smoothing_windows: int = 3
+    event_on: int = 2
+    event_off: int = 2
+    stall_timeout_s: float = 5.0
+    beat_lead: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("bridge_max_s", "stall_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"engine.{name}: expected a positive number of seconds")
+        for name in ("smoothing_windows", "event_on", "event_off"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"engine.{name}: expected >= 1")
+
+
+@dataclass
+class StreamStats:
+    """Every sample accounted for: received = used + duplicate + rejected; lost never arrived."""
+
+    received: int = 0
+    used: int = 0
+    lost: int = 0
+    bridged_gaps: int = 0
+    reset_gaps: int = 0
+    duplicate: int = 0
+    invalid: int = 0
+    rejected: int = 0
+    chunks: int = 0
+    windows: int = 0
+    windows_unusable: int = 0
+    beats: int = 0
+
+
+@dataclass
+class Event:
+    """Something a user must know about: gap, reset, invalid, error, stall, rhythm episode, end."""
+
+    kind: str
+    t_start_s: float
+    t_end_s: float | None = None
+    label: str = ""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": "event", "kind": self.kind, "label": self.label, "t_start_s": self.t_start_s,
+                "t_end_s": self.t_end_s, "detail": self.detail}
+
+
+@dataclass
+class WindowResult:
+    """One window: device-time span, quality, model output, heart rate and per-stage latency."""
+
+    index: int
+    t_start_s: float
+    t_end_s: float
+    usable: bool
+    flags: dict[str, Any]
+    probabilities: dict[str, float] | None = None
+    smoothed: dict[str, float] | None = None
+    hr_bpm: float = math.nan
+    n_beats: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": "window", "index": self.index, "t_start_s": round(self.t_start_s, 4),
+                "t_end_s": round(self.t_end_s, 4), "usable": self.usable, "flags": self.flags,
+                "probabilities": self.probabilities, "smoothed": self.smoothed,
+                "hr_bpm": None if math.isnan(self.hr_bpm) else round(self.hr_bpm, 2),
+                "n_beats": self.n_beats, "latency_ms": self.latency_ms}
+
+
+class Engine:
+    """Stateful per-stream processing; one instance per stream."""
+
+    def __init__(self, preprocessor: Preprocessor, model: Model | None = None, beats: Any | None = None,
+                 config: EngineConfig | None = None, clock: Callable[[], float] = time.monotonic):
+        self.pre = preprocessor
+        self.model = model
+        self.beats = beats
+        self.cfg = config or EngineConfig()
+        self.clock = clock
+        self.fs_in = preprocessor.fs_in
+        self.leads = preprocessor.leads
+        self.stats = StreamStats()
+        self._bridge_max = int(round(self.cfg.bridge_max_s * self.fs_in))
+        self._expected: int | None = None
+        self._segment_start = 0
+        self._last: np.ndarray | None = None
+        self._peaks: list[np.ndarray] = []
+        self._history: deque[np.ndarray] = deque(maxlen=self.cfg.smoothing_windows)
+        self._event_state: dict[str, dict[str, Any]] = {}
+        self._n_windows = 0
+
+    # --- input stage ---------------------------------------------------------------------------
+
+    def _reject(self, chunk: Chunk, why: str, events: list[Event]) -> None:
+        n = int(np.shape(chunk.samples)[-1]) if np.ndim(chunk.samples) else 1
+        self.stats.received += n
+        self.stats.rejected += n
+        events.append(Event("error", chunk.first_index / self.fs_in, detail=f"chunk at sample {chunk.first_index}: {why}; dropped"))
+
+    def _admit(self, chunk: Chunk, events: list[Event]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Validate a chunk and place it on the device timeline; None when nothing is usable."""
+        if not math.isclose(chunk.fs, self.fs_in, rel_tol=1e-6):
+            self._reject(chunk, f"fs {chunk.fs:g} Hz, expected {self.fs_in:g} Hz", events)
+            return None
+        x = np.asarray(chunk.samples, dtype=np.float64)
+        if x.ndim == 1 and len(self.leads) == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[0] != len(self.leads) or x.dtype.kind not in "fiu":
+            self._reject(chunk, f"shape {np.shape(chunk.samples)}, expected ({len(self.leads)}, n)", events)
+            return None
+        n, first = x.shape[1], int(chunk.first_index)
+        self.stats.received += n
+        self.stats.chunks += 1
+        if self._expected is None:
+            self._expected = self._segment_start = first
+        if first < self._expected:  # duplicate or reordered: keep only what is new
+            overlap = min(n, self._expected - first)
+            self.stats.duplicate += overlap
+            if overlap == n:
+                return None
+            x, first = x[:, overlap:], self._expected
+        n_new = x.shape[1]
+        self.stats.used += n_new
+        gap_mask = ~np.isfinite(x).all(axis=0)
+        if gap_mask.any():
+            self.stats.invalid += int(gap_mask.sum())
+            events.append(Event("invalid", first / self.fs_in, detail=f"{int(gap_mask.sum())} non-finite samples bridged"))
+            x = self._interpolate_invalid(x, gap_mask)
+        missing = first - self._expected
+        if missing > 0:
+            self.stats.lost += missing
+            t0 = self._expected / self.fs_in
+            if missing <= self._bridge_max and self._last is not None:
+                self.stats.bridged_gaps += 1
+                events.append(Event("gap", t0, first / self.fs_in, detail=f"{missing} samples lost, bridged"))
+                ramp = np.linspace(0.0, 1.0, missing + 2)[1:-1]
+                fill = self._last[:, None] + (x[:, :1] - self._last[:, None]) * ramp[None, :]
+                x = np.concatenate([fill, x], axis=1)
+                gap_mask = np.concatenate([np.ones(missing, bool), gap_mask])
+            else:
+                self.stats.reset_gaps += 1
+                events.append(Event("reset", t0, first / self.fs_in, detail=f"{missing} samples lost; state reset"))
+                self._reset_segment(first)
+        self._expected = first + n_new
+        self._last = x[:, -1].copy()
+        return x, gap_mask
+
+    def _interpolate_invalid(self, x: np.ndarray, bad: np.ndarray) -> np.ndarray:
+        good = np.flatnonzero(~bad)
+        x = x.copy()
+        if good.size == 0:  # nothing valid in the chunk: hold the last value (or zero)
+            x[:] = (self._last if self._last is not None else np.zeros(len(self.leads)))[:, None]
+            return x
+        idx = np.arange(x.shape[1])
+        for c in range(x.shape[0]):  # per lead, vectorised over samples
+            x[c, bad] = np.interp(idx[bad], good, x[c, good])
+        return x
+
+    def _reset_segment(self, first: int) -> None:
+        self.pre.reset()
+        if self.beats is not None:
+            self.beats.reset()
+        self._segment_start = first
+        self._last = None
+        self._history.clear()
+
+    # --- per chunk -------------------------------------------------------------------------------
+
+    def feed(self, chunk: Chunk) -> tuple[list[WindowResult], list[Event]]:
+        """Process one chunk; return the windows it completed and the events it raised."""
+        events: list[Event] = []
+        t_arrival = chunk.host_time or self.clock()
+        admitted = self._admit(chunk, events)
+        if admitted is None:
+            return [], events
+        x, gap = admitted
+        t0 = self.clock()
+        win = self.pre.process(x, gap)
+        t_pre = self.clock() - t0
+        if self.beats is not None:
+            peaks = self.beats.process(x[self.cfg.beat_lead])
+            if len(peaks):
+                self._peaks.append(np.asarray(peaks, np.int64) + self._segment_start)
+                self.stats.beats += len(peaks)
+        return self._windows(win, t_pre, t_arrival, events), events
+
+    def _windows(self, win: Windows, t_pre: float, t_arrival: float, events: list[Event]) -> list[WindowResult]:
+        results = []
+        if len(win) == 0:
+            return results
+        probs, t_inf = None, 0.0
+        usable = win.usable
+        if self.model is not None and usable.any():
+            t0 = self.clock()
+            probs = np.full((len(win), len(self.model.labels)), np.nan)
+            probs[usable] = self.model.predict(win.data[usable])
+            t_inf = (self.clock() - t0) / int(usable.sum())
+        offset = self._segment_start / self.fs_in - self.pre.delay_s
+        for i in range(len(win)):  # per window (one every hop), not per sample
+            t_start = offset + win.start[i] / self.pre.config.fs_out
+            res = WindowResult(
+                index=self._n_windows, t_start_s=t_start, t_end_s=t_start + self.pre.config.window_s,
+                usable=bool(usable[i]),
+                flags={"flat": [self.leads[j] for j in np.flatnonzero(win.flat[i])],
+                       "saturated": [self.leads[j] for j in np.flatnonzero(win.saturated[i])],
+                       "gap": bool(win.gap[i])})
+            self._n_windows += 1
+            self.stats.windows += 1
+            self.stats.windows_unusable += not res.usable
+            self._heart_rate(res)
+            if probs is not None and res.usable:
+                self._classify(res, probs[i], events)
+            res.latency_ms = {"preprocess": t_pre * 1e3, "inference": t_inf * 1e3 if res.usable else 0.0,
+                              "end_to_end": (self.clock() - t_arrival) * 1e3}
+            results.append(res)
+        return results
+
+    def _heart_rate(self, res: WindowResult) -> None:
+        if not self._peaks:
+            return
+        peaks = np.concatenate(self._peaks)
+        self._peaks = [peaks[peaks >= (res.t_start_s - 3.0) * self.fs_in]]  # keep what later windows need
+        t = peaks / self.fs_in
+        inside = t[(t >= res.t_start_s) & (t < res.t_end_s)]
+        res.n_beats = int(inside.size)
+        if inside.size >= 2:
+            res.hr_bpm = 60.0 / float(np.mean(np.diff(inside)))
+
+    def _classify(self, res: WindowResult, p: np.ndarray, events: list[Event]) -> None:
+        labels = self.model.labels
+        res.probabilities = {lab: float(v) for lab, v in zip(labels, p)}
+        self._history.append(p)
+        smooth = np.mean(self._history, axis=0)
+        res.smoothed = {lab: float(v) for lab, v in zip(labels, smooth)}
+        for lab, value, thr in zip(labels, smooth, self.model.thresholds):
+            if lab not in NORMAL_LABELS:
+                self._hysteresis(lab, value >= thr, res, events)
+
+    def _hysteresis(self, label: str, positive: bool, res: WindowResult, events: list[Event]) -> None:
+        st = self._event_state.setdefault(label, {"open": None, "run": 0, "first": None, "last_pos": None})
+        if positive:
+            st["last_pos"] = res.t_end_s
+        if st["open"] is None:
+            st["run"] = st["run"] + 1 if positive else 0
+            st["first"] = res.t_start_s if st["run"] == 1 else st["first"]
+            if st["run"] >= self.cfg.event_on:
+                st["open"] = Event("rhythm", st["first"], None, label, "onset")
+                events.append(st["open"])
+                st["run"] = 0
+        else:
+            st["run"] = 0 if positive else st["run"] + 1
+            if st["run"] >= self.cfg.event_off:
+                events.append(Event("rhythm", st["open"].t_start_s, st["last_pos"], label, "offset"))
+                st["open"], st["run"] = None, 0
+
+    def finish(self) -> list[Event]:
+        """End of stream: close open episodes and report what was left unclassified."""
+        events = []
+        for label, st in self._event_state.items():
+            if st["open"] is not None:
+                events.append(Event("rhythm", st["open"].t_start_s, st["last_pos"], label, "offset at end of stream"))
+        end = (self._expected or 0) / self.fs_in
+        s = self.stats
+        events.append(Event("end", end, end, detail=(
+            f"{s.received} samples received, {s.used} used, {s.lost} lost in {s.bridged_gaps + s.reset_gaps} gaps, "
+            f"{s.duplicate} duplicate, {s.invalid} invalid, {s.rejected} rejected; {s.windows} windows "
+            f"({s.windows_unusable} unusable); the last partial window is not classified")))
+        return events
+
+
+async def run_stream(source: AsyncIterator[Chunk], engine: Engine,
+                     sinks: list[Callable[[list[WindowResult], list[Event]], None]]) -> StreamStats:
+    """Drive `engine` from an async source; a silent source raises stall events but is kept."""
+    it = source.__aiter__()
+    pending: asyncio.Task | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(it.__anext__())
+            done, _ = await asyncio.wait({pending}, timeout=engine.cfg.stall_timeout_s)
+            if not done:
+                t = (engine._expected or 0) / engine.fs_in
+                for sink in sinks:
+                    sink([], [Event("stall", t, detail=f"no data for {engine.cfg.stall_timeout_s:g} s")])
+                continue
+            task, pending = pending, None
+            try:
+                chunk = task.result()
+            except StopAsyncIteration:
+                break
+            results, events = engine.feed(chunk)
+            if results or events:
+                for sink in sinks:
+                    sink(results, events)
+    finally:
+        if pending is not None:
+            pending.cancel()
+    final = engine.finish()
+    for sink in sinks:
+        sink([], final)
+    return engine.stats

@@ -1,0 +1,153 @@
+"""The streaming engine: chunked == whole, every sample accounted for, events, bad sources."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from edge_runtime.engine import Engine, EngineConfig, run_stream
+from edge_runtime.signal import Preprocessor, PreprocessConfig
+from edge_runtime.sources import ArraySource, Chunk
+
+FS = 130.0
+
+
+class DominantFrequencyModel:
+    """Deterministic test model: P(FAST) is high when a window's dominant frequency is above 4 Hz."""
+
+    labels = ("NORM", "FAST")
+    thresholds = (0.5, 0.5)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        spec = np.abs(np.fft.rfft(windows[:, 0, 0] if windows.ndim == 4 else windows[:, 0], axis=-1))
+        freqs = np.fft.rfftfreq(windows.shape[-1], 1 / 100.0)
+        fast = (freqs[np.argmax(spec[:, 1:], axis=1) + 1] > 4.0).astype(float) * 0.8 + 0.1
+        return np.stack([1 - fast, fast], axis=1)
+
+
+def _signal(seconds: float = 180.0) -> np.ndarray:
+    t = np.arange(int(FS * seconds)) / FS
+    slow = np.sin(2 * np.pi * 1.0 * t)
+    fast = np.sin(2 * np.pi * 8.0 * t)
+    return np.where((t >= 60) & (t < 120), fast, slow)[None, :] + 0.3
+
+
+def _engine(**cfg) -> Engine:
+    pre = Preprocessor(PreprocessConfig(hop_s=5.0), FS, ("CHEST",))
+    return Engine(pre, DominantFrequencyModel(), config=EngineConfig(**cfg))
+
+
+def _feed_all(engine: Engine, chunks: list[Chunk]):
+    results, events = [], []
+    for c in chunks:
+        r, e = engine.feed(c)
+        results += r
+        events += e
+    return results, events + engine.finish()
+
+
+def _key(results):
+    return [(r.index, round(r.t_start_s, 9), r.usable, r.flags["gap"], r.probabilities, r.smoothed) for r in results]
+
+
+def test_chunked_equals_whole_and_events_follow_the_signal() -> None:
+    x = _signal()
+    whole, ev_whole = _feed_all(_engine(), [Chunk(x, 0, FS)])
+    rng = np.random.default_rng(0)
+    cuts = np.unique(np.concatenate([[0], rng.integers(1, x.shape[1], 800), [x.shape[1]]]))
+    chunked, ev_chunked = _feed_all(_engine(), [Chunk(x[:, a:b], int(a), FS) for a, b in zip(cuts[:-1], cuts[1:])])
+    assert _key(whole) == _key(chunked)
+    assert len(whole) == (int(180 * 100) - 1000) // 500 + 1
+    rhythm = [e for e in ev_whole if e.kind == "rhythm" and e.label == "FAST"]
+    assert [e.detail for e in rhythm] == ["onset", "offset"]
+    onset, offset = rhythm
+    assert 55 <= onset.t_start_s <= 70 and 120 <= offset.t_end_s <= 140  # smoothing lags by about a hop
+    assert [(e.t_start_s, e.t_end_s) for e in ev_chunked if e.kind == "rhythm"] == \
+        [(e.t_start_s, e.t_end_s) for e in rhythm]
+    assert not any(e.kind == "rhythm" and e.label == "NORM" for e in ev_whole)  # normal class raises no episode
+
+
+def test_gaps_are_counted_bridged_or_reset_and_flagged() -> None:
+    x = _signal(120)
+    chunks = ArraySource(x, FS, chunk=73).chunks()
+    dropped_short = {60, 61}              # 146 samples (1.12 s)
+    dropped_tiny = {150}                  # 73 samples (0.56 s)
+    eng = _engine(bridge_max_s=1.2)       # both bridged
+    kept = [c for i, c in enumerate(chunks) if i not in dropped_short | dropped_tiny]
+    results, events = _feed_all(eng, kept)
+    s = eng.stats
+    assert s.lost == 73 * 3 and s.received + s.lost == x.shape[1]
+    assert s.bridged_gaps == 2 and s.reset_gaps == 0
+    gaps = [e for e in events if e.kind == "gap"]
+    assert [e.detail for e in gaps] == ["146 samples lost, bridged", "73 samples lost, bridged"]
+    assert abs(gaps[0].t_start_s - 60 * 73 / FS) < 1e-9
+    flagged = [r for r in results if r.flags["gap"]]
+    assert flagged and all(not r.usable and r.probabilities is None for r in flagged)
+    for r in flagged:  # every flagged window overlaps a gap, up to the resampler's FIR support (0.4 s)
+        assert any(r.t_start_s - 0.4 <= g.t_end_s and g.t_start_s <= r.t_end_s for g in gaps)
+    assert len(flagged) == 6  # three windows per gap at a 5 s hop
+    eng2 = _engine(bridge_max_s=0.25)     # both reset
+    results2, events2 = _feed_all(eng2, kept)
+    assert eng2.stats.reset_gaps == 2 and [e.kind for e in events2].count("reset") == 2
+    after = [r for r in results2 if r.t_start_s > 150 * 73 / FS]
+    assert after and after[0].t_start_s >= 151 * 73 / FS - 0.5  # output resumes a window after the gap
+
+
+def test_duplicates_and_reordering_are_dropped_and_counted() -> None:
+    x = _signal(60)
+    chunks = ArraySource(x, FS, chunk=73).chunks()
+    messy = chunks[:10] + [chunks[8], chunks[9]] + chunks[10:40] + [chunks[20]] + chunks[40:]
+    clean_results, _ = _feed_all(_engine(), chunks)
+    eng = _engine()
+    results, _ = _feed_all(eng, messy)
+    assert _key(results) == _key(clean_results)
+    assert eng.stats.duplicate == 3 * 73 and eng.stats.lost == 0
+    partial = Chunk(x[:, 30:200], 30, FS)  # overlaps what was sent: only the new part is used
+    eng = _engine()
+    eng.feed(Chunk(x[:, :100], 0, FS))
+    eng.feed(partial)
+    assert eng.stats.duplicate == 70 and eng.stats.used == 200
+
+
+def test_bad_chunks_give_events_and_the_engine_keeps_running() -> None:
+    x = _signal(60)
+    eng = _engine()
+    chunks = ArraySource(x, FS, chunk=73).chunks()
+    bad_nan = chunks[5].samples.copy()
+    bad_nan[0, 10:20] = np.nan
+    stream = chunks[:5] + [Chunk(bad_nan, chunks[5].first_index, FS), Chunk(chunks[6].samples, chunks[6].first_index, 250.0),
+                           Chunk(np.zeros((2, 73)), chunks[6].first_index, FS)] + chunks[6:]
+    results, events = _feed_all(eng, stream)
+    kinds = [e.kind for e in events]
+    assert "invalid" in kinds and kinds.count("error") == 2
+    errors = [e.detail for e in events if e.kind == "error"]
+    assert "fs 250 Hz, expected 130 Hz" in errors[0] and "shape (2, 73), expected (1, n)" in errors[1]
+    assert eng.stats.invalid == 10 and eng.stats.rejected == 146
+    assert eng.stats.received == x.shape[1] + 146
+    assert results[0].flags["gap"] and len(results) == 11
+    assert events[-1].kind == "end" and "the last partial window is not classified" in events[-1].detail
+
+
+def test_async_stream_reports_stalls_and_a_source_that_stops() -> None:
+    x = _signal(30)
+
+    async def stalling():
+        for i, c in enumerate(ArraySource(x, FS, chunk=73).chunks()):
+            if i == 20:
+                await asyncio.sleep(0.25)  # the source goes silent for a while
+            yield c
+            if i == 40:
+                return  # and then stops mid-stream
+
+    seen: list = []
+    eng = _engine(stall_timeout_s=0.1)
+    stats = asyncio.run(asyncio.wait_for(run_stream(stalling(), eng, [lambda r, e: seen.extend(e)]), 10))
+    kinds = [e.kind for e in seen]
+    assert kinds.count("stall") >= 1 and kinds[-1] == "end"
+    assert stats.received == 41 * 73
+
+
+def test_engine_config_validates() -> None:
+    with pytest.raises(Exception, match="engine.smoothing_windows"):
+        EngineConfig(smoothing_windows=0)
