@@ -324,8 +324,11 @@ class Engine:
 
 
 async def run_stream(source: AsyncIterator[Chunk], engine: Engine,
-                     sinks: list[Callable[[list[WindowResult], list[Event]], None]]) -> StreamStats:
-    """Drive `engine` from an async source; a silent source raises stall events but is kept."""
+                     sinks: list[Callable[[list[WindowResult], list[Event]], None]],
+                     taps: tuple[Callable[[Chunk], None], ...] = ()) -> StreamStats:
+    """Drive `engine` from an async source; a silent source raises stall events but is kept.
+
+    `taps` see every chunk before the engine does (the live view's trace)."""
     it = source.__aiter__()
     pending: asyncio.Task | None = None
     try:
@@ -343,6 +346,8 @@ async def run_stream(source: AsyncIterator[Chunk], engine: Engine,
                 chunk = task.result()
             except StopAsyncIteration:
                 break
+            for tap in taps:
+                tap(chunk)
             results, events = engine.feed(chunk)
             if results or events:
                 for sink in sinks:

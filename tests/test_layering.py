@@ -15,7 +15,7 @@ STDLIB = set(sys.stdlib_module_names)
 
 #: Top-level modules each package may import (besides the standard library).
 ALLOWED = {
-    "edge_runtime": {"edge_runtime", "numpy", "scipy", "ai_edge_litert", "tflite_runtime", "onnxruntime",
+    "edge_runtime": {"edge_runtime", "numpy", "scipy", "rich", "ai_edge_litert", "tflite_runtime", "onnxruntime",
                      "executorch", "torch"},  # torch only for the ExecuTorch backend, imported lazily
     "firmware_bridge": {"firmware_bridge", "edge_runtime", "numpy", "bleak", "bumble", "tflite_micro",
                         "ethosu", "cryptography", "wfdb"},

@@ -19,7 +19,7 @@ def test_readme_opens_with_main_job_and_tests() -> None:
     main_job, tests = _first_blocks(2)
     assert "\n" not in main_job and "\n" not in tests
     assert main_job.endswith("ecg-edge demo") and "pip install" in main_job
-    assert tests.endswith("pytest -q") and '".[train,dev]"' in tests
+    assert tests.endswith("pytest -q") and '".[all]"' in tests
 
 
 def test_ci_runs_the_readme_test_command() -> None:

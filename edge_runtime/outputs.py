@@ -1,0 +1,160 @@
+"""Where stream results go: a JSONL event log, a per-window CSV, and a live terminal view.
+
+Every sink is a callable `sink(results, events)`; the live view also taps the raw chunks for its
+trace. rich is imported only by the live view (it ships with the `edge` extra).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import deque
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from edge_runtime.engine import Event, StreamStats, WindowResult
+from edge_runtime.sources import Chunk
+
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+class JsonlSink:
+    """One JSON object per line: {"type": "window", ...} or {"type": "event", ...}."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f: TextIO = open(self.path, "w", encoding="utf-8")
+
+    def __call__(self, results: list[WindowResult], events: list[Event]) -> None:
+        for item in [*results, *events]:
+            self._f.write(json.dumps(item.as_dict(), default=_json_default) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.bool_):
+        return bool(v)
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+class CsvSink:
+    """One row per window; probability columns appear once the first classified window names them."""
+
+    BASE = ("index", "t_start_s", "t_end_s", "usable", "flat", "saturated", "gap", "hr_bpm", "n_beats",
+            "latency_preprocess_ms", "latency_inference_ms", "latency_end_to_end_ms")
+
+    def __init__(self, path: str | Path, labels: tuple[str, ...] = ()):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "w", encoding="utf-8", newline="")
+        self.labels = tuple(labels)
+        cols = list(self.BASE) + [f"p_{lab}" for lab in self.labels] + [f"smoothed_{lab}" for lab in self.labels]
+        self._w = csv.writer(self._f)
+        self._w.writerow(cols)
+
+    def __call__(self, results: list[WindowResult], events: list[Event]) -> None:
+        for r in results:
+            lat = r.latency_ms
+            row = [r.index, f"{r.t_start_s:.4f}", f"{r.t_end_s:.4f}", int(r.usable), " ".join(r.flags["flat"]),
+                   " ".join(r.flags["saturated"]), int(r.flags["gap"]), "" if math.isnan(r.hr_bpm) else f"{r.hr_bpm:.2f}",
+                   r.n_beats, f"{lat.get('preprocess', 0):.4f}", f"{lat.get('inference', 0):.4f}",
+                   f"{lat.get('end_to_end', 0):.4f}"]
+            for source in (r.probabilities, r.smoothed):
+                row += ["" if source is None else f"{source[lab]:.6f}" for lab in self.labels]
+            self._w.writerow(row)
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def sparkline(x: np.ndarray, width: int) -> str:
+    """A one-line trace: `width` columns, each the block for that span's extreme value."""
+    if x.size < 2:
+        return ""
+    cols = np.array_split(x, min(width, x.size))
+    vals = np.array([c[np.argmax(np.abs(c - np.median(x)))] for c in cols])  # width iterations, not samples
+    lo, hi = float(vals.min()), float(vals.max())
+    idx = np.zeros(len(vals), int) if hi - lo < 1e-9 else np.round((vals - lo) / (hi - lo) * 7).astype(int)
+    return "".join(_BLOCKS[i] for i in idx)
+
+
+class LiveView:
+    """A live terminal view (rich): trace, heart rate, probabilities, events, sample accounting."""
+
+    def __init__(self, stats: StreamStats, title: str, trace_s: float = 5.0, console: Any | None = None):
+        from rich.console import Console
+
+        self.stats, self.title, self.trace_s = stats, title, trace_s
+        self.console = console or Console()
+        self._trace: deque[np.ndarray] = deque()
+        self._trace_n = 0
+        self._fs = 0.0
+        self._last: WindowResult | None = None
+        self._events: deque[Event] = deque(maxlen=6)
+        self._latency: deque[float] = deque(maxlen=500)
+        self._live = None
+
+    def tap(self, chunk: Chunk) -> None:
+        """Keep the last `trace_s` seconds of the first lead for the trace."""
+        self._fs = chunk.fs
+        self._trace.append(np.asarray(chunk.samples, float).reshape(-1, chunk.n)[0])
+        self._trace_n += chunk.n
+        while self._trace and self._trace_n - len(self._trace[0]) >= self.trace_s * chunk.fs:
+            self._trace_n -= len(self._trace.popleft())
+
+    def __call__(self, results: list[WindowResult], events: list[Event]) -> None:
+        if results:
+            self._last = results[-1]
+            self._latency.extend(r.latency_ms.get("end_to_end", 0.0) for r in results)
+        self._events.extend(events)
+        if self._live is not None:
+            self._live.update(self.render())
+
+    def render(self) -> Any:
+        from rich.panel import Panel
+        from rich.table import Table
+
+        t = Table.grid(padding=(0, 1))
+        t.add_column(style="bold cyan", justify="right")
+        t.add_column()
+        trace = np.concatenate(list(self._trace)) if self._trace else np.zeros(0)
+        t.add_row("trace", sparkline(trace, 60) or "(waiting for data)")
+        r, s = self._last, self.stats
+        hr = "--" if r is None or math.isnan(r.hr_bpm) else f"{r.hr_bpm:.0f} bpm"
+        t.add_row("heart rate", hr)
+        if r is not None and r.smoothed:
+            t.add_row("classes", "  ".join(f"{k} {v:.2f}" for k, v in r.smoothed.items()))
+        if r is not None:
+            flags = [name for name in ("flat", "saturated") if r.flags[name]] + (["gap"] if r.flags["gap"] else [])
+            t.add_row("window", f"#{r.index} {r.t_start_s:.1f}-{r.t_end_s:.1f} s  " +
+                      ("usable" if r.usable else f"unusable ({', '.join(flags)})"))
+        t.add_row("samples", f"received {s.received}  lost {s.lost} ({s.bridged_gaps + s.reset_gaps} gaps)  "
+                             f"duplicate {s.duplicate}  invalid {s.invalid}  rejected {s.rejected}")
+        if self._latency:
+            lat = np.asarray(self._latency)
+            t.add_row("latency", f"p50 {np.percentile(lat, 50):.2f} ms  p99 {np.percentile(lat, 99):.2f} ms")
+        for e in self._events:
+            t.add_row(e.kind, f"{e.t_start_s:.1f} s {e.label} {e.detail}".strip())
+        return Panel(t, title=self.title)
+
+    def __enter__(self) -> "LiveView":
+        from rich.live import Live
+
+        self._live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.update(self.render())
+            self._live.__exit__(*exc)
+            self._live = None
