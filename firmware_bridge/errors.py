@@ -16,3 +16,7 @@ class ProfileError(EcgEdgeError, ValueError):
 def profile_error(profile: str, field: str, expected: str, got: object) -> ProfileError:
     """Build the one-line `ProfileError` every codec raises: profile, field, expected, got."""
     return ProfileError(f"{profile}: {field}: expected {expected}, got {got}")
+
+
+class StreamError(EcgEdgeError):
+    """The wearable was not found, refused to stream, or the link cannot carry its frames."""

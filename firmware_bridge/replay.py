@@ -1,0 +1,111 @@
+"""Signals for a virtual wearable to replay: a recording at the device's rate in µV, its R peaks and
+the Heart Rate Service values a chest strap would derive from them (wfdb imported lazily).
+
+Resampling uses the project's one resampler (`edge_runtime.filters`: Kaiser-windowed polyphase
+FIR, 60 dB stopband from the lower Nyquist frequency), run over the whole record with its group
+delay removed, so the replayed signal lines up with the recording.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge_runtime.beats import RPeakDetector
+from edge_runtime.errors import DatasetError, MissingExtraError
+from edge_runtime.filters import PolyphaseResampler, design_resampler
+
+#: Range of a Polar int24 µV sample.
+INT24_MIN, INT24_MAX = -(1 << 23), (1 << 23) - 1
+
+
+def _read_wfdb(path: Path, lead: str, start_s: float, duration_s: float | None) -> tuple[np.ndarray, float]:
+    try:
+        import wfdb
+    except ImportError:
+        raise MissingExtraError("replay_signal: reading WFDB records needs wfdb: pip install 'ecg-edge[train]'") from None
+    record_name = str(path.with_suffix("")) if path.suffix in (".hea", ".dat") else str(path)
+    header = wfdb.rdheader(record_name)
+    if lead not in header.sig_name:
+        raise DatasetError(f"{record_name}.hea: lead {lead!r} not in the record (it has {', '.join(header.sig_name)})")
+    start = int(round(start_s * header.fs))
+    stop = None if duration_s is None else min(header.sig_len, start + int(round(duration_s * header.fs)))
+    record = wfdb.rdrecord(record_name, channel_names=[lead], sampfrom=start, sampto=stop)
+    scale = {"mv": 1.0, "uv": 1e-3, "v": 1e3}.get(str(record.units[0]).lower())
+    if scale is None:
+        raise DatasetError(f"{record_name}.hea: lead {lead}: expected units mV, uV or V, got {record.units[0]!r}")
+    return np.nan_to_num(record.p_signal[:, 0] * scale), float(header.fs)
+
+
+def resample_mv(x_mv: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
+    """Anti-aliased rational resampling of a whole 1-D record, aligned (group delay removed)."""
+    if fs_in == fs_out:
+        return np.asarray(x_mv, dtype=np.float64)
+    up, down, phases = design_resampler(fs_in, fs_out)
+    delay_out = int(round((phases.size - 1) / 2.0 / (up * fs_in) * fs_out))
+    n_out = x_mv.size * up // down
+    tail = int(np.ceil((delay_out + 1) * down / up)) + 1  # inputs that flush the delayed outputs
+    x = np.concatenate([x_mv, np.full(tail, x_mv[-1])])[None, :]
+    y, _ = PolyphaseResampler(up, down, phases, 1)(x, np.zeros(x.shape, dtype=bool))
+    return y[0, delay_out:delay_out + n_out]
+
+
+def replay_signal(source: str | Path | np.ndarray, fs_in: float | None = None, fs_out: float = 130.0,
+                  lead: str = "MLII", start_s: float = 0.0, duration_s: float | None = None) -> np.ndarray:
+    """A recording as int32 µV at `fs_out`, ready for `VirtualWearable`.
+
+    source: a WFDB record path (with or without .hea), a .npy file of mV, or a 1-D mV array.
+    fs_in: the source rate (taken from the WFDB header; required otherwise). Values are clipped to
+    the int24 range of a Polar frame.
+    """
+    if isinstance(source, (str, Path)) and Path(source).suffix != ".npy":
+        x, fs_rec = _read_wfdb(Path(source), lead, start_s, duration_s)
+        fs_in = fs_rec
+    else:
+        x = np.load(source) if isinstance(source, (str, Path)) else np.asarray(source, dtype=np.float64)
+        if fs_in is None:
+            raise DatasetError("replay_signal: fs_in: expected the rate of the .npy file or array, got None")
+        x = np.asarray(x, dtype=np.float64).ravel()
+        start = int(round(start_s * fs_in))
+        x = x[start:] if duration_s is None else x[start:start + int(round(duration_s * fs_in))]
+    if x.size == 0:
+        raise DatasetError(f"replay_signal: {source if not isinstance(source, np.ndarray) else 'array'}: no samples")
+    y = resample_mv(x, float(fs_in), float(fs_out))
+    return np.clip(np.rint(y * 1000.0), INT24_MIN, INT24_MAX).astype(np.int32)
+
+
+def r_peaks(signal_uv: np.ndarray, fs: float) -> np.ndarray:
+    """R-peak sample indices of a single-lead ECG in µV, by the project's detector
+    (`edge_runtime.beats.RPeakDetector`, Hamilton & Tompkins), the record fed whole.
+
+    One second of the last value is appended so the detector confirms peaks near the end.
+    """
+    x = np.asarray(signal_uv, dtype=np.float64).ravel() / 1000.0
+    if x.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    peaks = RPeakDetector(fs).process(np.concatenate([x, np.full(int(np.ceil(fs)), x[-1])]))
+    return peaks[peaks < x.size].astype(np.int64)
+
+
+def heart_rate_plan(beat_times_s: Sequence[float] | np.ndarray, duration_s: float,
+                    average_beats: int = 4) -> list[tuple[int, tuple[int, ...]]]:
+    """What a strap notifies once per second: (bpm, RR intervals in 1/1024 s) for seconds 1..N.
+
+    Notification k (k = 1, 2, ...) carries the RR intervals of the beats in ((k-1) s, k s] that
+    follow another beat, and the bpm of the mean of the last `average_beats` RR intervals up to
+    k s (0 before the second beat).
+    """
+    t = np.sort(np.asarray(beat_times_s, dtype=np.float64))
+    rr = np.diff(t)
+    rr_1024 = np.rint(rr * 1024).astype(np.int64)
+    csum = np.concatenate([[0.0], np.cumsum(rr)])
+    plan = []
+    for k in range(1, int(np.floor(duration_s)) + 1):
+        lo, hi = np.searchsorted(t, [k - 1, k], side="right")  # beats in (k-1, k]
+        beats_rr = rr_1024[max(lo, 1) - 1:hi - 1] if hi >= 2 else rr_1024[:0]
+        n_rr = max(0, hi - 1)  # RR intervals completed by k s
+        m = min(average_beats, n_rr)
+        bpm = int(round(60.0 * m / (csum[n_rr] - csum[n_rr - m]))) if m else 0
+        plan.append((min(bpm, 255), tuple(int(v) for v in beats_rr)))
+    return plan
