@@ -99,6 +99,30 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- stream -----------------------------------------------------------------------------------
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from ecg_edge.stream import run
+
+    return run(args)
+
+
+def cmd_wearable(args: argparse.Namespace) -> int:
+    from ecg_edge.stream import run
+
+    args.source = f"virtual:{args.replay}"
+    return run(args)
+
+
+def cmd_ble_scan(args: argparse.Namespace) -> int:
+    require("bleak", "edge", "ble scan")
+    import asyncio
+
+    from ecg_edge.stream import scan_command
+
+    return asyncio.run(scan_command(args.timeout))
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -109,6 +133,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------------
+
+def _stream_options(st: argparse.ArgumentParser) -> None:
+    st.add_argument("--model", help="artifact (manifest.json, its folder or the model file); without it: beats, HR and quality only")
+    st.add_argument("--backend", choices=("litert", "executorch", "onnxruntime"), help="override the artifact's runtime")
+    st.add_argument("--threads", type=int, default=1)
+    st.add_argument("--lead", help="lead to stream, by name (default: the record's first lead; I for synthetic)")
+    st.add_argument("--fs", type=float, help="sampling rate of a .npy replay; rate of the synthetic source (default 250)")
+    st.add_argument("--seconds", type=float, default=0.0, help="stop after this much signal; synthetic length (default 60)")
+    st.add_argument("--speed", type=float, default=1.0, help="replay speed, 1.0 = real time")
+    st.add_argument("--fast", action="store_true", help="replay as fast as possible")
+    st.add_argument("--chunk", type=int, default=73, help="samples per chunk for replay (73 = one Polar H10 notification)")
+    st.add_argument("--seed", type=int, default=0, help="seed of the synthetic source and of injected faults")
+    st.add_argument("--profile", choices=("polar", "open"), default="polar", help="BLE profile")
+    st.add_argument("--bridge-max-s", type=float, default=1.0, help="longest gap bridged by interpolation (s)")
+    st.add_argument("--jsonl", help="write windows and events as JSON lines here")
+    st.add_argument("--csv", help="write one row per window here")
+    st.add_argument("--no-live", action="store_true", help="no live terminal view")
+    st.add_argument("--no-beats", action="store_true", help="skip R-peak detection and heart rate")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ecg-edge", description="ECG foundation models distilled to the edge.")
@@ -136,6 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
     i = data.add_parser("info", help="summarise a shard folder")
     i.add_argument("path")
     i.set_defaults(func=cmd_data_info)
+
+    st = sub.add_parser("stream", help="stream a recording, synthetic ECG or a BLE wearable through the runtime")
+    st.add_argument("--source", required=True,
+                    help="replay:PATH (WFDB record or .npy in mV) | synthetic | ble:NAME_OR_ADDRESS (empty: first found)")
+    _stream_options(st)
+    st.set_defaults(func=cmd_stream)
+
+    we = sub.add_parser("wearable", help="try the stack without hardware: a virtual wearable (bumble) replays a "
+                                         "recording over BLE to the runtime through bleak's API")
+    we.add_argument("--replay", required=True, help="WFDB record or .npy (mV; give --fs) to replay")
+    we.add_argument("--drop", type=float, default=0.0, help="fraction of notifications the wearable drops")
+    we.add_argument("--disconnect-after", type=int, nargs="+", metavar="N", help="force disconnects after N notifications")
+    we.add_argument("--device-fs", type=float, default=250.0, help="sample rate of the open profile (Polar is 130 Hz)")
+    _stream_options(we)
+    we.set_defaults(func=cmd_wearable)
+
+    ble = sub.add_parser("ble", help="Bluetooth LE wearables").add_subparsers(dest="ble_command", required=True,
+                                                                             metavar="<ble command>")
+    sc = ble.add_parser("scan", help="list nearby BLE devices and the ECG profile each speaks")
+    sc.add_argument("--timeout", type=float, default=5.0)
+    sc.set_defaults(func=cmd_ble_scan)
 
     demo = sub.add_parser("demo", help="the main job: run the pipeline that exists on built-in synthetic data")
     demo.add_argument("--config", help="pipeline TOML (default: built-in defaults)")

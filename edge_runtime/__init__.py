@@ -3,13 +3,13 @@
 Imports numpy and scipy only; an inference runtime is imported lazily when asked for.
 """
 from edge_runtime.errors import (
-    ConfigError, DatasetError, EcgEdgeError, EmptySignalError, MissingExtraError, SamplingRateError,
+    ArtifactError, ConfigError, DatasetError, EcgEdgeError, EmptySignalError, MissingExtraError, SamplingRateError,
     SignalError, SignalShapeError, SignalValueError, UnknownLeadError,
 )
 from edge_runtime.spec import KNOWN_LEADS, STANDARD_LEADS, Record, SignalSpec, canonical_lead
 
 __all__ = [
-    "ConfigError", "DatasetError", "EcgEdgeError", "EmptySignalError", "MissingExtraError",
+    "ArtifactError", "ConfigError", "DatasetError", "EcgEdgeError", "EmptySignalError", "MissingExtraError",
     "SamplingRateError", "SignalError", "SignalShapeError", "SignalValueError", "UnknownLeadError",
     "KNOWN_LEADS", "STANDARD_LEADS", "Record", "SignalSpec", "canonical_lead",
 ]

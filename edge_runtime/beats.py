@@ -59,13 +59,16 @@ BLS_PAIR_S = 0.150
 TH = 0.3125                      # rule 3
 USE_BLS = True
 USE_WIDE = True
-TWAVE = False
+TWAVE = True
 MEDIAN = False
 SEARCHBACK_RR = 1.5              # rule 4
 SEARCHBACK_MIN_S = 0.360
 RESET_S = 8                      # rule 5 (whole seconds)
 LEARN_S = 4                      # initial learning stretch (whole seconds)
 REFINE_S = 0.080
+REFINE_LEFT_S = 0.08
+REFINE_RIGHT_S = 0.08
+REFINE_BASE = 'median'
 N_AVG = 8
 #: Smallest feature peak considered, in mV/s (about a 0.1 mV QRS): keeps a flat or unplugged lead silent.
 MIN_PEAK = 0.5
@@ -203,10 +206,13 @@ class RPeakDetector:
         return (mx > mn / 8) & (mn > mx / 8) & (np.abs(t_mx - t_mn) < BLS_PAIR_S * self.fs)
 
     def _refine_peaks(self, qrs: np.ndarray) -> np.ndarray:
-        """Buffer position of the largest absolute deflection (from the window median) near each QRS."""
-        idx, seg = self._window(qrs, self._refine, self._wsig)
-        dev = np.abs(seg - np.median(seg, axis=1, keepdims=True))
-        return idx[np.arange(idx.shape[0]), dev.argmax(axis=1)]
+        """Buffer position of the largest absolute deflection of the wide copy near each QRS."""
+        lo, hi = round(REFINE_LEFT_S * self.fs), round(REFINE_RIGHT_S * self.fs)
+        idx = np.clip(qrs[:, None] + np.arange(-lo, hi + 1), 0, self._wsig.size - 1)
+        seg = self._wsig[idx]
+        if REFINE_BASE == "median":
+            seg = seg - np.median(seg, axis=1, keepdims=True)
+        return idx[np.arange(idx.shape[0]), np.abs(seg).argmax(axis=1)]
 
     def _trim(self) -> None:
         keep_from = self._next_i - self._d - self._to_qrs - max(self._refine, self._bls) - 2

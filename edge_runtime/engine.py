@@ -50,7 +50,7 @@ class EngineConfig:
     below the threshold that open / close an event. stall_timeout_s: silence that raises a stall event.
     """
 
-    bridge_max_s: float = 0.25
+    bridge_max_s: float = 1.0
     smoothing_windows: int = 3
     event_on: int = 2
     event_off: int = 2

@@ -53,3 +53,7 @@ class ChecksumError(DownloadError):
 
 class MissingExtraError(EcgEdgeError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ArtifactError(EcgEdgeError):
+    """A model artifact (model file + manifest.json) is missing, malformed or altered; names the file."""

@@ -38,3 +38,12 @@ def cinc2017_root() -> Path:
 @pytest.fixture(scope="session")
 def mitdb_root() -> Path:
     return _dataset("mitdb", "100.hea")
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny student artifacts (tests/tiny_export.py), each exported once per session on first use."""
+    pytest.importorskip("torch", reason="the 'train' extra (torch) is needed to export test models")
+    from tiny_export import Exports
+
+    return Exports(tmp_path_factory.mktemp("artifacts"))

@@ -37,16 +37,17 @@ def test_jsonl_csv_and_live_view(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     windows = [d for d in lines if d["type"] == "window"]
     events = [d for d in lines if d["type"] == "event"]
-    assert len(windows) == stats.windows == 33  # 34 without the loss: the reset restarts windowing
-    assert [e["kind"] for e in events if e["kind"] in ("gap", "reset")] == ["reset"]  # 0.56 s > 0.25 s bridge
+    assert len(windows) == stats.windows == 35  # (180 s - 10 s) / 5 s + 1: nothing lost to the gap
+    assert [e["kind"] for e in events if e["kind"] in ("gap", "reset")] == ["gap"]  # 0.56 s <= 1 s: bridged
     assert events[-1]["kind"] == "end" and f"{stats.lost} lost" in events[-1]["detail"]
     assert {e["detail"] for e in events if e["kind"] == "rhythm" and e["label"] == "FAST"} == {"onset", "offset"}
     rows = list(csv.DictReader(open(tmp_path / "windows.csv")))
-    assert len(rows) == 33 and {"p_FAST", "smoothed_NORM", "latency_end_to_end_ms"} <= set(rows[0])
+    assert len(rows) == 35 and {"p_FAST", "smoothed_NORM", "latency_end_to_end_ms"} <= set(rows[0])
     fast = [float(r["p_FAST"]) for r in rows if r["p_FAST"] and 70 <= float(r["t_start_s"]) <= 105]
     assert fast and min(fast) > 0.5
     text = view.console.export_text()
     assert "lost 73" in text and "FAST" in text and "end" in text
+    assert sum(r["gap"] == "1" for r in rows) == 2  # the two windows holding the bridged notification
 
 
 def test_sparkline_shape() -> None:

@@ -1,0 +1,195 @@
+"""`ecg-edge stream`: a source (replay, synthetic, BLE) through the engine to the live view and logs.
+
+Composition only: sources, models and sinks live in `edge_runtime` (and `firmware_bridge` for
+BLE); this module resolves the command line into them. Heavy pieces are imported when asked for.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import numpy as np
+
+from edge_runtime.errors import ConfigError, UnknownLeadError
+from edge_runtime.spec import canonical_lead
+
+
+@dataclass
+class ResolvedSource:
+    """What a source spec resolves to: the chunk iterator, its rate and lead, and a description."""
+
+    chunks: AsyncIterator[Any]
+    fs: float
+    lead: str
+    describe: str
+
+
+def _pick_lead(leads: tuple[str, ...], wanted: str | None, where: str) -> int:
+    if wanted is None:
+        return 0
+    lead = canonical_lead(wanted, where="--lead")
+    if lead not in leads:
+        raise UnknownLeadError(f"{where}: has no lead {lead}; it has {', '.join(leads)} (choose one with --lead)")
+    return leads.index(lead)
+
+
+def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: float, speed: float | None,
+                   chunk: int, seed: int = 0) -> ResolvedSource:
+    """Turn `replay:PATH` or `synthetic` into a chunk source (BLE sources: `open_ble_source`)."""
+    from edge_runtime.sources import ArraySource, load_npy
+
+    kind, _, arg = spec.partition(":")
+    if kind == "replay":
+        path = Path(arg)
+        if path.suffix == ".npy":
+            if fs is None:
+                raise ConfigError(f"--fs: a .npy file carries no sampling rate; give --fs for {path}")
+            if lead is None:
+                raise ConfigError(f"--lead: name the lead recorded in {path} (e.g. --lead I)")
+            x = load_npy(str(path))
+            return ResolvedSource(ArraySource(x[:1], fs, chunk, speed).__aiter__(), fs, canonical_lead(lead),
+                                  f"replay {path} ({fs:g} Hz)")
+        from ecg_edge.cli import require
+        require("wfdb", "train", "stream --source replay:WFDB")
+        from train.data.wfdb_io import read_wfdb_mv
+        from edge_runtime.spec import canonical_leads
+
+        rec = read_wfdb_mv(path.with_suffix("") if path.suffix in (".hea", ".dat", ".mat") else path)
+        leads = canonical_leads(rec.sig_name, where=str(rec.header))
+        i = _pick_lead(leads, lead, str(rec.header))
+        x = rec.signal[i:i + 1].astype(np.float64)
+        if seconds:
+            x = x[:, : int(seconds * rec.fs)]
+        return ResolvedSource(ArraySource(x, rec.fs, chunk, speed).__aiter__(), rec.fs, leads[i],
+                              f"replay {rec.header.name} lead {leads[i]} ({rec.fs:g} Hz)")
+    if kind == "synthetic":
+        from ecg_edge.cli import require
+        require("neurokit2", "train", "stream --source synthetic")
+        from train.data.synthetic import Synthetic
+
+        rate = fs or 250.0
+        ds = Synthetic(1, seed=seed, fs=rate, duration_s=seconds or 60.0)
+        rec = ds.read(ds.ids()[0])
+        i = _pick_lead(rec.leads, lead or "I", "synthetic record")
+        return ResolvedSource(ArraySource(rec.signal[i:i + 1], rate, chunk, speed).__aiter__(), rate, rec.leads[i],
+                              f"synthetic {rec.labels['condition']} ({rate:g} Hz, seed {seed})")
+    raise ConfigError(f"--source: expected replay:PATH, synthetic or ble:NAME_OR_ADDRESS, got {spec!r}")
+
+
+async def _until(chunks: AsyncIterator[Any], end_index: Callable[[], int | None]) -> AsyncIterator[Any]:
+    """Pass chunks through until one reaches `end_index()` (None: no end yet)."""
+    async for c in chunks:
+        yield c
+        end = end_index()
+        if end is not None and c.end_index >= end:
+            return
+
+
+async def open_ble_source(args: Any, stack: contextlib.AsyncExitStack) -> tuple[ResolvedSource, Any]:
+    """`ble:NAME_OR_ADDRESS` (a real wearable via bleak) or `virtual:PATH` (a virtual Polar H10 on bumble
+    replaying PATH, reached through the same bleak API); returns the source and the client."""
+    from ecg_edge.cli import require
+    require("bleak", "edge", "stream --source ble:...")
+    from firmware_bridge.client import EcgClient
+
+    kind, _, arg = args.source.partition(":")
+    if kind == "ble":
+        client = await stack.enter_async_context(EcgClient(arg or None, args.profile))
+        limit = (lambda: int(args.seconds * client.fs)) if args.seconds else (lambda: None)
+        return ResolvedSource(_until(client.__aiter__(), limit), client.fs, canonical_lead(args.lead or "CHEST"),
+                              f"BLE {arg or 'any'} ({args.profile})"), client
+    require("bumble", "virtual", "wearable")
+    from firmware_bridge.bumble_backend import virtual_link
+    from firmware_bridge.virtual import Faults, VirtualWearable, replay_signal
+
+    lead = args.lead or "MLII"
+    signal = replay_signal(arg, fs_in=args.fs, fs_out=130.0 if args.profile == "polar" else args.device_fs,
+                           lead=lead, duration_s=args.seconds or None)
+    faults = Faults(drop_fraction=args.drop, disconnect_after=tuple(args.disconnect_after or ()), seed=args.seed)
+    wearable = VirtualWearable(signal, 130.0 if args.profile == "polar" else args.device_fs, profile=args.profile,
+                               speed=1000.0 if args.fast else args.speed, faults=faults)
+    vlink = await stack.enter_async_context(virtual_link(wearable))
+    client = await stack.enter_async_context(EcgClient(wearable.name, args.profile, backend=vlink))
+
+    def end() -> int | None:
+        if not wearable.finished.is_set():
+            return None
+        last = wearable.log.delivered()[-1]
+        return last.first_index + last.n
+
+    return ResolvedSource(_until(client.__aiter__(), end), client.fs, canonical_lead(lead),
+                          f"virtual {args.profile} wearable replaying {Path(arg).name}"), client
+
+
+def run(args: Any) -> int:
+    """Handler body of `ecg-edge stream` and `ecg-edge wearable` (options: see ecg_edge.cli)."""
+    return asyncio.run(_run(args))
+
+
+def _engine(args: Any, src: ResolvedSource) -> Any:
+    from edge_runtime.engine import Engine, EngineConfig
+    from edge_runtime.signal import Preprocessor, PreprocessConfig
+
+    model = None
+    pre = Preprocessor(PreprocessConfig(), src.fs, (src.lead,))
+    if args.model:
+        from edge_runtime.backends import ArtifactModel
+
+        model = ArtifactModel.open(args.model, backend=args.backend, threads=args.threads)
+        if (src.lead,) != model.leads:
+            raise ConfigError(f"--model: {args.model} expects lead {', '.join(model.leads)}; the source gives {src.lead}")
+        pre = model.preprocessor(src.fs)
+    beats = None
+    if not args.no_beats:
+        from edge_runtime.beats import RPeakDetector
+        beats = RPeakDetector(src.fs)
+    return Engine(pre, model, beats, EngineConfig(bridge_max_s=args.bridge_max_s))
+
+
+async def _run(args: Any) -> int:
+    from edge_runtime.engine import run_stream
+    from edge_runtime.outputs import CsvSink, JsonlSink, LiveView
+
+    async with contextlib.AsyncExitStack() as stack:
+        client = None
+        if args.source.partition(":")[0] in ("ble", "virtual"):
+            src, client = await open_ble_source(args, stack)
+        else:
+            src = resolve_source(args.source, lead=args.lead, fs=args.fs, seconds=args.seconds,
+                                 speed=None if args.fast else args.speed, chunk=args.chunk, seed=args.seed)
+        engine = _engine(args, src)
+        sinks: list = []
+        if args.jsonl:
+            sinks.append(stack.enter_context(contextlib.closing(JsonlSink(args.jsonl))))
+        if args.csv:
+            sinks.append(stack.enter_context(contextlib.closing(CsvSink(args.csv, engine.model.labels if engine.model else ()))))
+        view = None
+        if not args.no_live and sys.stdout.isatty():
+            view = stack.enter_context(LiveView(engine.stats, f"ecg-edge stream: {src.describe}"))
+        stats = await run_stream(src.chunks, engine, sinks + ([view] if view else []), taps=(view.tap,) if view else ())
+    print(f"{src.describe}: {stats.received} samples received, {stats.lost} lost in "
+          f"{stats.bridged_gaps + stats.reset_gaps} gaps, {stats.duplicate} duplicate, {stats.invalid} invalid, "
+          f"{stats.rejected} rejected; {stats.windows} windows ({stats.windows_unusable} unusable), {stats.beats} beats")
+    if client is not None:
+        c = client.stats
+        print(f"  link: {c.received} samples received, {c.lost} lost in {len(c.gaps)} gaps, {c.duplicated} duplicated, "
+              f"{c.reordered} reordered, {c.malformed} malformed frames, {c.reconnects} reconnects")
+    for path in (args.jsonl, args.csv):
+        if path:
+            print(f"  {path}")
+    return 0
+
+
+async def scan_command(timeout: float) -> int:
+    """`ecg-edge ble scan`: list nearby devices and the profile each speaks."""
+    from firmware_bridge.client import scan
+
+    found = await scan(timeout)
+    for r in found:
+        print(f"{r.address}  {r.name or '(no name)':24s}  rssi {r.rssi}  {r.profile or '-'}")
+    print(f"{len(found)} device(s) found in {timeout:g} s")
+    return 0

@@ -1,0 +1,303 @@
+"""One small interface over the inference runtimes: `open_backend(artifact).run(windows) -> logits`.
+
+Every backend takes preprocessed windows as float32 (N, n_leads, 1, window) (the student's
+Conv2d-over-(N, C, 1, T) input; `Windows.data[:, :, None, :]`) and returns float32 logits
+(N, n_labels). For an int8 model the backend quantizes the input with the manifest's scale and
+zero point, `q = clip(round(x / scale) + zero_point, -128, 127)`, and dequantizes the output,
+`(q - zero_point) * scale`, vectorized over the batch.
+
+Runtimes, each imported lazily when asked for:
+
+* "litert": `ai_edge_litert.interpreter.Interpreter` (extra `edge`), falling back to the legacy
+  `tflite_runtime.interpreter` when only that is installed ("tflite_runtime" forces it);
+* "executorch": `executorch.runtime.Runtime` (extra `export`; it links libtorch, so torch is
+  imported here and only here);
+* "onnxruntime": `onnxruntime.InferenceSession` on the CPU provider (extra `export`).
+
+A model with a fixed batch runs the windows in model-batch blocks (the last one zero-padded); a
+model with a dynamic batch (-1, ONNX) runs them in one call. LiteRT models run at their allocated
+batch, 1 for the exported students (the streaming case): litert-torch 0.10 cannot convert this
+model family with a dynamic batch, and `resize_tensor_input` on a batch-1 model fails in the XNNPACK
+delegate (the flatten's reshape is fixed). Measured on x86 for the tiny test student: a model
+exported at batch 100 costs 5.1 us per window, 100 batch-1 invokes 6.8 us per window; not worth a
+second model file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy.special import expit, softmax
+
+from edge_runtime.artifact import Artifact, TensorSpec, load_artifact
+from edge_runtime.errors import ArtifactError, ConfigError, MissingExtraError, SignalShapeError, SignalValueError
+from edge_runtime.signal import Preprocessor
+
+#: Backend name -> the manifest runtime (model format) it runs.
+BACKENDS: dict[str, str] = {"litert": "litert", "tflite_runtime": "litert", "executorch": "executorch",
+                            "onnxruntime": "onnxruntime"}
+
+
+def probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Sigmoid per label (multi-label) or softmax over labels (single-label) of (N, n_labels) logits."""
+    logits = np.asarray(logits, dtype=np.float32)
+    return expit(logits) if multilabel else softmax(logits, axis=-1)
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Float -> int8 with the affine parameters of a tensor (round half to even, as torch and TFLite)."""
+    q = np.rint(x / np.float32(scale)) + zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """int8 -> float32: (q - zero_point) * scale."""
+    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+class Backend:
+    """Base of every backend: input checks, int8 (de)quantization, fixed-batch blocking.
+
+    Attributes: `artifact`, `manifest`, `name` (backend name), `threads` (the thread count the
+    runtime reports it uses, where it can report one; otherwise the one it was given).
+    """
+
+    name = ""
+
+    def __init__(self, artifact: Artifact, threads: int) -> None:
+        self.artifact = artifact
+        self.manifest = artifact.manifest
+        self.threads = threads
+        self._model_batch = -1  # set by subclasses from the model file: -1 dynamic, else fixed
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one window as the model takes it: (n_leads, 1, window)."""
+        return tuple(self.manifest.input.shape[1:])
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, n_labels) float32 for preprocessed windows x, float32 (N, n_leads, 1, window)."""
+        self._check(x)
+        spec_in, spec_out = self.manifest.input, self.manifest.output
+        xin = quantize(x, spec_in.scale, spec_in.zero_point) if spec_in.quantized else x
+        y = self._blocks(xin)
+        y = dequantize(y, spec_out.scale, spec_out.zero_point) if spec_out.quantized else y.astype(np.float32)
+        return y.reshape(x.shape[0], len(self.manifest.labels))
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Sigmoid or softmax of `run`'s logits, as the manifest's `multilabel` says."""
+        return probabilities(logits, self.manifest.multilabel)
+
+    def _check(self, x: Any) -> None:
+        leads = ", ".join(self.manifest.spec.leads)
+        want = f"float32 windows of shape (N, {', '.join(map(str, self.input_shape))}) (batch, leads {leads}, 1, window)"
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 \
+                or x.shape[1:] != self.input_shape or x.shape[0] < 1:
+            got = f"{x.dtype} {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+            raise SignalShapeError(f"{self.name} backend input: expected {want}, got {got}")
+        if not np.isfinite(x).all():
+            raise SignalValueError(f"{self.name} backend input: expected finite values, got NaN or inf")
+
+    def _blocks(self, x: np.ndarray) -> np.ndarray:
+        """Run `_invoke` on the whole batch (dynamic) or on model-batch blocks, zero-padding the last."""
+        b = self._model_batch
+        if b == -1 or b == x.shape[0]:
+            return self._invoke(np.ascontiguousarray(x))
+        n = x.shape[0]
+        pad = -n % b
+        if pad:
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        outs = [self._invoke(np.ascontiguousarray(x[i:i + b])) for i in range(0, n + pad, b)]
+        return np.concatenate(outs)[:n]
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_model_io(self, shape: Any, dtype: Any, output_shape: Any) -> None:
+        """The model file's input must agree with the manifest; remember its batch."""
+        shape, out_shape = [int(d) if d is not None and int(d) >= 0 else -1 for d in shape], list(output_shape)
+        spec: TensorSpec = self.manifest.input
+        if tuple(shape[1:]) != self.input_shape or np.dtype(dtype) != np.dtype(spec.dtype):
+            raise ArtifactError(f"{self.artifact.model_path}: model input is {np.dtype(dtype)} {tuple(shape)}, "
+                                f"manifest input says {spec.dtype} {tuple(spec.shape)}")
+        if out_shape and out_shape[-1] not in (-1, None, len(self.manifest.labels)):
+            raise ArtifactError(f"{self.artifact.model_path}: model output has {out_shape[-1]} values, "
+                                f"manifest labels has {len(self.manifest.labels)}")
+        self._model_batch = shape[0]
+
+
+#: What to install for each runtime module, in the words of the error message.
+_FIX = {
+    "ai_edge_litert": "the 'edge' extra: pip install 'ecg-edge[edge]'",
+    "tflite_runtime": "tflite-runtime (numpy < 2 only): pip install tflite-runtime; or use backend 'litert' "
+                      "with pip install 'ecg-edge[edge]'",
+    "executorch": "the 'export' extra: pip install 'ecg-edge[export]' (executorch and torch)",
+    "onnxruntime": "the 'export' extra: pip install 'ecg-edge[export]' (or only pip install onnxruntime)",
+}
+
+
+def _missing(backend: str, module: str, exc: ImportError) -> MissingExtraError:
+    return MissingExtraError(f"backend {backend!r} needs {_FIX[module]} ({exc.name or module} is not installed)")
+
+
+def _interpreter_class(name: str) -> Callable[..., Any]:
+    """LiteRT's Interpreter class; "litert" falls back to the legacy tflite_runtime when only that is installed."""
+    first: ImportError | None = None
+    if name == "litert":
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+            return Interpreter
+        except ImportError as exc:
+            first = exc
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter
+    except ImportError as exc:
+        if first is not None:
+            raise _missing(name, "ai_edge_litert", first) from None
+        raise _missing(name, "tflite_runtime", exc) from None
+
+
+class LiteRTBackend(Backend):
+    """A .tflite model on the LiteRT interpreter; tensors allocated once at open."""
+
+    def __init__(self, artifact: Artifact, threads: int, name: str = "litert") -> None:
+        super().__init__(artifact, threads)
+        self.name = name
+        self.interpreter = _interpreter_class(name)(model_path=str(artifact.model_path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
+        self._in, self._out = inp["index"], out["index"]
+        self._check_model_io(inp["shape"], inp["dtype"], out["shape"])  # as allocated: batch fixed
+        self._check_quantization(inp, self.manifest.input, "input")
+        self._check_quantization(out, self.manifest.output, "output")
+
+    def _check_quantization(self, detail: dict[str, Any], spec: TensorSpec, which: str) -> None:
+        scale, zero_point = detail["quantization"]
+        if np.dtype(detail["dtype"]) != np.dtype(spec.dtype):
+            raise ArtifactError(f"{self.artifact.model_path}: model {which} is {np.dtype(detail['dtype'])}, "
+                                f"manifest {which}.dtype says {spec.dtype}")
+        if spec.quantized and (not np.isclose(scale, spec.scale, rtol=1e-6, atol=0) or zero_point != spec.zero_point):
+            raise ArtifactError(f"{self.artifact.model_path}: model {which} quantization is scale {scale!r}, zero "
+                                f"point {zero_point}; manifest {which} says {spec.scale!r}, {spec.zero_point}")
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        it = self.interpreter
+        it.set_tensor(self._in, x)
+        it.invoke()
+        return it.get_tensor(self._out)
+
+
+class ExecuTorchBackend(Backend):
+    """A .pte program's "forward" method on the ExecuTorch runtime (XNNPACK threadpool sized to `threads`)."""
+
+    name = "executorch"
+
+    def __init__(self, artifact: Artifact, threads: int) -> None:
+        super().__init__(artifact, threads)
+        try:
+            import torch
+            from executorch.extension.pybindings import portable_lib
+            from executorch.runtime import Runtime
+        except ImportError as exc:
+            raise _missing("executorch", "executorch", exc) from None
+        self._torch = torch
+        if portable_lib._threadpool_get_thread_count() != threads:  # process-wide pool
+            portable_lib._unsafe_reset_threadpool(threads)
+        self.threads = int(portable_lib._threadpool_get_thread_count())
+        self.method = Runtime.get().load_program(artifact.model_path).load_method("forward")
+        meta = self.method.metadata
+        tin, tout = meta.input_tensor_meta(0), meta.output_tensor_meta(0)
+        self._check_model_io(tin.sizes(), _torch_dtype_name(tin.dtype()), tout.sizes())
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        return self.method.execute([self._torch.from_numpy(x)])[0].numpy()
+
+
+def _torch_dtype_name(code: Any) -> str:
+    """ExecuTorch ScalarType (an int code or enum) -> numpy dtype name."""
+    codes = {1: "int8", 6: "float32"}  # c10::ScalarType: Char = 1, Float = 6
+    value = int(getattr(code, "value", code))
+    return codes.get(value, f"scalar type {value}")
+
+
+class OnnxRuntimeBackend(Backend):
+    """An .onnx model on ONNX Runtime's CPU provider (intra-op threads = `threads`, inter-op 1)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, artifact: Artifact, threads: int) -> None:
+        super().__init__(artifact, threads)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise _missing("onnxruntime", "onnxruntime", exc) from None
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(str(artifact.model_path), sess_options=opts,
+                                            providers=["CPUExecutionProvider"])
+        self.threads = int(self.session.get_session_options().intra_op_num_threads)
+        inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        self._in_name = inp.name
+        dtype = {"tensor(float)": "float32", "tensor(int8)": "int8"}.get(inp.type, inp.type)
+        shape = [d if isinstance(d, int) else -1 for d in inp.shape]
+        self._check_model_io(shape, dtype if dtype in ("float32", "int8") else "object", out.shape)
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._in_name: x})[0]
+
+
+def open_backend(artifact: Artifact | str | Path, backend: str | None = None, threads: int = 1) -> Backend:
+    """Open the runtime for an artifact (or a path `load_artifact` accepts).
+
+    backend: None for the manifest's runtime, or a name from `BACKENDS` that runs that format
+    ("tflite_runtime" forces the legacy interpreter for a .tflite). threads: CPU threads the runtime
+    may use (ExecuTorch's XNNPACK threadpool is process-wide). A runtime that is not installed
+    raises `MissingExtraError` naming the extra to install.
+    """
+    if not isinstance(artifact, Artifact):
+        artifact = load_artifact(artifact)
+    runtime = artifact.manifest.runtime
+    name = runtime if backend is None else backend
+    if name not in BACKENDS:
+        raise ConfigError(f"backend: expected one of {tuple(BACKENDS)}, got {name!r}")
+    if BACKENDS[name] != runtime:
+        runs = [b for b, fmt in BACKENDS.items() if fmt == runtime]
+        raise ConfigError(f"backend: {name!r} cannot run {artifact.model_path.name} (a {runtime!r} model); "
+                          f"expected one of {runs}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads: expected an integer >= 1, got {threads!r}")
+    if BACKENDS[name] == "litert":
+        return LiteRTBackend(artifact, threads, name)
+    if name == "executorch":
+        return ExecuTorchBackend(artifact, threads)
+    return OnnxRuntimeBackend(artifact, threads)
+
+
+class ArtifactModel:
+    """An artifact on its runtime, shaped as the streaming engine's `Model`.
+
+    `predict(windows)` takes the preprocessor's windows (n, n_leads, window) and returns
+    probabilities (n, n_labels) after the manifest's activation; `leads`, `labels` and `thresholds`
+    come from the manifest, and `preprocessor(fs_in)` gives the signal contract the model was
+    trained with, for a device at `fs_in` Hz.
+    """
+
+    def __init__(self, artifact: Artifact, backend: Backend):
+        self.artifact, self.backend = artifact, backend
+        m = artifact.manifest
+        self.leads, self.labels, self.thresholds = m.spec.leads, m.labels, m.thresholds
+
+    @classmethod
+    def open(cls, path: Artifact | str | Path, backend: str | None = None, threads: int = 1) -> "ArtifactModel":
+        artifact = path if isinstance(path, Artifact) else load_artifact(path)
+        return cls(artifact, open_backend(artifact, backend, threads))
+
+    def preprocessor(self, fs_in: float) -> Preprocessor:
+        return self.artifact.preprocessor(fs_in)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        x = np.asarray(windows, dtype=np.float32)
+        return self.backend.probabilities(self.backend.run(x[:, :, None, :]))

@@ -1,0 +1,86 @@
+"""`ecg-edge stream` / `wearable` end to end: real artifacts on their runtime, real BLE path, real data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecg_edge.cli import main
+from edge_runtime.backends import ArtifactModel
+from edge_runtime.engine import Engine
+from edge_runtime.sources import ArraySource, Chunk
+
+
+def _jsonl(path: Path) -> tuple[list[dict], list[dict]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in rows if r["type"] == "window"], [r for r in rows if r["type"] == "event"]
+
+
+def test_int8_tflite_model_streams_chunked_equal_to_whole(exports) -> None:
+    from train.data.synthetic import Synthetic
+
+    model = ArtifactModel.open(exports.get("tflite_int8").manifest)
+    ds = Synthetic(10, seed=5, fs=500.0, duration_s=40.0)
+    rec = ds.read(ds.ids()[1]).select(("I",))  # an AFIB record
+
+    def run(chunks: list[Chunk]) -> list:
+        eng = Engine(model.preprocessor(500.0), model)
+        return [r for c in chunks for r in eng.feed(c)[0]]
+
+    whole = run([Chunk(rec.signal, 0, 500.0)])
+    streamed = run(ArraySource(rec.signal, 500.0, chunk=73).chunks())
+    assert len(whole) == len(streamed) == 7
+    for a, b in zip(whole, streamed):
+        assert a.probabilities == b.probabilities and a.t_start_s == b.t_start_s
+    assert all(abs(sum(r.probabilities.values()) - 1) < 1e-4 for r in whole)  # softmax over 5 conditions
+
+
+def test_stream_command_with_a_model(exports, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    manifest = exports.get("tflite_int8").manifest
+    out = tmp_path / "s.jsonl"
+    rc = main(["stream", "--source", "synthetic", "--fs", "500", "--seconds", "60", "--model", str(manifest),
+               "--fast", "--no-live", "--jsonl", str(out), "--csv", str(tmp_path / "s.csv")])
+    assert rc == 0, capsys.readouterr().err
+    windows, events = _jsonl(out)
+    assert len(windows) == 11 and all(w["probabilities"] is not None for w in windows)
+    assert all(50 <= w["hr_bpm"] <= 110 for w in windows)  # seed 0, record 0 is NORM
+    assert events[-1]["kind"] == "end"
+    assert "30000 samples received, 0 lost" in capsys.readouterr().out
+    rc = main(["stream", "--source", "synthetic", "--lead", "II", "--model", str(manifest), "--fast", "--no-live"])
+    assert rc == 2 and "expects lead I; the source gives II" in capsys.readouterr().err
+
+
+def test_replay_of_a_wfdb_record(mitdb_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "r.jsonl"
+    rc = main(["stream", "--source", f"replay:{mitdb_root / '100'}", "--lead", "MLII", "--seconds", "120",
+               "--fast", "--no-live", "--jsonl", str(out)])
+    assert rc == 0
+    windows, _ = _jsonl(out)
+    assert len(windows) == 23 and all(65 <= w["hr_bpm"] <= 85 for w in windows)  # record 100: ~75 bpm
+    rc = main(["stream", "--source", f"replay:{mitdb_root / '100'}", "--lead", "V1", "--fast", "--no-live"])
+    assert rc == 2 and "has no lead V1; it has MLII, V5" in capsys.readouterr().err
+
+
+def test_virtual_wearable_with_drops_and_disconnects(mitdb_root: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("bumble")
+    out = tmp_path / "w.jsonl"
+    rc = main(["wearable", "--replay", str(mitdb_root / "100"), "--seconds", "300", "--fast", "--drop", "0.01",
+               "--disconnect-after", "100", "200", "300", "--seed", "3", "--no-live", "--jsonl", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    runtime_line, link_line = text.splitlines()[:2]
+    lost_runtime = int(runtime_line.split(" lost")[0].split(", ")[-1])
+    lost_link = int(link_line.split(" lost")[0].split(", ")[-1])
+    assert lost_runtime == lost_link > 0 and "3 reconnects" in link_line  # both layers count the same loss
+    windows, events = _jsonl(out)
+    gaps = [e for e in events if e["kind"] in ("gap", "reset")]
+    assert sum(int(e["detail"].split()[0]) for e in gaps) == lost_runtime
+    marked = [w for w in windows if w["flags"]["gap"]]
+    assert marked and all(not w["usable"] for w in marked)
+    for e in (e for e in gaps if e["kind"] == "gap"):  # windows around a bridged gap are marked
+        around = [w for w in windows if w["t_start_s"] <= e["t_start_s"] and w["t_end_s"] >= e["t_end_s"]]
+        assert around and all(w["flags"]["gap"] for w in around)
+    assert np.isfinite([w["hr_bpm"] for w in windows if w["usable"] and w["hr_bpm"] is not None]).all()
