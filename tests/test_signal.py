@@ -212,3 +212,16 @@ def test_gap_marks_reach_exactly_the_windows_they_touch_chunked_or_whole() -> No
     expected = (span <= 31.2) & (span + 10 >= 31.0)
     np.testing.assert_array_equal(whole.gap, expected)
     assert not whole.usable[whole.gap].any() and whole.usable[~whole.gap].all()
+
+
+def test_fast_sos_kernel_equals_the_public_path() -> None:
+    from edge_runtime.filters import _SOS_KERNEL, SosStage
+
+    rng = np.random.default_rng(12)
+    sos = PreprocessConfig(notch_hz=None).design(500).band_sos
+    x = rng.normal(size=(3, 5000)) + 2.0
+    fast, public = SosStage(sos, 3), SosStage(sos, 3, fast=False)
+    a = np.concatenate([fast(x[:, i:i + 73]) for i in range(0, 5000, 73)], axis=1)
+    b = np.concatenate([public(x[:, i:i + 73]) for i in range(0, 5000, 73)], axis=1)
+    assert np.abs(a - b).max() <= 1e-12
+    assert _SOS_KERNEL is not None  # scipy's kernel is in use on the pinned stack
