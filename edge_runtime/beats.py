@@ -1,23 +1,26 @@
 """Streaming R-peak detection, RR intervals and heart rate for one ECG lead in mV.
 
 `RPeakDetector` is the QRS detector of Hamilton and Tompkins, as revised in Hamilton's open-source
-ECG analysis software (OSEA, `qrsdet2.c`):
+ECG analysis software (OSEA, `qrsdet2.c`), with Pan and Tompkins' T-wave rule:
 
 - Hamilton PS, Tompkins WJ. "Quantitative investigation of QRS detection rules using the MIT/BIH
   arrhythmia database." IEEE Trans Biomed Eng 33(12):1157-1165 (1986).
 - Hamilton P. "Open source ECG analysis." Computers in Cardiology 29:101-104 (2002).
+- Pan J, Tompkins WJ. "A real-time QRS detection algorithm." IEEE Trans Biomed Eng
+  32(3):230-236 (1985).
 
-Feature signal: band-pass (5-15 Hz Butterworth), 10 ms difference, absolute value, 80 ms moving
-average. Rules on the peaks of that feature, in the order of the 1986 paper:
+Feature signal: band-pass (5-15 Hz Butterworth, `design_band` + `SosStage`), 10 ms difference,
+absolute value, 80 ms moving average. Rules on the peaks of that feature:
 
 1. a peak that precedes or follows a larger peak by less than 195 ms is ignored;
-2. a peak whose raw-signal slope has no positive and negative parts of comparable size within
-   150 ms is a baseline shift and ignored;
-3. a peak above the detection threshold ``noise + TH * (qrs - noise)`` is a QRS; ``qrs`` and
-   ``noise`` are the means of the last 8 QRS and noise peak heights, TH = 0.3125;
+2. a peak without positive and negative slopes of comparable size (each at least 1/8 of the
+   other, less than 150 ms apart) within 220 ms is a baseline shift and ignored;
+3. a peak above ``noise + 0.3125 * (qrs - noise)`` is a QRS, where ``qrs`` and ``noise`` are the
+   means of the last 8 QRS and noise peak heights -- unless it comes less than 360 ms after the
+   last QRS with less than half its steepest slope (a T wave; Pan and Tompkins 1985);
 4. search-back: once 1.5 mean RR intervals have passed without a QRS, the largest noise peak at
    least 360 ms after the last QRS is a QRS if it exceeds half the threshold;
-5. after 8 s without a QRS the levels are re-estimated from the largest peak of each second.
+5. after 8 s without a QRS the levels restart from the largest peak of each of those seconds.
 
 The first `LEARN_S` seconds set the initial levels (largest peak of each second), then the
 candidates of that stretch are decided like every later one, so the first beats are not lost.
@@ -25,53 +28,51 @@ candidates of that stretch are decided like every later one, so the first beats 
 Streaming: every stage is causal with its state carried between calls, and every decision is a
 function of sample indices only (a peak is final `LOOKAHEAD_S` after it; timed rules fire at fixed
 indices), so a record fed whole or in chunks of any size gives the same peaks. Only the loop over
-candidate peaks is Python; the filters and the peak search are vectorised per chunk.
+candidate peaks is Python; filters, peak search and per-peak measurements are vectorised.
 
-Each detection is moved to the R wave in the input's own timeline: the largest absolute
-deflection, either polarity, of a 0.5-40 Hz band-passed copy within +-`REFINE_S` of where the
-feature peak puts the QRS (both filter delays compensated).
+Each detection is placed on the R wave in the input's own timeline: the largest absolute value,
+either polarity (inverted QRS included), of a 0.5-40 Hz band-passed copy in a window from 120 ms
+before to 50 ms after where the feature peak puts the QRS centre (filter delays compensated; the
+window leans early because a wide QRS moves the feature peak late).
 """
 from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal as sps
 
-from edge_runtime.errors import SamplingRateError, SignalShapeError
+from edge_runtime.errors import SamplingRateError, SignalShapeError, SignalValueError
 from edge_runtime.filters import SosStage, design_band
 from edge_runtime.signal import as_signal, check_fs
 
 #: Sampling rates the detector accepts, in Hz.
 FS_RANGE_HZ = (100.0, 1000.0)
 BAND_HZ = (5.0, 15.0)            # QRS band of the feature signal
-BAND_ORDERS = (2, 4)
-WIDE_ORDERS = (2, 4)
 WIDE_HZ = (0.5, 40.0)            # band of the copy used to place the R wave
 DERIV_S = 0.010                  # difference lag
 WINDOW_S = 0.080                 # moving-average width
-LOOKAHEAD_S = 0.195              # rule 1: only one QRS in any 195 ms
-BLS_WINDOW_S = 0.220             # rule 2 window and pairing limit
-BLS_PAIR_S = 0.150
+LOOKAHEAD_S = 0.195              # rule 1
+BLS_WINDOW_S, BLS_PAIR_S = 0.220, 0.150  # rule 2
 TH = 0.3125                      # rule 3
-USE_BLS = True
-USE_WIDE = True
-TWAVE = True
-MEDIAN = False
+TWAVE_S = 0.360                  # rules 3 and 4
 SEARCHBACK_RR = 1.5              # rule 4
-SEARCHBACK_MIN_S = 0.360
 RESET_S = 8                      # rule 5 (whole seconds)
 LEARN_S = 4                      # initial learning stretch (whole seconds)
-REFINE_S = 0.080
-REFINE_LEFT_S = 0.08
-REFINE_RIGHT_S = 0.08
-REFINE_BASE = 'median'
+REFINE_S = (0.120, 0.050)        # R-wave search window before / after the estimated QRS centre
 N_AVG = 8
-#: Smallest feature peak considered, in mV/s (about a 0.1 mV QRS): keeps a flat or unplugged lead silent.
-MIN_PEAK = 0.5
+#: Smallest feature peak considered, in mV/s (a QRS of about 0.05 mV): a flat or unplugged lead stays silent.
+MIN_PEAK = 1.0
+
+
+class _Cand(NamedTuple):
+    idx: int        # feature-signal index of the peak
+    height: float
+    qrs_like: bool  # passed rule 2
+    r: int          # R-wave index in the input
+    slope: float    # steepest slope near it, mV/s
 
 
 class RPeakDetector:
@@ -85,76 +86,77 @@ class RPeakDetector:
     def __init__(self, fs: float):
         fs = check_fs(fs, "RPeakDetector.fs")
         if not FS_RANGE_HZ[0] <= fs <= FS_RANGE_HZ[1]:
-            raise SamplingRateError(f"RPeakDetector.fs: expected {FS_RANGE_HZ[0]:g}..{FS_RANGE_HZ[1]:g} Hz, got {fs:g}")
+            raise SamplingRateError(
+                f"RPeakDetector.fs: expected {FS_RANGE_HZ[0]:g}..{FS_RANGE_HZ[1]:g} Hz, got {fs:g}")
         self.fs = fs
         self._k = max(1, round(DERIV_S * fs))
         self._w = max(2, round(WINDOW_S * fs))
         self._d = round(LOOKAHEAD_S * fs)
-        band = design_band(fs, BAND_HZ[0], BAND_HZ[1], *BAND_ORDERS)
-        wide = design_band(fs, WIDE_HZ[0], min(WIDE_HZ[1], 0.4 * fs), *WIDE_ORDERS)
-        self._bp, self._wide = SosStage(band, 1), SosStage(wide, 1)
-        g_band, g_wide = _delay_samples(band, fs, 10.0), (_delay_samples(wide, fs, 10.0) if USE_WIDE else 0.0)
-        # feature index -> centre of the QRS in the wide copy's timeline, and wide -> input timeline
+        self._ones = np.full(self._w, 1.0 / self._w)
+        band = design_band(fs, BAND_HZ[0], BAND_HZ[1])
+        wide = design_band(fs, WIDE_HZ[0], min(WIDE_HZ[1], 0.4 * fs))
+        self._band, self._wide = SosStage(band, 1), SosStage(wide, 1)
+        g_band, g_wide = _delay_samples(band, fs), _delay_samples(wide, fs)
+        # feature index -> QRS centre in the wide copy; wide copy -> input timeline
         self._to_qrs = round((self._w - 1) / 2 + self._k / 2 + g_band - g_wide)
         self._g_wide = round(g_wide)
-        self._refine = max(1, round(REFINE_S * fs))
-        self._bls = round(BLS_WINDOW_S * fs)
-        self._ones = np.full(self._w, 1.0 / self._w)
+        self._refine = (round(REFINE_S[0] * fs), round(REFINE_S[1] * fs))
+        self._bls_half = round(BLS_WINDOW_S * fs / 2)
         self.reset()
 
     @property
     def delay_s(self) -> float:
-        """Decision latency: an R peak is reported at most this long after it occurred.
+        """Decision latency: a beat found by rule 3 is reported at most this long after its R peak.
 
-        Covers the 195 ms look-ahead of rule 1 and the feature filters' delay; beats found by
-        search-back (rule 4) come later, up to 1.5 RR intervals, and the first ones after
-        `LEARN_S` seconds of learning.
+        The 195 ms look-ahead of rule 1 plus the feature filters' delay. Beats found by
+        search-back (rule 4) come up to 1.5 RR intervals later, and the first beats of a stream
+        after `LEARN_S` seconds of learning.
         """
-        return (self._d + self._to_qrs + self._g_wide + self._refine) / self.fs
+        return (self._d + self._to_qrs + self._g_wide + self._refine[0]) / self.fs
 
     def reset(self) -> None:
         """Forget everything: the next chunk starts a new stream at sample 0."""
-        self._bp.reset()
+        self._band.reset()
         self._wide.reset()
         self._n = 0
-        self._bp_tail: np.ndarray | None = None
-        self._abs_tail = np.zeros(self._w - 1)
-        self._wide_prev: float | None = None
-        self._buf_start = 0
+        self._band_tail: np.ndarray | None = None   # last k band-passed samples
+        self._abs_tail = np.zeros(self._w - 1)       # last w-1 |difference| samples
+        self._wide_prev = 0.0
+        self._start = 0                              # absolute index of the buffers' first sample
         self._feat = np.empty(0)
         self._wsig = np.empty(0)
         self._wder = np.empty(0)
-        self._next_i = 0
+        self._next = 0                               # first index not yet searched for peaks
         self._rules = _Rules(self.fs)
 
     def process(self, x: Any) -> np.ndarray:
         """Feed one chunk (1-D, mV); return the R peaks it confirmed, as absolute sample indices."""
         arr = np.asarray(x)
         if arr.ndim != 1:
-            raise SignalShapeError(f"RPeakDetector.process: expected a 1-D chunk (one lead, mV), got shape {arr.shape}")
-        x = as_signal(arr, ("ECG",), "RPeakDetector.process")
-        if x.shape[1] == 0:
+            raise SignalShapeError(
+                f"RPeakDetector.process: expected a 1-D chunk (one lead, mV), got shape {arr.shape}")
+        chunk = as_signal(arr, ("ECG",), "RPeakDetector.process")
+        if chunk.shape[1] == 0:
             return np.empty(0, np.int64)
-        self._extend(x)
-        self._n += x.shape[1]
+        self._extend(chunk)
+        self._n += chunk.shape[1]
         last = self._n - 1 - self._d  # every candidate up to here is final
-        cands = self._candidates(last)
-        peaks = self._rules.advance(cands, last)
+        peaks = self._rules.advance(self._candidates(last), last)
         self._trim()
         return np.asarray(peaks, dtype=np.int64)
 
-    # -- feature computation (vectorised, chunk-invariant) --
-    def _extend(self, x: np.ndarray) -> None:
-        bp = self._bp(x)[0]
-        wide = self._wide(x)[0] if USE_WIDE else x[0]
-        if self._bp_tail is None:
-            self._bp_tail = np.repeat(bp[:1], self._k)
+    def _extend(self, chunk: np.ndarray) -> None:
+        """Append the feature signal, the wide copy and its slope for a new chunk."""
+        band = self._band(chunk)[0]
+        wide = self._wide(chunk)[0]
+        if self._band_tail is None:
+            self._band_tail = np.repeat(band[:1], self._k)
             self._wide_prev = float(wide[0])
-        ext = np.concatenate([self._bp_tail, bp])
-        der = np.abs(ext[self._k:] - ext[:-self._k]) * (self.fs / self._k)
-        self._bp_tail = ext[-self._k:]
-        ext = np.concatenate([self._abs_tail, der])
-        feat = np.convolve(ext, self._ones, "valid")
+        ext = np.concatenate([self._band_tail, band])
+        diff = np.abs(ext[self._k:] - ext[:-self._k]) * (self.fs / self._k)
+        self._band_tail = ext[-self._k:]
+        ext = np.concatenate([self._abs_tail, diff])
+        feat = np.convolve(ext, self._ones, "valid")  # each output sums the same samples, however chunked
         self._abs_tail = ext[-(self._w - 1):]
         wder = np.diff(wide, prepend=self._wide_prev) * self.fs
         self._wide_prev = float(wide[-1])
@@ -162,97 +164,83 @@ class RPeakDetector:
         self._wsig = np.concatenate([self._wsig, wide])
         self._wder = np.concatenate([self._wder, wder])
 
-    def _candidates(self, last: int) -> list[tuple[int, float, bool, int]]:
-        """Final candidate peaks in [next_i, last]: (feature index, height, not a baseline shift, R index)."""
-        if last < self._next_i:
+    def _candidates(self, last: int) -> list[_Cand]:
+        """Final feature peaks with indices in [next, last] that pass rule 1 and the size floor."""
+        if last < self._next:
             return []
-        f, s0, d = self._feat, self._buf_start, self._d
-        lo, hi = self._next_i - s0, last - s0  # buffer positions
-        seg = f[max(lo - 1, 0):hi + 2]
-        off = max(lo - 1, 0)
-        i = np.arange(1, seg.size - 1)
-        local = (seg[i] > seg[i - 1]) & (seg[i] >= seg[i + 1])
-        pos = i[local] + off
-        pos = pos[(pos >= lo) & (pos <= hi) & (f[pos] >= MIN_PEAK)]
-        self._next_i = last + 1
+        f, s0, d = self._feat, self._start, self._d
+        lo, hi = self._next - s0, last - s0  # buffer positions
+        self._next = last + 1
+        i = np.arange(max(lo, 1), hi + 1)
+        pos = i[(f[i] > f[i - 1]) & (f[i] >= f[i + 1]) & (f[i] >= MIN_PEAK)]
         if pos.size == 0:
             return []
-        # rule 1: no larger peak within D before, none at least as large within D after
-        left = np.arange(-d, 0)
-        right = np.arange(1, d + 1)
-        li = pos[:, None] + left
-        lv = np.where(li >= 0, f[np.clip(li, 0, None)], -np.inf)
-        rv = f[pos[:, None] + right]
-        keep = (f[pos] > lv.max(axis=1)) & (f[pos] >= rv.max(axis=1))
-        pos = pos[keep]
+        left = pos[:, None] - np.arange(d, 0, -1)
+        left_max = np.where(left >= 0, f[np.maximum(left, 0)], -np.inf).max(axis=1)
+        right_max = f[pos[:, None] + np.arange(1, d + 1)].max(axis=1)
+        pos = pos[(f[pos] > left_max) & (f[pos] >= right_max)]
         if pos.size == 0:
             return []
-        qrs = pos - self._to_qrs  # centre of the QRS in the wide copy, buffer positions
-        bls_ok = self._bls_check(qrs)
-        r_idx = self._refine_peaks(qrs)
-        return [(int(p + s0), float(f[p]), bool(ok), int(r + s0 - self._g_wide), float(sl))
-                for p, ok, r, sl in zip(pos, bls_ok, r_idx, self._slope)]
+        centre = pos - self._to_qrs
+        qrs_like, slope = self._slopes(centre)
+        r = self._r_waves(centre) + s0 - self._g_wide
+        return [_Cand(int(p + s0), float(f[p]), bool(q), int(ri), float(sl))
+                for p, q, ri, sl in zip(pos, qrs_like, r, slope)]
 
-    def _window(self, centre: np.ndarray, half: int, sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        idx = np.clip(centre[:, None] + np.arange(-half, half + 1), 0, sig.size - 1)
-        return idx, sig[idx]
+    def _slopes(self, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rule 2 verdict and the steepest slope (mV/s) around each QRS centre."""
+        idx = np.clip(centre[:, None] + np.arange(-self._bls_half, self._bls_half + 1), 0, self._wder.size - 1)
+        der = self._wder[idx]
+        up, down = der.max(axis=1), -der.min(axis=1)
+        apart = np.abs(der.argmax(axis=1) - der.argmin(axis=1)) < BLS_PAIR_S * self.fs
+        return (up > down / 8) & (down > up / 8) & apart, np.maximum(up, down)
 
-    def _bls_check(self, qrs: np.ndarray) -> np.ndarray:
-        """Rule 2: both slope signs, each at least 1/8 of the other, peaks less than 150 ms apart."""
-        _, der = self._window(qrs, self._bls // 2, self._wder)
-        mx, mn = der.max(axis=1), -der.min(axis=1)
-        t_mx, t_mn = der.argmax(axis=1), der.argmin(axis=1)
-        self._slope = np.maximum(mx, mn)
-        return (mx > mn / 8) & (mn > mx / 8) & (np.abs(t_mx - t_mn) < BLS_PAIR_S * self.fs)
-
-    def _refine_peaks(self, qrs: np.ndarray) -> np.ndarray:
-        """Buffer position of the largest absolute deflection of the wide copy near each QRS."""
-        lo, hi = round(REFINE_LEFT_S * self.fs), round(REFINE_RIGHT_S * self.fs)
-        idx = np.clip(qrs[:, None] + np.arange(-lo, hi + 1), 0, self._wsig.size - 1)
-        seg = self._wsig[idx]
-        if REFINE_BASE == "median":
-            seg = seg - np.median(seg, axis=1, keepdims=True)
-        return idx[np.arange(idx.shape[0]), np.abs(seg).argmax(axis=1)]
+    def _r_waves(self, centre: np.ndarray) -> np.ndarray:
+        """Buffer position of the largest |wide copy| in the R-wave search window of each QRS."""
+        before, after = self._refine
+        idx = np.clip(centre[:, None] + np.arange(-before, after + 1), 0, self._wsig.size - 1)
+        return idx[np.arange(idx.shape[0]), np.abs(self._wsig[idx]).argmax(axis=1)]
 
     def _trim(self) -> None:
-        keep_from = self._next_i - self._d - self._to_qrs - max(self._refine, self._bls) - 2
-        drop = max(0, keep_from - self._buf_start)
+        """Drop buffered samples no future candidate can reach."""
+        reach = max(self._d + 1, self._to_qrs + max(self._refine[0], self._bls_half)) + 1
+        drop = max(0, self._next - reach - self._start)
         if drop:
             self._feat, self._wsig, self._wder = self._feat[drop:], self._wsig[drop:], self._wder[drop:]
-            self._buf_start += drop
+            self._start += drop
 
 
-def _delay_samples(sos: np.ndarray, fs: float, freq: float) -> float:
-    """Group delay of an SOS cascade at `freq` Hz, in samples."""
+def _delay_samples(sos: np.ndarray, fs: float, freq: float = 10.0) -> float:
+    """Group delay of an SOS cascade at `freq` Hz (the centre of the QRS band), in samples."""
     b, a = sps.sos2tf(sos)
-    _, gd = sps.group_delay((b, a), w=[freq], fs=fs)
-    return float(gd[0])
+    return float(sps.group_delay((b, a), w=[freq], fs=fs)[1][0])
 
 
 class _Rules:
-    """Decision rules 3-5 over final candidates, in index order (see the module docstring)."""
+    """Rules 3-5 over final candidates in index order, with the index-timed events between them."""
 
     def __init__(self, fs: float):
         self.fs = fs
-        self.learn_end = LEARN_S * round(fs)
-        self.learning: list[tuple[int, float, bool, int]] | None = []
+        self.sec = round(fs)
+        self.learning: list[_Cand] | None = []
         self.qrs: deque[float] = deque(maxlen=N_AVG)
         self.noise: deque[float] = deque(maxlen=N_AVG)
         self.rr: deque[float] = deque(maxlen=N_AVG)
-        self.last: int | None = None          # feature index of the last QRS
-        self.ref = 0                           # start of the current 1 s bins (rule 5)
-        self.bins = [0.0] * RESET_S
-        self.sb_peak, self.sb_loc, self.sb_r, self.sb_slope = 0.0, -1, -1, 0.0
-        self.last_slope = 0.0
-        self.sb_due: int | None = None         # search-back opens after this index
-        self.sb_open = False
         self.thresh = math.inf
+        self.last: int | None = None       # feature index of the last QRS
+        self.last_slope = 0.0
+        self.ref = 0                        # start of the 1 s bins of rule 5
+        self.bins = [0.0] * RESET_S
+        self.sb: _Cand | None = None        # largest noise peak eligible for search-back
+        self.sb_due: int | None = None      # search-back opens after this index ...
+        self.sb_open = False                # ... and stays open until the next QRS
         self.out: list[int] = []
 
-    def advance(self, cands: list[tuple[int, float, bool, int]], last: int) -> list[int]:
+    def advance(self, cands: list[_Cand], last: int) -> list[int]:
+        """Decide `cands`; `last` is the newest index whose candidates are all known. Returns R indices."""
         self.out = []
         for cand in cands:
-            self._timed(cand[0] - 1)
+            self._timed(cand.idx - 1)
             if self.learning is not None:
                 self.learning.append(cand)
             else:
@@ -261,89 +249,112 @@ class _Rules:
         return self.out
 
     def _timed(self, upto: int) -> None:
-        """Fire the index-timed events (end of learning, search-back, 8 s reset) up to `upto`."""
+        """Fire the events due at or before index `upto`: end of learning, search-back, rule 5."""
         while True:
             if self.learning is not None:
-                if self.learn_end > upto:
+                if LEARN_S * self.sec > upto:
                     return
                 self._end_learning()
-                continue
-            if self.sb_due is not None and self.sb_due <= upto and not self.sb_open:
+            elif self.sb_due is not None and self.sb_due <= upto and not self.sb_open:
                 self.sb_open = True
                 self._search_back()
-                continue
-            reset_at = self.ref + RESET_S * round(self.fs)
-            if reset_at <= upto:
-                self._reset_levels(reset_at)
-                continue
-            return
+            elif self.ref + RESET_S * self.sec <= upto:
+                self._restart(self.ref + RESET_S * self.sec, self.bins, search_now=True)
+            else:
+                return
 
     def _end_learning(self) -> None:
-        cands, self.learning = self.learning, None
-        sec = round(self.fs)
+        cands, self.learning = self.learning or [], None
         maxima = [0.0] * LEARN_S
-        for idx, h, *_ in cands:
-            maxima[min(idx // sec, LEARN_S - 1)] = max(maxima[min(idx // sec, LEARN_S - 1)], h)
-        self.qrs.extend((maxima * N_AVG)[:N_AVG])
-        self.noise.extend([0.0] * N_AVG)
-        self.rr.extend([self.fs] * N_AVG)
-        self._update_thresh()
-        self.ref = 0
-        self.sb_due = round(1.65 * self.fs)
+        for c in cands:
+            k = min(c.idx // self.sec, LEARN_S - 1)
+            maxima[k] = max(maxima[k], c.height)
+        self._restart(0, maxima, search_now=False)
         for cand in cands:
-            self._timed(cand[0] - 1)
+            self._timed(cand.idx - 1)
             self._candidate(cand)
 
+    def _restart(self, at: int, peaks: list[float], search_now: bool) -> None:
+        """Rule 5 (and the end of learning): QRS level from `peaks`, noise 0, RR 1 s.
+
+        After rule 5 search-back is open at once (OSEA keeps counting from the last QRS); at the
+        start of a stream it opens after 1.65 s, as in OSEA.
+        """
+        self.qrs.extend((peaks * N_AVG)[:N_AVG])
+        self.noise.extend([0.0] * N_AVG)
+        self.rr.extend([float(self.sec)] * N_AVG)
+        self._update_thresh()
+        self.ref, self.bins = at, [0.0] * RESET_S
+        self.sb = None
+        self.sb_due, self.sb_open = (at, True) if search_now else (at + round(1.65 * self.fs), False)
+
     def _update_thresh(self) -> None:
-        if MEDIAN:
-            q, n = sorted(self.qrs)[len(self.qrs) // 2], sorted(self.noise)[len(self.noise) // 2]
-        else:
-            q, n = sum(self.qrs) / len(self.qrs), sum(self.noise) / len(self.noise)
+        q, n = sum(self.qrs) / len(self.qrs), sum(self.noise) / len(self.noise)
         self.thresh = n + TH * (q - n)
 
-    def _candidate(self, cand: tuple[int, float, bool, int]) -> None:
-        idx, h, bls_ok, r, slope = cand
-        k = (idx - self.ref - 1) // round(self.fs)
+    def _candidate(self, c: _Cand) -> None:
+        k = (c.idx - self.ref - 1) // self.sec
         if 0 <= k < RESET_S:
-            self.bins[k] = max(self.bins[k], h)
-        if not bls_ok and USE_BLS:
+            self.bins[k] = max(self.bins[k], c.height)
+        if not c.qrs_like:
             return
-        twave = (TWAVE and self.last is not None and idx - self.last < SEARCHBACK_MIN_S * self.fs
-                 and slope < 0.5 * self.last_slope)
-        if h > self.thresh and not twave:
-            self._beat(idx, h, r, slope)
+        early = self.last is not None and c.idx - self.last < TWAVE_S * self.fs
+        if c.height > self.thresh and not (early and c.slope < 0.5 * self.last_slope):
+            self._beat(c)
             return
-        self.noise.append(h)
+        self.noise.append(c.height)
         self._update_thresh()
-        if h > self.sb_peak and (self.last is None or idx - self.last >= SEARCHBACK_MIN_S * self.fs):
-            self.sb_peak, self.sb_loc, self.sb_r, self.sb_slope = h, idx, r, slope
+        if not early and (self.sb is None or c.height > self.sb.height):
+            self.sb = c
         if self.sb_open:
             self._search_back()
 
     def _search_back(self) -> None:
-        if self.sb_peak > 0 and self.sb_peak > self.thresh / 2:
-            self._beat(self.sb_loc, self.sb_peak, self.sb_r, self.sb_slope)
+        if self.sb is not None and self.sb.height > self.thresh / 2:
+            self._beat(self.sb)
 
-    def _beat(self, idx: int, h: float, r: int, slope: float) -> None:
-        self.last_slope = slope
-        self.qrs.append(h)
+    def _beat(self, c: _Cand) -> None:
+        self.qrs.append(c.height)
         if self.last is not None:
-            self.rr.append(float(idx - self.last))
+            self.rr.append(float(c.idx - self.last))
         self._update_thresh()
-        self.last = idx
-        self.ref = idx
-        self.bins = [0.0] * RESET_S
-        self.sb_peak, self.sb_open = 0.0, False
-        self.sb_due = idx + round(SEARCHBACK_RR * sum(self.rr) / len(self.rr))
-        self.out.append(r)
+        self.last, self.last_slope = c.idx, c.slope
+        self.ref, self.bins = c.idx, [0.0] * RESET_S
+        self.sb, self.sb_open = None, False
+        self.sb_due = c.idx + round(SEARCHBACK_RR * sum(self.rr) / len(self.rr))
+        self.out.append(c.r)
 
-    def _reset_levels(self, at: int) -> None:
-        """Rule 5: 8 s without a QRS: levels from the largest peak of each second."""
-        self.qrs.extend(self.bins)
-        self.noise.extend([0.0] * N_AVG)
-        self.rr.extend([self.fs] * N_AVG)
-        self._update_thresh()
-        self.ref = at
-        self.bins = [0.0] * RESET_S
-        self.sb_peak, self.sb_open = 0.0, True
-        self.sb_due = at
+
+def rr_intervals(peaks: Any, fs: float) -> np.ndarray:
+    """RR intervals in seconds between consecutive R peaks (sample indices at `fs` Hz)."""
+    fs = check_fs(fs, "rr_intervals.fs")
+    p = _peak_array(peaks, "rr_intervals")
+    return np.diff(p) / fs
+
+
+def heart_rate_bpm(peaks: Any, fs: float, t_start_s: float, t_end_s: float) -> float:
+    """Mean heart rate in a window: 60 / (mean of the RR intervals that lie in [t_start_s, t_end_s)).
+
+    An RR interval lies in the window when both of its beats do. With beats at t_1 < ... < t_n in
+    the window this is 60 * (n - 1) / (t_n - t_1). NaN with fewer than 2 beats in the window.
+    """
+    fs = check_fs(fs, "heart_rate_bpm.fs")
+    if not (math.isfinite(t_start_s) and math.isfinite(t_end_s) and t_end_s > t_start_s):
+        raise SignalValueError(
+            f"heart_rate_bpm: expected t_start_s < t_end_s (finite seconds), got {t_start_s}, {t_end_s}")
+    t = _peak_array(peaks, "heart_rate_bpm") / fs
+    t = t[(t >= t_start_s) & (t < t_end_s)]
+    if t.size < 2:
+        return math.nan
+    return 60.0 * (t.size - 1) / float(t[-1] - t[0])
+
+
+def _peak_array(peaks: Any, where: str) -> np.ndarray:
+    p = np.asarray(peaks)
+    if p.ndim != 1 or (p.size and p.dtype.kind not in "iuf"):
+        raise SignalShapeError(
+            f"{where}: expected a 1-D array of peak sample indices, got shape {p.shape} dtype {p.dtype}")
+    p = p.astype(np.float64)
+    if not np.isfinite(p).all() or np.any(np.diff(p) <= 0):
+        raise SignalValueError(f"{where}: expected finite, strictly increasing peak indices")
+    return p
