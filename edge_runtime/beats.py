@@ -102,6 +102,8 @@ class RPeakDetector:
         self._g_wide = round(g_wide)
         self._refine = (round(REFINE_S[0] * fs), round(REFINE_S[1] * fs))
         self._bls_half = round(BLS_WINDOW_S * fs / 2)
+        self._bls_offsets = np.arange(-self._bls_half, self._bls_half + 1)
+        self._refine_offsets = np.arange(-self._refine[0], self._refine[1] + 1)
         self.reset()
 
     @property
@@ -113,6 +115,19 @@ class RPeakDetector:
         after `LEARN_S` seconds of learning.
         """
         return (self._d + self._to_qrs + self._g_wide + self._refine[0]) / self.fs
+
+    @property
+    def final_until(self) -> int:
+        """Every R peak before this input sample index has been reported; none will be added there.
+
+        Candidates are final up to the rule-1 look-ahead, but a noise peak kept for search-back
+        (rule 4) can still become a beat, and nothing is decided while learning.
+        """
+        if self._rules.learning is not None:
+            return 0
+        horizon = self._n - self._d - self._to_qrs - self._refine[0] - self._g_wide
+        sb = self._rules.sb
+        return max(0, min(horizon, sb.r if sb is not None else horizon))
 
     def reset(self) -> None:
         """Forget everything: the next chunk starts a new stream at sample 0."""
@@ -158,7 +173,10 @@ class RPeakDetector:
         ext = np.concatenate([self._abs_tail, diff])
         feat = np.convolve(ext, self._ones, "valid")  # each output sums the same samples, however chunked
         self._abs_tail = ext[-(self._w - 1):]
-        wder = np.diff(wide, prepend=self._wide_prev) * self.fs
+        wder = np.empty_like(wide)  # first difference across chunk borders (np.diff's prepend is slow)
+        wder[0] = wide[0] - self._wide_prev
+        np.subtract(wide[1:], wide[:-1], out=wder[1:])
+        wder *= self.fs
         self._wide_prev = float(wide[-1])
         self._feat = np.concatenate([self._feat, feat])
         self._wsig = np.concatenate([self._wsig, wide])
@@ -189,17 +207,18 @@ class RPeakDetector:
 
     def _slopes(self, centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rule 2 verdict and the steepest slope (mV/s) around each QRS centre."""
-        idx = np.clip(centre[:, None] + np.arange(-self._bls_half, self._bls_half + 1), 0, self._wder.size - 1)
-        der = self._wder[idx]
-        up, down = der.max(axis=1), -der.min(axis=1)
-        apart = np.abs(der.argmax(axis=1) - der.argmin(axis=1)) < BLS_PAIR_S * self.fs
+        der = np.take(self._wder, centre[:, None] + self._bls_offsets, mode="clip")  # clip: stay in the buffer
+        i_up, i_down = der.argmax(axis=1), der.argmin(axis=1)
+        rows = np.arange(der.shape[0])
+        up, down = der[rows, i_up], -der[rows, i_down]
+        apart = np.abs(i_up - i_down) < BLS_PAIR_S * self.fs
         return (up > down / 8) & (down > up / 8) & apart, np.maximum(up, down)
 
     def _r_waves(self, centre: np.ndarray) -> np.ndarray:
         """Buffer position of the largest |wide copy| in the R-wave search window of each QRS."""
-        before, after = self._refine
-        idx = np.clip(centre[:, None] + np.arange(-before, after + 1), 0, self._wsig.size - 1)
-        return idx[np.arange(idx.shape[0]), np.abs(self._wsig[idx]).argmax(axis=1)]
+        idx = centre[:, None] + self._refine_offsets
+        best = idx[np.arange(idx.shape[0]), np.abs(np.take(self._wsig, idx, mode="clip")).argmax(axis=1)]
+        return np.minimum(np.maximum(best, 0), self._wsig.size - 1)  # np.clip costs more on tiny arrays
 
     def _trim(self) -> None:
         """Drop buffered samples no future candidate can reach."""

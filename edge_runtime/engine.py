@@ -27,11 +27,15 @@ from typing import Any, AsyncIterator, Callable, Protocol
 
 import numpy as np
 
+from edge_runtime.beats import heart_rate_bpm
 from edge_runtime.errors import ConfigError
+from edge_runtime.rhythm import AfDetector, window_quality
 from edge_runtime.signal import Preprocessor, Windows
 from edge_runtime.sources import Chunk
 
 NORMAL_LABELS = ("NORM", "N", "SR")
+#: Label of AF episodes found from RR irregularity by `edge_runtime.rhythm.AfDetector`.
+AF_RR_LABEL = "AF (RR)"
 
 
 class Model(Protocol):
@@ -48,6 +52,8 @@ class EngineConfig:
     """bridge_max_s: longest gap bridged by interpolation. smoothing_windows: moving average of
     probabilities over this many usable windows. event_on/event_off: consecutive windows above /
     below the threshold that open / close an event. stall_timeout_s: silence that raises a stall event.
+    noise_gate: rate every window with the SQI of `edge_runtime.rhythm.window_quality` (kurtosis,
+    QRS-band power) and leave noisy ones unclassified; off only for non-ECG test signals.
     """
 
     bridge_max_s: float = 1.0
@@ -56,6 +62,7 @@ class EngineConfig:
     event_off: int = 2
     stall_timeout_s: float = 5.0
     beat_lead: int = 0
+    noise_gate: bool = True
 
     def __post_init__(self) -> None:
         for name in ("bridge_max_s", "stall_timeout_s"):
@@ -143,6 +150,8 @@ class Engine:
         self._history: deque[np.ndarray] = deque(maxlen=self.cfg.smoothing_windows)
         self._event_state: dict[str, dict[str, Any]] = {}
         self._n_windows = 0
+        self._pending: deque[WindowResult] = deque()
+        self._af = AfDetector()
 
     # --- input stage ---------------------------------------------------------------------------
 
@@ -195,7 +204,7 @@ class Engine:
             else:
                 self.stats.reset_gaps += 1
                 events.append(Event("reset", t0, first / self.fs_in, detail=f"{missing} samples lost; state reset"))
-                self._reset_segment(first)
+                self._reset_segment(first, events)
         self._expected = first + n_new
         self._last = x[:, -1].copy()
         return x, gap_mask
@@ -211,18 +220,28 @@ class Engine:
             x[c, bad] = np.interp(idx[bad], good, x[c, good])
         return x
 
-    def _reset_segment(self, first: int) -> None:
+    def _reset_segment(self, first: int, events: list[Event]) -> None:
+        """A long gap: start a new segment. Held windows of the old one go out with the next release
+        (their spans end before the gap); an AF episode in progress is closed at the gap."""
+        for ep in self._af.flush(self._expected / self.fs_in):
+            events.append(Event("rhythm", ep.onset_s, ep.offset_s, AF_RR_LABEL, "offset at a gap"))
         self.pre.reset()
         if self.beats is not None:
             self.beats.reset()
         self._segment_start = first
         self._last = None
         self._history.clear()
+        self._af.reset()
 
     # --- per chunk -------------------------------------------------------------------------------
 
     def feed(self, chunk: Chunk) -> tuple[list[WindowResult], list[Event]]:
-        """Process one chunk; return the windows it completed and the events it raised."""
+        """Process one chunk; return the windows it made final and the events it raised.
+
+        With a beat detector, a window is held until the detector's peaks are final for its span
+        (`RPeakDetector.final_until`, typically under a second), so its heart rate does not depend
+        on how the stream was chunked.
+        """
         events: list[Event] = []
         t_arrival = chunk.host_time or self.clock()
         admitted = self._admit(chunk, events)
@@ -235,55 +254,82 @@ class Engine:
         if self.beats is not None:
             peaks = self.beats.process(x[self.cfg.beat_lead])
             if len(peaks):
-                self._peaks.append(np.asarray(peaks, np.int64) + self._segment_start)
+                peaks = np.asarray(peaks, np.int64) + self._segment_start
+                self._peaks.append(peaks)
                 self.stats.beats += len(peaks)
-        return self._windows(win, t_pre, t_arrival, events), events
+                self._rhythm(peaks / self.fs_in, events)
+        self._pending.extend(self._windows(win, t_pre, t_arrival))
+        return self._release(events), events
 
-    def _windows(self, win: Windows, t_pre: float, t_arrival: float, events: list[Event]) -> list[WindowResult]:
-        results = []
+    def _windows(self, win: Windows, t_pre: float, t_arrival: float) -> list[WindowResult]:
+        """Results for new windows: quality, and the model on the usable ones (one batch)."""
         if len(win) == 0:
-            return results
+            return []
+        fs_out = self.pre.config.fs_out
+        noisy = np.zeros(len(win), bool)
+        if self.cfg.noise_gate:
+            noisy = np.array([window_quality(w[0], fs_out).noisy for w in win.data])  # per window, per hop
+        usable = win.usable & ~noisy
         probs, t_inf = None, 0.0
-        usable = win.usable
         if self.model is not None and usable.any():
             t0 = self.clock()
             probs = np.full((len(win), len(self.model.labels)), np.nan)
             probs[usable] = self.model.predict(win.data[usable])
             t_inf = (self.clock() - t0) / int(usable.sum())
         offset = self._segment_start / self.fs_in - self.pre.delay_s
+        results = []
         for i in range(len(win)):  # per window (one every hop), not per sample
-            t_start = offset + win.start[i] / self.pre.config.fs_out
+            t_start = offset + win.start[i] / fs_out
             res = WindowResult(
                 index=self._n_windows, t_start_s=t_start, t_end_s=t_start + self.pre.config.window_s,
                 usable=bool(usable[i]),
                 flags={"flat": [self.leads[j] for j in np.flatnonzero(win.flat[i])],
                        "saturated": [self.leads[j] for j in np.flatnonzero(win.saturated[i])],
-                       "gap": bool(win.gap[i])})
+                       "gap": bool(win.gap[i]), "noisy": bool(noisy[i])},
+                latency_ms={"preprocess": t_pre * 1e3, "inference": t_inf * 1e3 if usable[i] else 0.0})
+            if probs is not None and res.usable:
+                res.probabilities = {lab: float(v) for lab, v in zip(self.model.labels, probs[i])}
+            res._arrival = t_arrival  # type: ignore[attr-defined]
             self._n_windows += 1
+            results.append(res)
+        return results
+
+    def _release(self, events: list[Event], force: bool = False) -> list[WindowResult]:
+        """Emit held windows whose span the beat detector has finished with (all of them if `force`)."""
+        final_s = math.inf if force or self.beats is None else \
+            (self._segment_start + self.beats.final_until) / self.fs_in
+        out = []
+        while self._pending and self._pending[0].t_end_s <= final_s:
+            res = self._pending.popleft()
             self.stats.windows += 1
             self.stats.windows_unusable += not res.usable
             self._heart_rate(res)
-            if probs is not None and res.usable:
-                self._classify(res, probs[i], events)
-            res.latency_ms = {"preprocess": t_pre * 1e3, "inference": t_inf * 1e3 if res.usable else 0.0,
-                              "end_to_end": (self.clock() - t_arrival) * 1e3}
-            results.append(res)
-        return results
+            if res.probabilities is not None:
+                self._classify(res, events)
+            res.latency_ms["end_to_end"] = (self.clock() - res.__dict__.pop("_arrival")) * 1e3
+            out.append(res)
+        return out
+
+    def _rhythm(self, beat_times: np.ndarray, events: list[Event]) -> None:
+        """RR-irregularity AF episodes from the beats (no model needed)."""
+        was = self._af.in_af
+        for ep in self._af.process(beat_times):
+            events.append(Event("rhythm", ep.onset_s, ep.offset_s, AF_RR_LABEL, "offset"))
+        if self._af.in_af and not was:
+            events.append(Event("rhythm", self._af.onset_s, None, AF_RR_LABEL, "onset"))
 
     def _heart_rate(self, res: WindowResult) -> None:
         if not self._peaks:
             return
         peaks = np.concatenate(self._peaks)
         self._peaks = [peaks[peaks >= (res.t_start_s - 3.0) * self.fs_in]]  # keep what later windows need
+        res.hr_bpm = heart_rate_bpm(peaks, self.fs_in, res.t_start_s, res.t_end_s)
         t = peaks / self.fs_in
-        inside = t[(t >= res.t_start_s) & (t < res.t_end_s)]
-        res.n_beats = int(inside.size)
-        if inside.size >= 2:
-            res.hr_bpm = 60.0 / float(np.mean(np.diff(inside)))
+        res.n_beats = int(((t >= res.t_start_s) & (t < res.t_end_s)).sum())
 
-    def _classify(self, res: WindowResult, p: np.ndarray, events: list[Event]) -> None:
+    def _classify(self, res: WindowResult, events: list[Event]) -> None:
         labels = self.model.labels
-        res.probabilities = {lab: float(v) for lab, v in zip(labels, p)}
+        p = np.array([res.probabilities[lab] for lab in labels])
         self._history.append(p)
         smooth = np.mean(self._history, axis=0)
         res.smoothed = {lab: float(v) for lab, v in zip(labels, smooth)}
@@ -308,19 +354,22 @@ class Engine:
                 events.append(Event("rhythm", st["open"].t_start_s, st["last_pos"], label, "offset"))
                 st["open"], st["run"] = None, 0
 
-    def finish(self) -> list[Event]:
-        """End of stream: close open episodes and report what was left unclassified."""
-        events = []
+    def finish(self) -> tuple[list[WindowResult], list[Event]]:
+        """End of stream: release held windows, close open episodes, report what was not classified."""
+        events: list[Event] = []
+        results = self._release(events, force=True)
+        end = (self._expected or 0) / self.fs_in
+        for ep in self._af.flush(end):
+            events.append(Event("rhythm", ep.onset_s, ep.offset_s, AF_RR_LABEL, "offset at end of stream"))
         for label, st in self._event_state.items():
             if st["open"] is not None:
                 events.append(Event("rhythm", st["open"].t_start_s, st["last_pos"], label, "offset at end of stream"))
-        end = (self._expected or 0) / self.fs_in
         s = self.stats
         events.append(Event("end", end, end, detail=(
             f"{s.received} samples received, {s.used} used, {s.lost} lost in {s.bridged_gaps + s.reset_gaps} gaps, "
             f"{s.duplicate} duplicate, {s.invalid} invalid, {s.rejected} rejected; {s.windows} windows "
             f"({s.windows_unusable} unusable); the last partial window is not classified")))
-        return events
+        return results, events
 
 
 async def run_stream(source: AsyncIterator[Chunk], engine: Engine,
@@ -355,7 +404,7 @@ async def run_stream(source: AsyncIterator[Chunk], engine: Engine,
     finally:
         if pending is not None:
             pending.cancel()
-    final = engine.finish()
+    results, final = engine.finish()
     for sink in sinks:
-        sink([], final)
+        sink(results, final)
     return engine.stats

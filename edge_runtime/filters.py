@@ -19,6 +19,7 @@ sample and is therefore the same offline and online.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -163,6 +164,14 @@ def _sos_kernel() -> Any:
 _SOS_KERNEL = _sos_kernel()
 
 
+@functools.lru_cache(maxsize=64)
+def _steady_state(sos_bytes: bytes, n_sections: int) -> np.ndarray:
+    """`sosfilt_zi` (a linear solve per section), once per design: stages are made per window too."""
+    zi = sps.sosfilt_zi(np.frombuffer(sos_bytes, dtype=np.float64).reshape(n_sections, 6))
+    zi.setflags(write=False)
+    return zi
+
+
 class SosStage:
     """A causal IIR filter over (n_channels, n) blocks, state kept between calls.
 
@@ -172,7 +181,7 @@ class SosStage:
 
     def __init__(self, sos: np.ndarray, n_channels: int, fast: bool = True):
         self.sos = np.ascontiguousarray(sos, dtype=np.float64)
-        self._zi_unit = sps.sosfilt_zi(self.sos)  # (n_sections, 2): steady state for a unit step
+        self._zi_unit = _steady_state(self.sos.tobytes(), len(self.sos))  # (n_sections, 2), unit step
         self._sections = [(row[:3].copy(), row[3:].copy()) for row in self.sos]
         self._kernel = _SOS_KERNEL if fast else None
         self.n_channels = n_channels

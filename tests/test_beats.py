@@ -239,3 +239,33 @@ def test_quality_flags_a_noise_burst_in_a_real_record(mitdb) -> None:
     win[360 * 3: 360 * 8] += np.random.default_rng(5).normal(0, 0.5, 360 * 5)  # 5 s of Gaussian noise
     q = window_quality(win, 360)
     assert q.noisy and not q.usable
+
+
+def test_final_until_is_a_promise_kept(mitdb_root) -> None:
+    """No peak is ever reported before a `final_until` the detector already announced."""
+    from train.data.mitdb import MitBih
+
+    x = MitBih(mitdb_root).read("203").lead("MLII")[: 360 * 120].astype(np.float64)
+    det = RPeakDetector(360.0)
+    promised, later_violations, n = 0, 0, 0
+    for i in range(0, x.size, 73):
+        peaks = det.process(x[i:i + 73])
+        later_violations += int((peaks < promised).sum())
+        n += peaks.size
+        assert det.final_until >= promised or det.final_until == 0
+        promised = max(promised, det.final_until)
+    assert n > 100 and later_violations == 0
+    assert x.size - promised < 3 * 360  # finality trails the input by well under 3 s
+
+
+def test_vectorised_welch_equals_scipy() -> None:
+    from scipy.signal import welch
+
+    from edge_runtime.rhythm import welch_psd
+
+    x = np.random.default_rng(3).normal(size=950)
+    for nper in (200, 201, 950):
+        f_ref, p_ref = welch(x, fs=100.0, nperseg=nper)
+        f, p = welch_psd(x, 100.0, nper)
+        np.testing.assert_allclose(f, f_ref)
+        np.testing.assert_allclose(p, p_ref, rtol=1e-10)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -119,7 +120,9 @@ def build_shards(data_cfg: DataConfig, pre_cfg: PreprocessConfig, out: str | Pat
     dataset = open_dataset(data_cfg)
     out.mkdir(parents=True, exist_ok=True)
     records, skipped, counts, designs = [], [], {}, {}
-    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(data_cfg, pre_cfg)) if workers > 1 else None
+    # spawn, not fork: forking a process that runs threads (torch, JAX) can deadlock the child
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(data_cfg, pre_cfg)) if workers > 1 else None
     if pool is None:
         _init_worker(data_cfg, pre_cfg)
     try:
