@@ -7,8 +7,10 @@ notification) goes through the whole pipeline: engine (gap accounting) -> signal
 R-peak detector -> model on every window (10 s windows, 5 s hop). Each backend runs in its own
 fresh process pinned to one core with one thread, so the figures per backend are:
 
-- window latency p50 / p99: wall time from handing the chunk that completes a window to the
-  engine until that window's result exists (preprocessing, beats, inference);
+- window latency p50 / p99: the compute a window costs (`latency_ms["compute"]`: preprocessing of
+  the chunk that completed it, signal quality, inference, heart rate and events). A window is
+  released once the R-peak detector is final for its span; that wait (`hold_for_beats_s`, in
+  seconds of signal) is reported separately, and end-to-end times as fast as possible with it;
 - real-time factor: signal seconds / wall seconds for the whole stream;
 - peak RSS of that process (`ru_maxrss`), and the time to import the runtime and open the model.
 
@@ -59,16 +61,20 @@ def worker(kind: str, model_path: str, signal_path: str) -> dict:
     import_s = time.perf_counter() - t0
     x = np.load(signal_path)
     engine = Engine(pre_factory(FS), model, RPeakDetector(FS))
-    latencies = []
+    results = []
     start = time.perf_counter()
     for chunk in ArraySource(x, FS, chunk=CHUNK).chunks():
-        results, _ = engine.feed(chunk)
-        latencies += [r.latency_ms["end_to_end"] for r in results]
+        results += engine.feed(chunk)[0]
     wall = time.perf_counter() - start
-    lat = np.asarray(latencies)
+    lat = np.asarray([r.latency_ms["compute"] for r in results])
+    e2e = np.asarray([r.latency_ms["end_to_end"] for r in results])
+    hold = np.asarray([r.latency_ms["hold_s"] for r in results])
     return {"windows": int(lat.size), "window_latency_ms": {"p50": float(np.percentile(lat, 50)),
                                                          "p99": float(np.percentile(lat, 99)),
                                                          "max": float(lat.max())},
+            "end_to_end_ms_as_fast_as_possible": {"p50": float(np.percentile(e2e, 50)),
+                                                   "p99": float(np.percentile(e2e, 99))},
+            "hold_for_beats_s": {"p50": float(np.percentile(hold, 50)), "max": float(hold.max())},
             "real_time_factor": x.shape[1] / FS / wall, "wall_s": wall,
             "import_and_open_s": import_s, "peak_rss_mb": _peak_rss_mb(),
             "torch_imported": "torch" in sys.modules, "beats": engine.stats.beats}

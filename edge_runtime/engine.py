@@ -108,7 +108,13 @@ class Event:
 
 @dataclass
 class WindowResult:
-    """One window: device-time span, quality, model output, heart rate and per-stage latency."""
+    """One window: device-time span, quality, model output, heart rate and per-stage latency.
+
+    latency_ms: preprocess (the chunk that completed the window), quality (SQI), inference (model,
+    per window), compute (their sum plus heart rate and events: the work this window cost),
+    end_to_end (from the arrival of the chunk that completed the window to its release, including
+    the wait for the beat detector to be final for the window: `hold_s` seconds of signal).
+    """
 
     index: int
     t_start_s: float
@@ -266,10 +272,12 @@ class Engine:
         if len(win) == 0:
             return []
         fs_out = self.pre.config.fs_out
+        t0 = self.clock()
         noisy = np.zeros(len(win), bool)
         if self.cfg.noise_gate:
             noisy = np.array([window_quality(w[0], fs_out).noisy for w in win.data])  # per window, per hop
         usable = win.usable & ~noisy
+        t_quality = (self.clock() - t0) / len(win)
         probs, t_inf = None, 0.0
         if self.model is not None and usable.any():
             t0 = self.clock()
@@ -286,7 +294,8 @@ class Engine:
                 flags={"flat": [self.leads[j] for j in np.flatnonzero(win.flat[i])],
                        "saturated": [self.leads[j] for j in np.flatnonzero(win.saturated[i])],
                        "gap": bool(win.gap[i]), "noisy": bool(noisy[i])},
-                latency_ms={"preprocess": t_pre * 1e3, "inference": t_inf * 1e3 if usable[i] else 0.0})
+                latency_ms={"preprocess": t_pre * 1e3, "quality": t_quality * 1e3,
+                            "inference": t_inf * 1e3 if usable[i] else 0.0})
             if probs is not None and res.usable:
                 res.probabilities = {lab: float(v) for lab, v in zip(self.model.labels, probs[i])}
             res._arrival = t_arrival  # type: ignore[attr-defined]
@@ -300,13 +309,17 @@ class Engine:
             (self._segment_start + self.beats.final_until) / self.fs_in
         out = []
         while self._pending and self._pending[0].t_end_s <= final_s:
+            t0 = self.clock()
             res = self._pending.popleft()
             self.stats.windows += 1
             self.stats.windows_unusable += not res.usable
             self._heart_rate(res)
             if res.probabilities is not None:
                 self._classify(res, events)
-            res.latency_ms["end_to_end"] = (self.clock() - res.__dict__.pop("_arrival")) * 1e3
+            lat, now = res.latency_ms, self.clock()
+            lat["compute"] = lat["preprocess"] + lat["quality"] + lat["inference"] + (now - t0) * 1e3
+            lat["end_to_end"] = (now - res.__dict__.pop("_arrival")) * 1e3
+            lat["hold_s"] = 0.0 if force or self.beats is None else max(0.0, final_s - res.t_end_s)
             out.append(res)
         return out
 
