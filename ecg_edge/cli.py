@@ -123,6 +123,25 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
     return asyncio.run(scan_command(args.timeout))
 
 
+# --- bench ------------------------------------------------------------------------------------
+
+BENCHMARKS = ("preprocess", "runtime", "rpeaks", "ble")
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run bench/<name>.py in a fresh interpreter (benchmarks pin threads and cores themselves)."""
+    import subprocess
+
+    from edge_runtime.errors import ConfigError
+
+    script = BENCH_DIR / ("rpeaks_mitbih.py" if args.name == "rpeaks" else f"{args.name}.py")
+    if not script.is_file():
+        raise ConfigError(f"{script}: not found; the benchmarks ship with the source checkout (git clone), "
+                          "not with the installed package")
+    return subprocess.call([sys.executable, str(script), *args.rest])
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -200,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc = ble.add_parser("scan", help="list nearby BLE devices and the ECG profile each speaks")
     sc.add_argument("--timeout", type=float, default=5.0)
     sc.set_defaults(func=cmd_ble_scan)
+
+    be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")
+    be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble")
+    be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
+    be.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="the main job: run the pipeline that exists on built-in synthetic data")
     demo.add_argument("--config", help="pipeline TOML (default: built-in defaults)")

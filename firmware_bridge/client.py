@@ -31,6 +31,7 @@ Raspberry Pi setup (Raspberry Pi OS / Debian, BlueZ >= 5.55; the Pi 3B+/4/5 radi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -258,6 +259,10 @@ class EcgClient:
     # --- connection --------------------------------------------------------------------------------
 
     async def _find(self) -> Any:
+        async with _adapter_errors():
+            return await self._scan_for_target()
+
+    async def _scan_for_target(self) -> Any:
         scanner = _bleak().BleakScanner
         kwargs = {"timeout": self.scan_timeout}
         if self._scanner_backend is not None:
@@ -360,6 +365,20 @@ class EcgClient:
                      None if t_ns is None else t_ns + round(a * idx.period_ns), host_time)
 
 
+@contextlib.asynccontextmanager
+async def _adapter_errors() -> Any:
+    """No adapter or no BlueZ: one line saying so, instead of a D-Bus traceback."""
+    bleak = _bleak()
+    try:
+        yield
+    except (OSError, bleak.exc.BleakError) as exc:
+        if isinstance(exc, _NotFound):
+            raise
+        raise StreamError(
+            f"no Bluetooth adapter reachable ({type(exc).__name__}: {exc}); on Linux bleak needs BlueZ: "
+            "`sudo systemctl start bluetooth`, `bluetoothctl power on` (see README, Raspberry Pi setup)") from None
+
+
 @dataclass(frozen=True)
 class ScanResult:
     """One advertiser: `profile` is "polar", "open", "hrs" (heart rate only) or None."""
@@ -384,7 +403,8 @@ async def scan(timeout: float = 5.0, backend: Any = None, ecg_only: bool = False
     bleak = _bleak()
     scanner_backend = _backends(backend)[1]
     kwargs = {} if scanner_backend is None else {"backend": scanner_backend}
-    found = await bleak.BleakScanner.discover(timeout, return_adv=True, **kwargs)
+    async with _adapter_errors():
+        found = await bleak.BleakScanner.discover(timeout, return_adv=True, **kwargs)
     results = [ScanResult(ad.local_name, device.address, ad.rssi, tuple(ad.service_uuids),
                           _guess_profile(ad.local_name, ad.service_uuids)) for device, ad in found.values()]
     if ecg_only:

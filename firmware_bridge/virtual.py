@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -86,6 +87,7 @@ class SentFrame:
     first_index: int
     n: int
     status: str  # "sent", "dropped", "corrupt" or "compressed"
+    sent_at: float = 0.0  # time.monotonic() just before the notification left the device
 
 
 @dataclass
@@ -389,9 +391,10 @@ class VirtualWearable:
                 await asyncio.Event().wait()  # cancelled by the disconnection
             pos, n, seq = self.position, min(self.samples_per_frame, self.samples.size - self.position), self._seq
             status = self._fate(seq)
+            sent_at = time.monotonic()
             if status != "dropped":
                 await self.device.notify_subscriber(connection, self._data_char, self._payload(pos, n, status))
-            self.log.frames.append(SentFrame(seq, pos, n, status))
+            self.log.frames.append(SentFrame(seq, pos, n, status, sent_at))
             self._seq, self.position = seq + 1, pos + n
             self._stream_seq, self._stream_index = self._stream_seq + 1, self._stream_index + n
             await asyncio.sleep(max(0.0, t0 + (self.position - pos0) / (self.fs_true * self.speed) - loop.time()))

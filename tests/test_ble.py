@@ -300,3 +300,25 @@ def test_replay_signal_from_arrays_and_npy(tmp_path: Path) -> None:
     from edge_runtime.errors import DatasetError
     with pytest.raises(DatasetError, match="fs_in"):
         replay_signal(x_mv)
+
+
+@pytest.mark.hardware
+def test_a_real_polar_h10_streams_through_bluez() -> None:
+    """On a Raspberry Pi (BlueZ) with a worn Polar H10: ECG_EDGE_HARDWARE=1 [ECG_EDGE_H10=name] pytest -m hardware."""
+    import os
+
+    async def go():
+        chunks = []
+        async with EcgClient(os.environ.get("ECG_EDGE_H10") or None, "polar", scan_timeout=20) as client:
+            async for chunk in client:
+                chunks.append(chunk)
+                if chunk.end_index >= 30 * FS:
+                    break
+        return chunks, client
+
+    chunks, client = run(go(), timeout=90)
+    s = client.stats
+    assert s.received + s.lost == s.span and s.received >= 25 * FS
+    assert abs(client.stats.rate_ppm) < 10_000  # the H10 runs within 1 % of 130 Hz
+    x = np.concatenate([c.samples[0] for c in chunks])
+    assert np.isfinite(x).all() and 0.05 < np.ptp(x[int(2 * FS):]) < 20  # mV, past the first saturated second

@@ -94,3 +94,10 @@ def test_demo_runs_end_to_end_on_synthetic_data(tmp_path: Path, capsys: pytest.C
     capsys.readouterr()
     assert main(["demo", "--config", str(cfg), "--out", str(out)]) == 2  # will not delete a foreign folder
     assert "not written by the demo" in _one_line_error(capsys)
+
+
+def test_bench_subcommand_runs_a_benchmark(capfd: pytest.CaptureFixture) -> None:
+    assert main(["bench", "preprocess", "--seconds", "20", "--repeats", "1"]) == 0
+    out = json.loads(capfd.readouterr().out)
+    assert out["benchmark"] == "preprocess" and out["stream"]["real_time_factor"] > 0
+    assert out["stream_baseline"]["real_time_factor"] > out["stream"]["real_time_factor"]

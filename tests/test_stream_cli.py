@@ -84,3 +84,14 @@ def test_virtual_wearable_with_drops_and_disconnects(mitdb_root: Path, tmp_path:
         around = [w for w in windows if w["t_start_s"] <= e["t_start_s"] and w["t_end_s"] >= e["t_end_s"]]
         assert around and all(w["flags"]["gap"] for w in around)
     assert np.isfinite([w["hr_bpm"] for w in windows if w["usable"] and w["hr_bpm"] is not None]).all()
+
+
+def test_ble_without_an_adapter_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    """Here (and in CI) there is no BlueZ: scanning must say so in one line, not a traceback."""
+    pytest.importorskip("bleak")
+    rc = main(["ble", "scan", "--timeout", "1"])
+    if rc == 0:  # a machine with a working adapter: the listing ends with its count
+        assert "device(s) found" in capsys.readouterr().out
+        return
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("ecg-edge: error: no Bluetooth adapter reachable") and "\n" not in err
