@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from firmware_bridge import open_profile as op  # noqa: E402
 from firmware_bridge import polar  # noqa: E402
+from report import emit  # noqa: E402  (bench/report.py, beside this script)
 
 
 def decode_throughput(n_frames: int = 20_000) -> dict:
@@ -96,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = {"benchmark": "ble", "decode": decode_throughput(), "latency": asyncio.run(latency(args.seconds)),
            "env": {"python": platform.python_version(), "machine": platform.machine()}}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -32,6 +31,7 @@ import scipy  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge_runtime.signal import Preprocessor, PreprocessConfig  # noqa: E402
+from report import emit  # noqa: E402  (bench/report.py, beside this script)
 
 CHUNK = 73          # samples per Polar H10 ECG notification
 FS_STREAM = 130.0
@@ -99,11 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the JSON here")
     args = p.parse_args(argv)
     result = run(args.seconds, args.repeats)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

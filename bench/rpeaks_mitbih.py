@@ -18,7 +18,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -33,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from edge_runtime.beats import RPeakDetector, heart_rate_bpm  # noqa: E402
 from edge_runtime.rhythm import AfDetector, window_quality  # noqa: E402
 from train.data.mitdb import PACED, MitBih  # noqa: E402
+from report import emit  # noqa: E402  (bench/report.py, beside this script)
 
 CHUNK = 73
 TOL_S = 0.150
@@ -253,11 +253,7 @@ def main(argv: list[str] | None = None) -> int:
               "wall_s": round(time.perf_counter() - t0, 1),
               "env": {"python": platform.python_version(), "numpy": np.__version__, "workers": args.workers,
                       "cpus": os.cpu_count(), "machine": platform.machine()}}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

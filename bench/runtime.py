@@ -34,6 +34,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from report import emit  # noqa: E402  (bench/report.py, beside this script)
 
 REPO = Path(__file__).resolve().parents[1]
 FS = 130.0
@@ -180,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                      "litert_int8_p99_ms<=1": lite.get("window_latency_ms", {}).get("p99", 1e9) <= 1.0,
                      "litert_int8_peak_rss_mb<=150": lite.get("peak_rss_mb", 1e9) <= 150},
            "env": {"python": platform.python_version(), "machine": platform.machine(), "threads": 1}}
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return emit(out, args.out)
 
 
 if __name__ == "__main__":
