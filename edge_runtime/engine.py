@@ -157,6 +157,7 @@ class Engine:
         self._event_state: dict[str, dict[str, Any]] = {}
         self._n_windows = 0
         self._pending: deque[WindowResult] = deque()
+        self._early: list[WindowResult] = []  # released by a reset, returned by the same feed
         self._af = AfDetector()
 
     # --- input stage ---------------------------------------------------------------------------
@@ -172,10 +173,14 @@ class Engine:
         if not math.isclose(chunk.fs, self.fs_in, rel_tol=1e-6):
             self._reject(chunk, f"fs {chunk.fs:g} Hz, expected {self.fs_in:g} Hz", events)
             return None
-        x = np.asarray(chunk.samples, dtype=np.float64)
+        raw = np.asarray(chunk.samples)
+        if raw.dtype.kind not in "fiu":
+            self._reject(chunk, f"dtype {raw.dtype}, expected real numbers in mV", events)
+            return None
+        x = raw.astype(np.float64, copy=False)
         if x.ndim == 1 and len(self.leads) == 1:
             x = x[None, :]
-        if x.ndim != 2 or x.shape[0] != len(self.leads) or x.dtype.kind not in "fiu":
+        if x.ndim != 2 or x.shape[0] != len(self.leads):
             self._reject(chunk, f"shape {np.shape(chunk.samples)}, expected ({len(self.leads)}, n)", events)
             return None
         n, first = x.shape[1], int(chunk.first_index)
@@ -227,10 +232,15 @@ class Engine:
         return x
 
     def _reset_segment(self, first: int, events: list[Event]) -> None:
-        """A long gap: start a new segment. Held windows of the old one go out with the next release
-        (their spans end before the gap); an AF episode in progress is closed at the gap."""
+        """A long gap: release the old segment's held windows, close episodes in progress at the
+        gap, and start a new segment."""
+        self._early += self._release(events, force=True)
         for ep in self._af.flush(self._expected / self.fs_in):
             events.append(Event("rhythm", ep.onset_s, ep.offset_s, AF_RR_LABEL, "offset at a gap"))
+        for label, st in self._event_state.items():
+            if st["open"] is not None:
+                events.append(Event("rhythm", st["open"].t_start_s, st["last_pos"], label, "offset at a gap"))
+        self._event_state.clear()
         self.pre.reset()
         if self.beats is not None:
             self.beats.reset()
@@ -265,7 +275,8 @@ class Engine:
                 self.stats.beats += len(peaks)
                 self._rhythm(peaks / self.fs_in, events)
         self._pending.extend(self._windows(win, t_pre, t_arrival))
-        return self._release(events), events
+        early, self._early = self._early, []
+        return early + self._release(events), events
 
     def _windows(self, win: Windows, t_pre: float, t_arrival: float) -> list[WindowResult]:
         """Results for new windows: quality, and the model on the usable ones (one batch)."""

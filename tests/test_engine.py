@@ -119,14 +119,16 @@ def test_bad_chunks_give_events_and_the_engine_keeps_running() -> None:
     bad_nan = chunks[5].samples.copy()
     bad_nan[0, 10:20] = np.nan
     stream = chunks[:5] + [Chunk(bad_nan, chunks[5].first_index, FS), Chunk(chunks[6].samples, chunks[6].first_index, 250.0),
-                           Chunk(np.zeros((2, 73)), chunks[6].first_index, FS)] + chunks[6:]
+                           Chunk(np.zeros((2, 73)), chunks[6].first_index, FS),
+                           Chunk(np.array([["x"] * 73]), chunks[6].first_index, FS)] + chunks[6:]
     results, events = _feed_all(eng, stream)
     kinds = [e.kind for e in events]
-    assert "invalid" in kinds and kinds.count("error") == 2
+    assert "invalid" in kinds and kinds.count("error") == 3
     errors = [e.detail for e in events if e.kind == "error"]
     assert "fs 250 Hz, expected 130 Hz" in errors[0] and "shape (2, 73), expected (1, n)" in errors[1]
-    assert eng.stats.invalid == 10 and eng.stats.rejected == 146
-    assert eng.stats.received == x.shape[1] + 146
+    assert "dtype <U1, expected real numbers" in errors[2]
+    assert eng.stats.invalid == 10 and eng.stats.rejected == 219
+    assert eng.stats.received == x.shape[1] + 219
     assert results[0].flags["gap"] and len(results) == 11
     assert events[-1].kind == "end" and "the last partial window is not classified" in events[-1].detail
 
@@ -179,3 +181,16 @@ def test_real_ecg_beats_hr_and_noise_gate(mitdb_root) -> None:
     assert all(r.probabilities is None for r in noisy)
     clean = [r for r in whole if r.t_end_s < 58]
     assert clean and all(r.usable and 65 <= r.hr_bpm <= 85 for r in clean)
+
+
+def test_a_long_gap_closes_open_episodes_and_releases_held_windows() -> None:
+    x = _signal(180)
+    chunks = ArraySource(x, FS, chunk=73).chunks()
+    gap = set(range(160, 164))  # 2.2 s lost at ~90 s, inside the FAST stretch (60-120 s)
+    eng = _engine()
+    results, events = _feed_all(eng, [c for i, c in enumerate(chunks) if i not in gap])
+    fast = [e for e in events if e.kind == "rhythm" and e.label == "FAST"]
+    assert [e.detail for e in fast][:3] == ["onset", "offset at a gap", "onset"]
+    assert fast[1].t_end_s <= 160 * 73 / FS + 0.01  # closed no later than the gap
+    assert [r.index for r in results] == sorted(r.index for r in results)  # every window out once, in order
+    assert len({r.index for r in results}) == len(results) == eng.stats.windows
