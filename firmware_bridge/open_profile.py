@@ -181,12 +181,8 @@ def encode_packet(samples: object, *, seq: int, first_sample_index: int, timesta
     return head + body
 
 
-def decode_packet(data: bytes) -> OpenPacket:
-    """Decode one data packet (vectorized sample decode); any malformation raises ProfileError."""
-    where, buf = "open profile packet", bytes(data)
-    if len(buf) < HEADER_SIZE:
-        raise profile_error(where, "length", f">= {HEADER_SIZE} bytes (header)", f"{len(buf)} bytes")
-    version, bps, flags, lead, index, ts, gain, seq, fs_hz, count = _HEADER.unpack_from(buf)
+def _check_fields(where: str, version: int, bps: int, lead: int, gain: float, fs_hz: int) -> None:
+    """The fields a data packet and the info characteristic share, checked the same way."""
     if version != PROFILE_VERSION:
         raise profile_error(where, "version", f"{PROFILE_VERSION} (this receiver implements v1)", version)
     if bps not in _FORMAT_NAMES:
@@ -194,6 +190,15 @@ def decode_packet(data: bytes) -> OpenPacket:
     if lead not in LEAD_CODES:
         raise profile_error(where, "lead code", f"1..{len(LEAD_CODES)}", lead)
     _check_gain_fs(gain, fs_hz, where)
+
+
+def decode_packet(data: bytes) -> OpenPacket:
+    """Decode one data packet (vectorized sample decode); any malformation raises ProfileError."""
+    where, buf = "open profile packet", bytes(data)
+    if len(buf) < HEADER_SIZE:
+        raise profile_error(where, "length", f">= {HEADER_SIZE} bytes (header)", f"{len(buf)} bytes")
+    version, bps, flags, lead, index, ts, gain, seq, fs_hz, count = _HEADER.unpack_from(buf)
+    _check_fields(where, version, bps, lead, gain, fs_hz)
     if count == 0 or len(buf) != HEADER_SIZE + count * bps:
         raise profile_error(where, "sample count", f"1..255 samples filling the packet ({count} x {bps} bytes "
                             f"after the header)", f"{len(buf) - HEADER_SIZE} bytes")
@@ -248,13 +253,7 @@ def decode_config(data: bytes) -> OpenConfig:
     if not INFO_SIZE <= len(buf) <= INFO_SIZE + MAX_FIRMWARE_BYTES:
         raise profile_error(where, "length", f"{INFO_SIZE}..{INFO_SIZE + MAX_FIRMWARE_BYTES} bytes", len(buf))
     version, bps, fs_hz, gain, lead, spp = _INFO.unpack_from(buf)
-    if version != PROFILE_VERSION:
-        raise profile_error(where, "version", f"{PROFILE_VERSION} (this receiver implements v1)", version)
-    if bps not in _FORMAT_NAMES:
-        raise profile_error(where, "format", "2 (int16) or 3 (int24)", bps)
-    if lead not in LEAD_CODES:
-        raise profile_error(where, "lead code", f"1..{len(LEAD_CODES)}", lead)
-    _check_gain_fs(gain, fs_hz, where)
+    _check_fields(where, version, bps, lead, gain, fs_hz)
     try:
         fw = buf[INFO_SIZE:].decode("utf-8")
     except UnicodeDecodeError:

@@ -16,6 +16,7 @@ from scipy.signal import resample_poly
 from edge_runtime.beats import RPeakDetector, heart_rate_bpm, rr_intervals
 from edge_runtime.errors import ConfigError, SamplingRateError, SignalShapeError, SignalValueError
 from edge_runtime.rhythm import AfDetector, rr_irregularity, sample_entropy, window_quality
+from test_signal import _chunks  # noqa: E402  (the one random-chunking helper of the tests)
 
 TOL_S = 0.150
 
@@ -30,14 +31,6 @@ def _match(ref_s: np.ndarray, det_s: np.ndarray) -> tuple[int, int, int]:
             used[near[np.argmin(np.abs(det_s[near] - t))]] = True
             tp += 1
     return tp, ref_s.size - tp, int((~used).sum())
-
-
-def _chunks(rng: np.random.Generator, n: int):
-    i = 0
-    while i < n:
-        size = 1 if rng.random() < 0.3 else int(rng.integers(2, 300))
-        yield i, min(n, i + size)
-        i += size
 
 
 def _synthetic(fs: float, seconds: float, rr_s: float = 0.8, polarity: float = 1.0,

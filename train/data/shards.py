@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,7 +235,3 @@ def open_shards(path: str | Path) -> tuple[dict[str, Any], dict[str, ShardSplit]
     if info.get("format") != SHARD_FORMAT:
         raise DatasetError(f"{info_path}: format {info.get('format')!r}; expected {SHARD_FORMAT}")
     return info, {s: ShardSplit(path / s) for s in SPLITS if (path / s).is_dir()}
-
-
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 1)))
