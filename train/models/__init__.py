@@ -1,0 +1,92 @@
+"""The one model registry: ECG encoders (teachers), text towers and, later, students.
+
+    @register_model("resnet1d_18", kind="ecg")
+    def resnet1d_18(leads=STANDARD_LEADS, embed_dim=256, **kw) -> nn.Module: ...
+
+    create_model("resnet1d_18", leads=("I", "II"))   # any registered name, keyword arguments only
+    list_models("test_*", kind="ecg")                 # fnmatch pattern, sorted
+
+`create_model` records `model_name` and `model_kwargs` on the module it returns, so a checkpoint can
+rebuild the same architecture from its name and arguments alone.
+
+Contracts every entry keeps (the tests loop over `list_models`):
+- kind "ecg": `forward(x: (N, C, T) float) -> (N, embed_dim)`; `forward_features(x) -> (N, D, T')`
+  (a time sequence, used by masked-lead decoders and saliency); attributes `leads` (lead names, in
+  input channel order), `embed_dim`, `feature_dim` (D). Any lead set by name and any window length.
+- kind "text": `forward(texts: list[str]) -> (N, embed_dim)`; attribute `embed_dim`; it owns its
+  tokenizer, so a checkpoint of the module is everything needed to embed text again.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from edge_runtime.errors import ConfigError
+
+KINDS = ("ecg", "text", "student")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str
+    factory: Callable[..., Any]
+    doc: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+#: Modules whose @register_model factories fill the registry (each imports torch, nothing heavier).
+_MODULES = ("resnet1d", "transformer", "text")
+
+
+def register_model(name: str | None = None, *, kind: str) -> Callable:
+    """Decorator: register a factory under `name` (default: the function's name)."""
+    if kind not in KINDS:
+        raise ConfigError(f"register_model: kind {kind!r}; expected one of {', '.join(KINDS)}")
+
+    def wrap(factory: Callable) -> Callable:
+        key = name or factory.__name__
+        if key in _REGISTRY and _REGISTRY[key].factory is not factory:
+            raise ConfigError(f"register_model: {key!r} is registered twice")
+        doc = (factory.__doc__ or "").strip().splitlines()
+        _REGISTRY[key] = ModelEntry(key, kind, factory, doc[0] if doc else "")
+        return factory
+
+    return wrap
+
+
+def _load_all() -> None:
+    for module in _MODULES:
+        importlib.import_module(f"train.models.{module}")
+
+
+def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
+    """Registered names matching the fnmatch `pattern` (and `kind`), sorted."""
+    _load_all()
+    return sorted(n for n, e in _REGISTRY.items()
+                  if fnmatch.fnmatchcase(n, pattern) and (kind is None or e.kind == kind))
+
+
+def model_entry(name: str) -> ModelEntry:
+    _load_all()
+    if name not in _REGISTRY:
+        raise ConfigError(f"model: unknown name {name!r}; expected one of {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def create_model(name: str, **kwargs: Any) -> Any:
+    """Build the registered model `name`; remembers name and arguments on the module."""
+    entry = model_entry(name)
+    try:
+        model = entry.factory(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+    model.model_name = name
+    model.model_kwargs = dict(kwargs)
+    return model
+
+
+def count_parameters(model: Any, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
