@@ -1,0 +1,179 @@
+"""train.metrics: bootstrap AUROC/PRAUC against sklearn and hand-built cases, thresholds, fairness gaps."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn", reason="the 'train' extra (scikit-learn via neurokit2) is needed")
+from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
+
+from edge_runtime.errors import ConfigError  # noqa: E402
+from train.metrics import (  # noqa: E402
+    _bootstrap_class, _resample_counts, age_groups, aggregate_by_record, bootstrap_scores, fairness_gaps,
+    meta_groups, operating_thresholds)
+
+
+def _noisy(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, k)) < 0.3).astype(np.float32)
+    return y, np.round(rng.random((n, k)), 1) + 0.3 * y  # rounded: many tied scores
+
+
+def test_perfect_scores_give_auroc_one_with_a_degenerate_interval() -> None:
+    y = np.array([[0], [0], [1], [1], [0], [1]] * 5, dtype=float)
+    r = bootstrap_scores(y, y * 0.8 + 0.1, n_boot=200, label_names=["A"])
+    for metric in ("auroc", "prauc"):
+        entry = r[metric]["classes"]["A"]
+        assert entry["value"] == 1.0 and entry["ci"] == [1.0, 1.0]
+        assert entry["n_valid"] == 200 and entry["n_pos"] == 15
+    assert r["auroc"]["macro"]["value"] == 1.0 and r["auroc"]["macro"]["ci"] == [1.0, 1.0]
+
+
+def test_random_scores_are_at_chance_and_the_interval_contains_it() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random((2000, 1)) < 0.4).astype(float)
+    r = bootstrap_scores(y, rng.random((2000, 1)), n_boot=500, seed=1)
+    entry = r["auroc"]["classes"]["0"]
+    assert abs(entry["value"] - 0.5) < 0.04
+    assert entry["ci"][0] < 0.5 < entry["ci"][1]
+    assert entry["ci"][1] - entry["ci"][0] < 0.08
+    pr = r["prauc"]["classes"]["0"]
+    assert pr["ci"][0] < pr["prevalence"] < pr["ci"][1]  # chance level of PRAUC is the prevalence
+
+
+def test_class_without_positives_is_none_with_a_reason_and_left_out_of_the_macro() -> None:
+    y, s = _noisy(60, 3, seed=0)
+    y[:, 1] = 0
+    r = bootstrap_scores(y, s, n_boot=100, label_names=["a", "b", "c"])
+    entry = r["auroc"]["classes"]["b"]
+    assert entry["value"] is None and "no positive" in entry["reason"]
+    assert r["auroc"]["macro"]["excluded"] == ["b"] and r["auroc"]["macro"]["classes"] == ["a", "c"]
+    y[:, 1] = 1
+    assert "no negative" in bootstrap_scores(y, s, n_boot=10)["prauc"]["classes"]["1"]["reason"]
+
+
+def test_resamples_without_positives_are_skipped_and_counted() -> None:
+    y = np.zeros((40, 1))
+    y[0] = 1  # one positive: about (39/40)^40 = 36 % of resamples miss it
+    s = np.linspace(0, 1, 40)[:, None]
+    entry = bootstrap_scores(y, s, n_boot=400)["auroc"]["classes"]["0"]
+    assert 200 < entry["n_valid"] < 320
+
+
+def test_point_estimates_equal_sklearn_and_macro_is_the_mean_of_classes() -> None:
+    y, s = _noisy(150, 4, seed=2)
+    r = bootstrap_scores(y, s, n_boot=50)
+    for k in range(4):
+        assert r["auroc"]["classes"][str(k)]["value"] == pytest.approx(roc_auc_score(y[:, k], s[:, k]))
+        assert r["prauc"]["classes"][str(k)]["value"] == pytest.approx(average_precision_score(y[:, k], s[:, k]))
+    for metric in ("auroc", "prauc"):
+        mean = np.mean([r[metric]["classes"][str(k)]["value"] for k in range(4)])
+        assert r[metric]["macro"]["value"] == pytest.approx(mean)
+        lo, hi = r[metric]["macro"]["ci"]
+        assert lo <= r[metric]["macro"]["value"] <= hi
+
+
+def test_vectorised_resample_metrics_equal_sklearn_on_the_same_resamples() -> None:
+    y, s = _noisy(80, 1, seed=4)
+    n_boot = 30
+    per = _bootstrap_class(list(_resample_counts(np.random.default_rng(7), 80, n_boot)), y[:, 0] > 0.5, s[:, 0],
+                           ("auroc", "prauc"))
+    idx = np.random.default_rng(7).integers(0, 80, size=(n_boot, 80))  # the same draws
+    for b in range(n_boot):
+        yb, sb = y[idx[b], 0], s[idx[b], 0]
+        assert per["auroc"][b] == pytest.approx(roc_auc_score(yb, sb), abs=1e-12)
+        assert per["prauc"][b] == pytest.approx(average_precision_score(yb, sb), abs=1e-12)
+
+
+def test_interval_narrows_with_more_records_and_is_deterministic_per_seed() -> None:
+    widths = []
+    for n in (100, 1600):
+        rng = np.random.default_rng(0)
+        y = (rng.random((n, 1)) < 0.5).astype(float)
+        s = y + rng.normal(0, 1.0, (n, 1))
+        ci = bootstrap_scores(y, s, n_boot=300)["auroc"]["classes"]["0"]["ci"]
+        widths.append(ci[1] - ci[0])
+    assert widths[1] < 0.5 * widths[0]
+    y, s = _noisy(100, 2, seed=5)
+    assert bootstrap_scores(y, s, seed=3, n_boot=100) == bootstrap_scores(y, s, seed=3, n_boot=100)
+    assert bootstrap_scores(y, s, seed=3, n_boot=100) != bootstrap_scores(y, s, seed=4, n_boot=100)
+
+
+def test_bootstrap_of_1000_resamples_5_classes_100_records_is_fast() -> None:
+    y, s = _noisy(100, 5, seed=6)
+    t0 = time.perf_counter()
+    r = bootstrap_scores(y, s, n_boot=1000)
+    assert time.perf_counter() - t0 < 2.0
+    assert r["auroc"]["macro"]["n_valid"] == 1000
+
+
+def test_bad_inputs_raise_config_errors() -> None:
+    y, s = _noisy(20, 2, seed=0)
+    with pytest.raises(ConfigError, match="shape"):
+        bootstrap_scores(y, s[:, :1])
+    with pytest.raises(ConfigError, match="metrics"):
+        bootstrap_scores(y, s, metrics=("accuracy",))
+    s[0, 0] = np.nan
+    with pytest.raises(ConfigError, match="NaN"):
+        bootstrap_scores(y, s)
+
+
+def test_aggregate_by_record_means_scores_and_maxes_labels() -> None:
+    record = np.array([3, 3, 1, 1, 1])
+    ids, mean = aggregate_by_record(np.array([[1.0], [3.0], [0.0], [3.0], [6.0]]), record)
+    assert ids.tolist() == [1, 3] and mean[:, 0].tolist() == [3.0, 2.0]
+    _, mx = aggregate_by_record(np.array([0, 1, 0, 0, 0]), record, reduce="max")
+    assert mx.tolist() == [0.0, 1.0]
+
+
+def test_operating_thresholds_youden_and_f1() -> None:
+    # positives at 0.9, 0.8, 0.3; negatives at 0.7, 0.6, 0.5 and twenty at 0.1
+    s = np.r_[0.9, 0.8, 0.3, 0.7, 0.6, 0.5, np.full(20, 0.1)][:, None]
+    y = (np.arange(26) < 3).astype(float)[:, None]
+    # youden: >= 0.3 gives TPR 1 at FPR 3/23 (J 0.87); >= 0.8 gives TPR 2/3 at FPR 0 (J 0.67)
+    assert operating_thresholds(y, s, "youden")[0] == pytest.approx(0.3)
+    # f1: >= 0.8 gives precision 1, recall 2/3 (F1 0.8); >= 0.3 gives precision 1/2, recall 1 (0.67)
+    assert operating_thresholds(y, s, "f1")[0] == pytest.approx(0.8)
+    assert np.isnan(operating_thresholds(np.zeros((26, 1)), s)[0])
+    with pytest.raises(ConfigError, match="youden"):
+        operating_thresholds(y, s, "accuracy")
+
+
+def test_fairness_gaps_are_exact_on_hand_built_groups() -> None:
+    # group M: 10 positives (8 detected), 10 negatives (1 false alarm); F: 10 pos (5), 10 neg (4)
+    y = np.r_[np.ones(10), np.zeros(10), np.ones(10), np.zeros(10)][:, None]
+    pred = np.r_[np.arange(10) < 8, np.arange(10) < 1, np.arange(10) < 5, np.arange(10) < 4]
+    sex = np.array(["M"] * 20 + ["F"] * 20, dtype=object)
+    r = fairness_gaps(y, pred.astype(float)[:, None], np.array([0.5]), {"sex": sex}, label_names=["AFIB"])
+    c = r["groupings"]["sex"]["classes"]["AFIB"]
+    assert c["per_group"]["M"] == {"n_pos": 10, "n_neg": 10, "tpr": 0.8, "fpr": 0.1}
+    assert c["per_group"]["F"] == {"n_pos": 10, "n_neg": 10, "tpr": 0.5, "fpr": 0.4}
+    assert c["tpr_gap"]["value"] == pytest.approx(0.3) and c["tpr_gap"]["max_group"] == "M"
+    assert c["fpr_gap"]["value"] == pytest.approx(0.3) and c["fpr_gap"]["max_group"] == "F"
+    assert r["groupings"]["sex"]["n_missing"] == 0
+
+
+def test_fairness_small_groups_and_missing_labels() -> None:
+    y = np.r_[np.ones(12), np.zeros(12)][:, None]
+    score = np.linspace(0, 1, 24)[:, None]
+    sex = np.array((["M", "F", None] * 8), dtype=object)  # 8 records without a sex
+    sex[:12][sex[:12] == "F"] = None  # F keeps no positives
+    r = fairness_gaps(y, score, [0.5], {"sex": sex, "age": None}, min_count=3)
+    g = r["groupings"]["sex"]
+    assert g["n_missing"] == 12 and g["groups"] == ["F", "M"]
+    c = g["classes"]["0"]
+    assert c["per_group"]["F"]["n_pos"] == 0 and c["per_group"]["F"]["tpr"] is None
+    assert c["tpr_gap"]["value"] is None and "need 2" in c["tpr_gap"]["reason"]
+    assert c["fpr_gap"]["value"] is not None  # both groups hold >= 3 negatives
+    assert r["groupings"]["age"]["value"] is None and "no age" in r["groupings"]["age"]["reason"]
+    assert fairness_gaps(y, score, [np.nan], {"sex": sex})["groupings"]["sex"]["classes"]["0"]["threshold"] is None
+
+
+def test_age_groups_bins_and_missing() -> None:
+    out = age_groups([18, 39.9, 40, 59, 60, 79.5, 80, 95, None, float("nan"), -1])
+    assert out.tolist() == ["<40", "<40", "40-59", "40-59", "60-79", "60-79", ">=80", ">=80", None, None, None]
+    g = meta_groups([{"age": 50, "sex": "F"}, {"age": None, "sex": None}, {"sex": "X"}])
+    assert g["sex"].tolist() == ["F", None, None] and g["age"].tolist() == ["40-59", None, None]
+    assert meta_groups([{"device": "AliveCor"}]) == {"sex": None, "age": None}
