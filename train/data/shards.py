@@ -235,3 +235,22 @@ def open_shards(path: str | Path) -> tuple[dict[str, Any], dict[str, ShardSplit]
     if info.get("format") != SHARD_FORMAT:
         raise DatasetError(f"{info_path}: format {info.get('format')!r}; expected {SHARD_FORMAT}")
     return info, {s: ShardSplit(path / s) for s in SPLITS if (path / s).is_dir()}
+
+
+def build_or_reuse(data_cfg: DataConfig, pre_cfg: PreprocessConfig, out: str | Path, *,
+                   shard_windows: int = 8192, workers: int = 1,
+                   progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, Any]:
+    """The shards of `data_cfg` + `pre_cfg` in `out`: reused when already built from the same settings.
+
+    A folder built from other settings is an error (never silently trained on the wrong data).
+    """
+    out = Path(out)
+    if not (out / "dataset.json").is_file():
+        return build_shards(data_cfg, pre_cfg, out, shard_windows=shard_windows, workers=workers, progress=progress)
+    info, _ = open_shards(out)
+    want = {"data": to_jsonable(data_cfg), "preprocess": pre_cfg.to_dict()}
+    for key, value in want.items():
+        if json.loads(json.dumps(value)) != info.get(key):
+            raise DatasetError(f"{out}/dataset.json: built with other {key} settings than this config's; "
+                               "choose another folder or delete it")
+    return info
