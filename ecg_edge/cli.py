@@ -125,7 +125,7 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 
 # --- bench ------------------------------------------------------------------------------------
 
-BENCHMARKS = ("preprocess", "runtime", "rpeaks", "ble")
+BENCHMARKS = ("preprocess", "runtime", "rpeaks", "ble", "train")
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -140,6 +140,95 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"{script}: not found; the benchmarks ship with the source checkout (git clone), "
                           "not with the installed package")
     return subprocess.call([sys.executable, str(script), *args.rest])
+
+
+# --- pretrain / evaluate -----------------------------------------------------------------------
+
+def _pipeline_config(args: argparse.Namespace):
+    """The config file with the command line's overrides applied."""
+    from dataclasses import replace
+
+    from ecg_edge.config import load_pipeline_config
+
+    cfg = load_pipeline_config(args.config)
+    if getattr(args, "data", None):
+        cfg = replace(cfg, data=replace(cfg.data, source=args.data))
+    if getattr(args, "objective", None):
+        cfg = replace(cfg, pretrain=replace(cfg.pretrain, objective=args.objective))
+    if getattr(args, "encoder", None):
+        cfg = replace(cfg, pretrain=replace(cfg.pretrain, encoder=args.encoder))
+    train = {k: v for k, v in (("epochs", getattr(args, "epochs", None)), ("device", getattr(args, "device", None)),
+                               ("batch_size", getattr(args, "batch_size", None))) if v is not None}
+    return replace(cfg, train=replace(cfg.train, **train)) if train else cfg
+
+
+def _shards_for(args: argparse.Namespace, cfg, out: Path) -> Path:
+    """--shards as given, else the config's data built (or reused) in OUT/shards."""
+    import os
+
+    from edge_runtime.errors import ConfigError
+    from train.data.shards import build_or_reuse
+
+    if args.shards:
+        return Path(args.shards)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--shards: required under torchrun (build them once first: ecg-edge data build)")
+    folder = out / "shards"
+    build_or_reuse(cfg.data, cfg.preprocess, folder, shard_windows=cfg.shard_windows, progress=_progress("pretrain"))
+    return folder
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    require("torch", "train", "pretrain")
+    if args.list_models:
+        from train.models import list_models, model_entry
+
+        for name in list_models():
+            entry = model_entry(name)
+            print(f"{name:24s} {entry.kind:5s} {entry.doc}")
+        return 0
+    from edge_runtime.config import to_jsonable, write_json
+    from edge_runtime.errors import ConfigError
+    from train.pretrain import pretrain
+
+    if not args.out:
+        raise ConfigError("--out: required (folder for the checkpoint)")
+    cfg = _pipeline_config(args)
+    out = Path(args.out)
+    shards = _shards_for(args, cfg, out)
+    summary = pretrain(shards, cfg.pretrain, cfg.train, out, resume=args.resume, stop_after=args.stop_after_epochs,
+                       config=to_jsonable(cfg))
+    if summary["rank"] == 0:
+        write_json(out / "config.json", cfg)
+        last = summary["history"][-1] if summary["history"] else {}
+        print(f"{summary['objective']} / {summary['encoder']}: {summary['epochs_done']}/{cfg.train.epochs} epochs on "
+              f"{summary['train_windows']} windows x {summary['world_size']} process(es) ({summary['device']}"
+              f"{', bf16' if summary['bf16'] else ''}); last loss {last.get('loss', float('nan')):.4f}, "
+              f"{last.get('ecg_per_s', 0):.0f} ECG/s -> {summary['checkpoint']}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    require("sklearn", "train", "evaluate")
+    from ecg_edge.evaluate import EvalOptions, run_evaluate
+    from edge_runtime.errors import ConfigError
+    from train.evaluate import fmt_ci
+
+    if not args.shards:
+        raise ConfigError("--shards: required (the shard folder to evaluate on, e.g. OUT/shards of `ecg-edge pretrain`)")
+    opts = EvalOptions(fractions=tuple(args.fractions), eval_splits=tuple(args.splits),
+                       random_init=not args.no_random_init, finetune=args.finetune,
+                       finetune_epochs=args.finetune_epochs, zero_shot=not args.no_zero_shot,
+                       fairness=not args.no_fairness, saliency=not args.no_saliency, n_boot=args.n_boot,
+                       seed=args.seed)
+    results = run_evaluate(args.checkpoint, args.shards, Path(args.out), opts, device=args.device)
+    print(f"{'model':28s} {'setting':22s} {'macro AUROC':24s} macro PRAUC")
+    for run in results["runs"]:
+        m = run["metrics"]
+        print(f"{run['model']:28s} {run['setting']:22s} {fmt_ci(m['auroc']['macro']):24s} {fmt_ci(m['prauc']['macro'])}")
+    print(f"-> {Path(args.out) / 'evaluation.json'}, {Path(args.out) / 'evaluation.md'}"
+          + (f", {results['saliency_png']}" if results["saliency_png"] else ""))
+    return 0
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -220,8 +309,42 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--timeout", type=float, default=5.0)
     sc.set_defaults(func=cmd_ble_scan)
 
+    pt = sub.add_parser("pretrain", help="pretrain a teacher: clip | fgclep | clef | ssl | supervised "
+                                         "(torchrun for several processes)")
+    pt.add_argument("--config", help="pipeline TOML with [pretrain] and [train] tables (see configs/pretrain/)")
+    pt.add_argument("--objective", choices=("clip", "fgclep", "clef", "ssl", "supervised"), help="override pretrain.objective")
+    pt.add_argument("--encoder", help="override pretrain.encoder (a registry name: --list-models)")
+    pt.add_argument("--data", help="override data.source: synthetic | ptbxl:PATH | cinc2017:PATH")
+    pt.add_argument("--shards", help="shard folder from `ecg-edge data build` (default: build the config's data in OUT/shards)")
+    pt.add_argument("--out", help="output folder: checkpoint.pt, history.jsonl, config.json")
+    pt.add_argument("--epochs", type=int, help="override train.epochs")
+    pt.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
+    pt.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
+    pt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    pt.add_argument("--stop-after-epochs", type=int, metavar="N", help="end this run after N epochs (resume later)")
+    pt.add_argument("--list-models", action="store_true", help="list the model registry and exit")
+    pt.set_defaults(func=cmd_pretrain)
+
+    ev = sub.add_parser("evaluate", help="linear probe / fine-tune / zero-shot of teachers with bootstrap CIs, "
+                                         "fairness gaps, saliency")
+    ev.add_argument("--checkpoint", nargs="+", required=True, help="pretraining checkpoint(s) (checkpoint.pt or its folder)")
+    ev.add_argument("--shards", help="shard folder to evaluate on (train split for probes; --splits for figures)")
+    ev.add_argument("--out", required=True, help="folder for evaluation.json, evaluation.md and the saliency PNG")
+    ev.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions of the training records")
+    ev.add_argument("--splits", nargs="+", default=["val", "test"], help="evaluation splits (PTB-XL: val = fold 9, test = fold 10)")
+    ev.add_argument("--finetune", action="store_true", help="also fine-tune each encoder with a linear head on each fraction")
+    ev.add_argument("--finetune-epochs", type=int, default=10)
+    ev.add_argument("--no-random-init", action="store_true", help="skip the randomly initialised encoder baseline")
+    ev.add_argument("--no-zero-shot", action="store_true")
+    ev.add_argument("--no-fairness", action="store_true")
+    ev.add_argument("--no-saliency", action="store_true")
+    ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95 %% CIs")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ev.set_defaults(func=cmd_evaluate)
+
     be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")
-    be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble")
+    be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble | train (teacher throughput)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edge_runtime.config import load_toml
 from edge_runtime.signal import PreprocessConfig
+from train.config import PretrainConfig, TrainConfig
 from train.data.sources import DataConfig
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -18,6 +19,8 @@ class PipelineConfig:
     data: DataConfig = field(default_factory=DataConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     shard_windows: int = 8192
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def load_pipeline_config(path: str | Path | None) -> PipelineConfig:

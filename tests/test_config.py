@@ -12,7 +12,7 @@ from edge_runtime.errors import EcgEdgeError
 from edge_runtime.signal import PreprocessConfig
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.toml"))
+CONFIGS = sorted((REPO / "configs").rglob("*.toml"))
 
 
 def test_configs_exist() -> None:
