@@ -173,3 +173,23 @@ def test_evaluate_reports_probe_zero_shot_fairness_and_saliency(synthetic_shards
     assert set(probe["fairness"]["groupings"]) == {"sex", "age"}
     assert Path(res["saliency_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| clip:test_resnet1d | linear probe 100% |" in (out / "evaluation.md").read_text()
+
+
+@pytest.mark.slow
+def test_fgclep_reports_are_completed_and_identical_diagnoses_are_soft_positives(ptbxl_shards: Path) -> None:
+    from train.objectives import soft_targets
+    from train.pretrain import fgclep_reports
+
+    texts, vecs = fgclep_reports(ptbxl_shards, PretrainConfig(objective="fgclep"))
+    rows = [report_text(r["labels"]) for r in json.loads("[" + ",".join(
+        (ptbxl_shards / "records.jsonl").read_text().splitlines()) + "]")]
+    assert len(texts) == len(rows) == 500 and all(t.startswith(" ".join(b.split()).rstrip(".")) for t, b in zip(texts, rows))
+    assert sum("Heart rate" in t for t in texts) >= 490 and sum("QRS" in t for t in texts) >= 490
+    common = max(set(rows), key=rows.count)
+    same = [i for i, r in enumerate(rows) if r == common]
+    assert len(same) > 10 and "normal ECG" in common
+    other = [k for k in range(500) if "myocardial infarction" in rows[k].lower()][:5]
+    assert len(other) == 5
+    targets = soft_targets(torch.from_numpy(vecs[same[:5] + other]), 0.9)
+    assert torch.all(targets[:5, :5] > 0.99)   # the same diagnostic text: soft positives, not negatives
+    assert torch.all(targets[:5, 5:] == 0)     # normal vs infarction: negatives

@@ -16,7 +16,7 @@ from edge_runtime.spec import STANDARD_LEADS, canonical_leads
 class TrainConfig:
     """Optimisation settings (the `[train]` table of a pretraining config)."""
 
-    epochs: int = 2
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
