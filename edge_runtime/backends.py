@@ -141,7 +141,7 @@ def _missing(backend: str, module: str, exc: ImportError) -> MissingExtraError:
     return MissingExtraError(f"backend {backend!r} needs {_FIX[module]} ({exc.name or module} is not installed)")
 
 
-def _interpreter_class(name: str) -> Callable[..., Any]:
+def interpreter_class(name: str) -> Callable[..., Any]:
     """LiteRT's Interpreter class; "litert" falls back to the legacy tflite_runtime when only that is installed."""
     first: ImportError | None = None
     if name == "litert":
@@ -165,7 +165,7 @@ class LiteRTBackend(Backend):
     def __init__(self, artifact: Artifact, threads: int, name: str = "litert") -> None:
         super().__init__(artifact, threads)
         self.name = name
-        self.interpreter = _interpreter_class(name)(model_path=str(artifact.model_path), num_threads=threads)
+        self.interpreter = interpreter_class(name)(model_path=str(artifact.model_path), num_threads=threads)
         self.interpreter.allocate_tensors()
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self._in, self._out = inp["index"], out["index"]

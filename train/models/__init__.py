@@ -1,4 +1,4 @@
-"""The one model registry: ECG encoders (teachers), text towers and, later, students.
+"""The one model registry: ECG encoders (teachers), text towers and single-lead students.
 
     @register_model("resnet1d_18", kind="ecg")
     def resnet1d_18(leads=STANDARD_LEADS, embed_dim=256, **kw) -> nn.Module: ...
@@ -15,6 +15,9 @@ Contracts every entry keeps (the tests loop over `list_models`):
   input channel order), `embed_dim`, `feature_dim` (D). Any lead set by name and any window length.
 - kind "text": `forward(texts: list[str]) -> (N, embed_dim)`; attribute `embed_dim`; it owns its
   tokenizer, so a checkpoint of the module is everything needed to embed text again.
+- kind "student": `forward(x: (N, C, 1, window) float) -> (N, n_classes)` logits, the Conv2d-(1, k)
+  form every export path lowers whole (`train.models.student`); `forward_features(x) -> (N,
+  feature_dim)`; attributes `leads`, `window`, `n_classes`, `feature_dim`, `input_shape`.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 #: Modules whose @register_model factories fill the registry (each imports torch, nothing heavier).
-_MODULES = ("resnet1d", "transformer", "text")
+_MODULES = ("resnet1d", "transformer", "text", "student")
 
 
 def register_model(name: str | None = None, *, kind: str) -> Callable:

@@ -1,6 +1,6 @@
 """Benchmark teacher training throughput per encoder; prints one JSON object.
 
-    python bench/train.py [--encoders resnet1d_18 resnet1d_34 ...] [--batch 32] [--steps 5]
+    python bench/training.py [--encoders resnet1d_18 resnet1d_34 ...] [--batch 32] [--steps 5]
                           [--objective supervised] [--device auto] [--threads N] [--out FILE]
 
 For each encoder: full training steps (forward, backward, clip, AdamW step) of the chosen
