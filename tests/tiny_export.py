@@ -6,18 +6,17 @@ global pool, which Ethos-U leaves on the CPU), and a linear head giving one logi
 synthetic condition. It is trained for a few seconds on real preprocessed windows so its logits
 carry decisions worth comparing; int8 is calibrated on other real windows, never on random tensors.
 
-Every `export_*` writes an artifact with `edge_runtime.artifact.write_artifact` and returns the
-manifest path together with the PyTorch reference the artifact must reproduce (the float model,
-or the `convert_pt2e` module for int8).
+Every `export_*` delegates to the library exporters in `distill.export` (which write the artifact
+with `edge_runtime.artifact.write_artifact`) and returns the manifest path together with the
+PyTorch reference the artifact must reproduce (the float model, or the `convert_pt2e` module for
+int8).
 """
 from __future__ import annotations
 
 import contextlib
-import copy
-from collections.abc import Iterator
+import dataclasses
 import importlib.util
-from dataclasses import dataclass
-from importlib import metadata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,8 @@ import pytest
 import torch
 from torch import nn
 
-from edge_runtime.artifact import TensorSpec, write_artifact
+from distill import export
+from distill.export import Exported, ExportSpec
 from edge_runtime.signal import PreprocessConfig, Preprocessor
 from train.data.synthetic import CONDITIONS, Synthetic
 
@@ -96,126 +96,39 @@ def train_tiny(x: np.ndarray, y: np.ndarray, steps: int = 150, seed: int = 0) ->
     return model.eval()
 
 
-@dataclass
-class Exported:
-    """An artifact on disk and the PyTorch module its outputs must match."""
-
-    manifest: Path
-    reference: torch.nn.Module
+#: The manifest facts every tiny artifact carries (distill.export writes them).
+SPEC = ExportSpec(CONFIG, LEADS, LABELS, fs_device=FS_DEVICE,
+                  provenance={"model": "TinyStudent (tests/tiny_export.py)"})
 
 
-def _versions(*names: str) -> dict[str, str]:
-    return {n: metadata.version(n) for n in ("torch", *names)}
-
-
-def _write(model: bytes, out_dir: Path, runtime: str, precision: str, inp: TensorSpec, out: TensorSpec,
-           provenance: dict, versions: dict) -> Path:
-    return write_artifact(model, out_dir=out_dir, runtime=runtime, precision=precision, spec=CONFIG.spec(LEADS),
-                          preprocess=CONFIG, labels=LABELS, input=inp, output=out, multilabel=False,
-                          filter_design=CONFIG.design(FS_DEVICE), versions=versions,
-                          provenance={"model": "TinyStudent (tests/tiny_export.py)", **provenance})
-
-
-def _pt2e_prepare(model: nn.Module, quantizer: object, calib: np.ndarray) -> torch.fx.GraphModule:
-    """Export with a dynamic batch, insert observers, calibrate on real windows in batches."""
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-    ex2 = torch.zeros(2, len(LEADS), 1, WINDOW)
-    graph = torch.export.export(copy.deepcopy(model), (ex2,),
-                                dynamic_shapes={"x": {0: torch.export.Dim("batch", max=4096)}}).module()
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for i in range(0, len(calib), 64):
-            prepared(torch.from_numpy(calib[i:i + 64]))
-    return prepared
-
-
-def _tflite_tensor(detail: dict) -> TensorSpec:
-    dtype = np.dtype(detail["dtype"]).name
-    scale, zero_point = detail["quantization"]
-    quantized = dtype == "int8"
-    return TensorSpec(detail["name"], tuple(int(d) for d in detail["shape"]), dtype,
-                      float(scale) if quantized else None, int(zero_point) if quantized else None)
-
-
-def _write_tflite(edge_model: object, out_dir: Path, precision: str, provenance: dict) -> Path:
-    from ai_edge_litert.interpreter import Interpreter
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "export.tflite.tmp"
-    edge_model.export(str(tmp))
-    data = tmp.read_bytes()
-    tmp.unlink()
-    it = Interpreter(model_content=data)
-    inp, out = _tflite_tensor(it.get_input_details()[0]), _tflite_tensor(it.get_output_details()[0])
-    return _write(data, out_dir, "litert", precision, inp, out, provenance, _versions("litert-torch", "torchao"))
+def _calibrated(calib: np.ndarray) -> ExportSpec:
+    prov = {**SPEC.provenance, "calibration": f"{len(calib)} preprocessed synthetic lead-I windows"}
+    return dataclasses.replace(SPEC, provenance=prov)
 
 
 def export_tflite_fp32(model: nn.Module, out_dir: Path) -> Exported:
     """fp32 .tflite via litert_torch.convert."""
-    import litert_torch
-    edge = litert_torch.convert(copy.deepcopy(model).eval(), EXAMPLE)
-    return Exported(_write_tflite(edge, out_dir, "fp32", {"export": "litert_torch.convert"}), model)
+    return export.export_tflite(model, SPEC, out_dir, "fp32")
 
 
 def export_tflite_int8(model: nn.Module, calib: np.ndarray, out_dir: Path) -> Exported:
     """Full-int8 .tflite with int8 input and output: PT2E + litert-torch's quantizer (per-channel)."""
-    import litert_torch
-    from litert_torch.quantize import pt2e_quantizer as pq
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-    quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
-    reference = convert_pt2e(_pt2e_prepare(model, quantizer, calib), fold_quantize=False)
-    edge = litert_torch.convert(reference, EXAMPLE, quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    prov = {"export": "PT2E PT2EQuantizer per-channel symmetric + litert_torch.convert",
-            "calibration": f"{len(calib)} preprocessed synthetic lead-I windows"}
-    return Exported(_write_tflite(edge, out_dir, "int8", prov), reference)
-
-
-def _pte_bytes(module: nn.Module) -> bytes:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-    program = torch.export.export(module, EXAMPLE)
-    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
-
-
-def _write_pte(data: bytes, out_dir: Path, precision: str, provenance: dict) -> Path:
-    shape_in, shape_out = (1, len(LEADS), 1, WINDOW), (1, len(LABELS))
-    # The XNNPACK int8 flow keeps float I/O: quantize/dequantize run inside the delegate.
-    return _write(data, out_dir, "executorch", precision, TensorSpec("x", shape_in), TensorSpec("logits", shape_out),
-                  provenance, _versions("executorch", "torchao"))
+    return export.export_tflite(model, _calibrated(calib), out_dir, "int8", calib)
 
 
 def export_pte_fp32(model: nn.Module, out_dir: Path) -> Exported:
     """fp32 .pte lowered to XNNPACK."""
-    data = _pte_bytes(copy.deepcopy(model).eval())
-    return Exported(_write_pte(data, out_dir, "fp32", {"export": "to_edge_transform_and_lower + XNNPACK"}), model)
+    return export.export_pte(model, SPEC, out_dir, "fp32")
 
 
 def export_pte_int8(model: nn.Module, calib: np.ndarray, out_dir: Path) -> Exported:
     """int8 .pte: PT2E XNNPACKQuantizer (per-channel symmetric), lowered to XNNPACK; float I/O."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    reference = convert_pt2e(_pt2e_prepare(model, quantizer, calib))
-    prov = {"export": "PT2E XNNPACKQuantizer per-channel symmetric + XNNPACK",
-            "calibration": f"{len(calib)} preprocessed synthetic lead-I windows"}
-    return Exported(_write_pte(_pte_bytes(reference), out_dir, "int8", prov), reference)
+    return export.export_pte(model, _calibrated(calib), out_dir, "int8", calib)
 
 
 def export_onnx_fp32(model: nn.Module, out_dir: Path) -> Exported:
     """fp32 .onnx (opset 17, TorchScript exporter) with a dynamic batch dimension."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "export.onnx.tmp"
-    torch.onnx.export(copy.deepcopy(model).eval(), EXAMPLE, str(tmp), opset_version=17, dynamo=False,
-                      input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
-    data = tmp.read_bytes()
-    tmp.unlink()
-    inp = TensorSpec("x", (-1, len(LEADS), 1, WINDOW))
-    out = TensorSpec("logits", (-1, len(LABELS)))
-    return Exported(_write(data, out_dir, "onnxruntime", "fp32", inp, out, {"export": "torch.onnx.export opset 17"},
-                           _versions("onnx")), model)
+    return export.export_onnx(model, SPEC, out_dir)
 
 
 #: artifact kind -> (module that must be importable to export it, its runtime module, exporter)
