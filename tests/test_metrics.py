@@ -177,3 +177,44 @@ def test_age_groups_bins_and_missing() -> None:
     g = meta_groups([{"age": 50, "sex": "F"}, {"age": None, "sex": None}, {"sex": "X"}])
     assert g["sex"].tolist() == ["F", None, None] and g["age"].tolist() == ["40-59", None, None]
     assert meta_groups([{"device": "AliveCor"}]) == {"sex": None, "age": None}
+
+
+# --------------------------------------------------------------------------- decisions and paired differences
+
+def test_decision_scores_match_sklearn_and_the_challenge_definition() -> None:
+    from sklearn.metrics import f1_score
+
+    from train.metrics import decision_scores
+    rng = np.random.default_rng(0)
+    names = ("N", "A", "O", "~")
+    true = rng.integers(0, 4, 300)
+    pred = np.where(rng.random(300) < 0.7, true, rng.integers(0, 4, 300))
+    y, p = np.eye(4)[true], np.eye(4)[pred]
+    out = decision_scores(y, p, names, n_boot=200)
+    per = f1_score(true, pred, average=None, labels=[0, 1, 2, 3])
+    for k, name in enumerate(names):
+        assert out["f1"]["classes"][name]["value"] == pytest.approx(per[k])
+        lo, hi = out["f1"]["classes"][name]["ci"]
+        assert lo <= per[k] <= hi
+    assert out["challenge_f1"]["value"] == pytest.approx(per[:3].mean())  # noise is not scored
+    assert out["accuracy"]["value"] == pytest.approx((true == pred).mean())
+    sens = ((pred == 1) & (true == 1)).sum() / (true == 1).sum()
+    assert out["sensitivity"]["classes"]["A"]["value"] == pytest.approx(sens)
+    perfect = decision_scores(y, y, names, n_boot=50)
+    assert perfect["challenge_f1"]["value"] == 1.0 and perfect["challenge_f1"]["ci"] == [1.0, 1.0]
+    assert "challenge_f1" not in decision_scores(y, p, ("a", "b", "c", "d"), n_boot=10)
+
+
+def test_paired_difference_is_zero_for_one_model_and_signed_for_two() -> None:
+    from train.metrics import paired_difference
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 3)) < 0.3).astype(float)
+    good = y + rng.normal(0, 0.5, y.shape)
+    bad = y + rng.normal(0, 2.0, y.shape)
+    same = paired_difference(y, good, good, n_boot=100)
+    assert same["difference"] == 0.0 and same["ci"] == [0.0, 0.0]
+    d = paired_difference(y, good, bad, n_boot=200)
+    assert d["difference"] > 0 and d["ci"][0] > 0 and d["p_a_not_better"] == 0.0
+    assert d["a"] > d["b"]
+    with pytest.raises(ConfigError, match="metric"):
+        paired_difference(y, good, bad, metric="f1")

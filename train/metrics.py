@@ -316,3 +316,116 @@ def fairness_gaps(y: np.ndarray, score: np.ndarray, thresholds: np.ndarray, grou
                                       "fpr_gap": _gap(per, "fpr", "n_neg", min_count)}
         out["groupings"][gname] = entry
     return out
+
+
+# ---------------------------------------------------------------------------------------- decisions
+
+#: PhysioNet/CinC 2017 scoring: the mean F1 of these classes (noise "~" is scored only through them).
+CHALLENGE_2017 = ("N", "A", "O")
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    denom = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
+
+
+def decision_scores(y: np.ndarray, pred: np.ndarray, label_names: Sequence[str], n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> dict[str, Any]:
+    """F1, sensitivity and specificity per class and their macro, each with a bootstrap CI.
+
+    y, pred: (n, K) 0/1, one row per record (`pred` the decisions: the argmax one-hot for
+    single-label heads, score >= threshold for multi-label ones). When the classes include N, A
+    and O (PhysioNet/CinC 2017), "challenge_f1" is the challenge's score: the mean of their F1
+    (Clifford et al., CinC 2017), with its CI from the same resamples. Returns {"n", "n_boot",
+    "f1" | "sensitivity" | "specificity": {"classes": {name: {"value", "ci"}}, "macro": {...}},
+    "accuracy" (all labels of a record right), "challenge_f1"?}.
+    """
+    yb, pb = np.asarray(y) > 0.5, np.asarray(pred) > 0.5
+    names = list(label_names)
+    if yb.ndim != 2 or yb.shape != pb.shape or yb.shape[1] != len(names):
+        raise ConfigError(f"decision_scores: y {yb.shape} and pred {pb.shape} must both be (n, {len(names)})")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ConfigError(f"decision_scores: n_boot {n_boot} (expected >= 1), level {level} (expected in (0, 1))")
+    n = len(yb)
+    cells = np.stack([yb & pb, ~yb & pb, yb & ~pb, ~yb & ~pb]).astype(np.int64)  # tp fp fn tn: (4, n, K)
+    rng = np.random.default_rng(seed)
+
+    def stats(counts: np.ndarray) -> dict[str, np.ndarray]:  # counts: (B, 4, K)
+        tp, fp, fn, tn = (counts[:, i] for i in range(4))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"f1": _f1(tp, fp, fn), "sensitivity": np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), np.nan),
+                    "specificity": np.where(tn + fp > 0, tn / np.maximum(tn + fp, 1), np.nan)}
+
+    point = stats(cells.sum(axis=1)[None])
+    boots: dict[str, list[np.ndarray]] = {m: [] for m in point}
+    right = (yb == pb).all(axis=1)
+    acc_boot = []
+    for w in _resample_counts(rng, n, n_boot) if n else []:  # w: (B, n) resample counts
+        s = stats(np.einsum("bn,cnk->bck", w, cells))
+        for m in s:
+            boots[m].append(s[m])
+        acc_boot.append(w @ right / n)
+    out: dict[str, Any] = {"n": n, "n_boot": n_boot, "seed": seed, "level": level}
+    for m, value in point.items():
+        b = np.concatenate(boots[m]) if boots[m] else np.zeros((0, len(names)))
+        classes = {}
+        for k, name in enumerate(names):
+            v = value[0, k]
+            classes[name] = {"value": None if np.isnan(v) else float(v), "ci": _ci(b[:, k], level)[0]}
+        ok = [k for k in range(len(names)) if not np.isnan(value[0, k])]
+        with np.errstate(invalid="ignore"):
+            macro_b = b[:, ok].mean(axis=1) if ok else np.zeros(0)
+        out[m] = {"classes": classes, "macro": {"value": float(value[0, ok].mean()) if ok else None,
+                                                "ci": _ci(macro_b, level)[0], "classes": [names[k] for k in ok]}}
+    out["accuracy"] = {"value": float(right.mean()) if n else None,
+                       "ci": _ci(np.concatenate(acc_boot), level)[0] if acc_boot else None}
+    if all(c in names for c in CHALLENGE_2017):
+        idx = [names.index(c) for c in CHALLENGE_2017]
+        b = np.concatenate(boots["f1"]) if boots["f1"] else np.zeros((0, len(names)))
+        with np.errstate(invalid="ignore"):
+            out["challenge_f1"] = {"value": float(np.mean(point["f1"][0, idx])),
+                                   "ci": _ci(b[:, idx].mean(axis=1), level)[0], "classes": list(CHALLENGE_2017)}
+    return out
+
+
+def paired_difference(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, metric: str = "auroc",
+                      n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                      label_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Macro `metric` of A minus that of B on the same records, with a paired bootstrap CI.
+
+    Both models are scored on each resample of the records, so the CI is that of the difference
+    itself (much narrower than two overlapping CIs suggest when the models err on the same
+    records). Classes without both positives and negatives are left out of both macros. Returns
+    {"metric", "a", "b", "difference", "ci", "n_valid", "p_a_not_better" (share of resamples where
+    A - B <= 0), "classes"}.
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"paired_difference: metric {metric!r}; expected one of {METRICS}")
+    yb, sa, names = _check_pair(y, score_a, label_names)
+    _, sb, _ = _check_pair(y, score_b, label_names)
+    fn = {"auroc": _sk().roc_auc_score, "prauc": _sk().average_precision_score}[metric]
+    keep = [k for k in range(yb.shape[1]) if 0 < yb[:, k].sum() < len(yb)]
+    if not keep:
+        raise ConfigError("paired_difference: no class has both positive and negative records")
+
+    def macro(idx: np.ndarray) -> tuple[float, float] | None:
+        ya = yb[idx]
+        if any(not 0 < ya[:, k].sum() < len(idx) for k in keep):
+            return None
+        return (float(np.mean([fn(ya[:, k], sa[idx, k]) for k in keep])),
+                float(np.mean([fn(ya[:, k], sb[idx, k]) for k in keep])))
+
+    n = len(yb)
+    a, b = macro(np.arange(n))
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n_boot):
+        r = macro(rng.integers(0, n, n))
+        if r is not None:
+            diffs.append(r[0] - r[1])
+    d = np.asarray(diffs)
+    ci, n_valid = _ci(d, level)
+    return {"metric": metric, "a": a, "b": b, "difference": a - b, "ci": ci, "n_valid": n_valid,
+            "p_a_not_better": float((d <= 0).mean()) if len(d) else None, "classes": [names[k] for k in keep],
+            "n_boot": n_boot, "seed": seed, "level": level}
