@@ -125,7 +125,9 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 
 # --- bench ------------------------------------------------------------------------------------
 
-BENCHMARKS = ("preprocess", "runtime", "rpeaks", "ble", "train")
+#: benchmark name -> script in bench/ (no script may share a name with a package: bench/ is sys.path[0])
+BENCHMARKS = {"preprocess": "preprocess.py", "runtime": "runtime.py", "rpeaks": "rpeaks_mitbih.py", "ble": "ble.py",
+              "train": "training.py", "models": "models.py"}
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -135,7 +137,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from edge_runtime.errors import ConfigError
 
-    script = BENCH_DIR / ("rpeaks_mitbih.py" if args.name == "rpeaks" else f"{args.name}.py")
+    script = BENCH_DIR / BENCHMARKS[args.name]
     if not script.is_file():
         raise ConfigError(f"{script}: not found; the benchmarks ship with the source checkout (git clone), "
                           "not with the installed package")
@@ -185,7 +187,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
         for name in list_models():
             entry = model_entry(name)
-            print(f"{name:24s} {entry.kind:5s} {entry.doc}")
+            print(f"{name:24s} {entry.kind:7s} {entry.doc}")
         return 0
     from edge_runtime.config import to_jsonable, write_json
     from edge_runtime.errors import ConfigError
@@ -229,6 +231,81 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"-> {Path(args.out) / 'evaluation.json'}, {Path(args.out) / 'evaluation.md'}"
           + (f", {results['saliency_png']}" if results["saliency_png"] else ""))
     return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    require("torch", "train", "distill")
+    from dataclasses import replace
+
+    from distill.distill import distill_students
+    from edge_runtime.config import write_json
+    from edge_runtime.errors import ConfigError
+    from train.evaluate import fmt_ci
+
+    cfg = _pipeline_config(args)
+    d = cfg.distill
+    for key in ("student", "lead"):
+        if getattr(args, key):
+            d = replace(d, **{key: getattr(args, key)})
+    if args.no_labels:
+        d = replace(d, labels=False)
+    cfg = replace(cfg, distill=d)
+    shards = args.shards
+    if shards is None and args.teacher:
+        from train.engine import load_checkpoint
+
+        shards = load_checkpoint(args.teacher)["meta"]["shards"]
+    if shards is None:
+        raise ConfigError("--shards: required without --teacher (the shard folder to train the student on)")
+    out = Path(args.out)
+    res = distill_students(shards, args.teacher, cfg.distill, cfg.train, out, baseline=not args.no_baseline,
+                           n_boot=args.n_boot)
+    write_json(out / "config.json", cfg)
+    print(f"{res['dataset']}: lead {res['lead']} students, per record on {'+'.join(res['eval_splits'])}")
+    print(f"{'model':11s} {'macro AUROC':24s} macro PRAUC")
+    for name, m in res["models"].items():
+        print(f"{name:11s} {fmt_ci(m['metrics']['auroc']['macro']):24s} {fmt_ci(m['metrics']['prauc']['macro'])}"
+              f"   {m['what']}")
+    for m, d in res.get("distilled_minus_baseline", {}).items():
+        ci = f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d["ci"] else "[no CI]"
+        print(f"distilled - baseline, macro {m.upper()}: {d['difference']:+.3f} {ci} (paired bootstrap)")
+    print(f"-> {out / 'distill.json'}")
+    return 0
+
+
+def _release(args: argparse.Namespace, *, methods: tuple[str, ...], fp32: bool, embedded: bool, name: str) -> int:
+    from distill.release import release, summary_rows
+
+    summary = release(args.student, args.out, methods=methods, fp32=fp32, embedded=embedded,
+                      fs_device=args.fs_device, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, n_boot=args.n_boot,
+                      threads=args.threads, summary_name=name)
+    dec = "challenge F1 (N, A, O)" if "N" in summary["labels"] and "A" in summary["labels"] else "macro F1"
+    print(f"\n{summary['student']} on lead {summary['lead']}, per record on {'+'.join(summary['eval_splits'])} "
+          f"of {summary['dataset']}")
+    print(f"{'artifact':13s} {'runtime':11s} {'bytes':>8s}  {'macro AUROC':24s} {dec:24s} agreement")
+    for r in summary_rows(summary):
+        print(f"{r[0]:13s} {r[1]:11s} {r[2]:>8s}  {r[3]:24s} {r[4]:24s} {r[5]}")
+    for target, e in summary.get("embedded", {}).items():
+        if "npu_op_share" in e:
+            print(f"{target}: {e['npu_op_share']:.0%} of operators on the NPU, SRAM {e['sram_kib']:.1f} KiB, "
+                  f"flash {e['off_chip_flash_kib'] + e['on_chip_flash_kib']:.1f} KiB, {e['cycles_total']:.0f} cycles")
+        else:
+            print(f"{target}: CMSIS-NN lowering, all int8: {e['all_int8']} ({e['pte_bytes']} bytes)")
+    print(f"-> {Path(args.out) / name}")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    for module in ("torch", "executorch", "litert_torch"):
+        require(module, "export", "quantize")
+    return _release(args, methods=tuple(args.method), fp32=False, embedded=False, name="quantize.json")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    for module in ("torch", "executorch", "litert_torch"):
+        require(module, "export", "export")
+    methods = (args.quant,) + (("brevitas",) if args.brevitas else ())
+    return _release(args, methods=methods, fp32=True, embedded=not args.no_embedded, name="export.json")
 
 
 # --- demo -------------------------------------------------------------------------------------
@@ -343,8 +420,48 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ev.set_defaults(func=cmd_evaluate)
 
+    di = sub.add_parser("distill", help="distil a teacher into a single-lead student (and train the label-only baseline)")
+    di.add_argument("--teacher", help="pretraining checkpoint (none: only the label-only student)")
+    di.add_argument("--config", help="pipeline TOML with [distill] and [train] tables (see configs/distill/)")
+    di.add_argument("--shards", help="shard folder (default: the one the teacher was pretrained on)")
+    di.add_argument("--out", required=True, help="folder for distilled/, baseline/ and distill.json")
+    di.add_argument("--student", help="override distill.student (student_xs | student_s | student_m | test_student)")
+    di.add_argument("--lead", help="override distill.lead (the student's one lead, by name)")
+    di.add_argument("--epochs", type=int, help="override train.epochs")
+    di.add_argument("--batch-size", type=int, help="override train.batch_size")
+    di.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
+    di.add_argument("--no-baseline", action="store_true", help="skip the label-only student")
+    di.add_argument("--no-labels", action="store_true", help="pure distillation: no ground-truth loss")
+    di.add_argument("--n-boot", type=int, default=1000)
+    di.set_defaults(func=cmd_distill)
+
+    def release_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--student", required=True, help="student checkpoint from `ecg-edge distill` (e.g. runs/ptbxl_students/distilled)")
+        p.add_argument("--out", required=True, help="folder for the artifacts and the summary JSON")
+        p.add_argument("--fs-device", type=float, help="device input rate whose filter design goes into each "
+                       "manifest (default: the rate the training data was recorded at)")
+        p.add_argument("--qat-epochs", type=int, default=2, help="QAT fine-tune epochs (qat, brevitas)")
+        p.add_argument("--qat-lr", type=float, default=1e-4)
+        p.add_argument("--n-boot", type=int, default=1000)
+        p.add_argument("--threads", type=int, default=1, help="runtime threads for parity and scoring")
+
+    qu = sub.add_parser("quantize", help="int8 artifacts of a student by PT2E PTQ, PT2E QAT or Brevitas QAT, "
+                        "each parity-checked and scored")
+    release_options(qu)
+    qu.add_argument("--method", nargs="+", choices=("ptq", "qat", "brevitas"), default=["ptq"])
+    qu.set_defaults(func=cmd_quantize)
+
+    ex = sub.add_parser("export", help="every artifact of a student (.pte/.bpte, .tflite, .onnx; fp32 and int8) "
+                        "with manifests, parity, scores, Vela and Cortex-M")
+    release_options(ex)
+    ex.add_argument("--quant", choices=("ptq", "qat"), default="ptq", help="int8 method for .pte and .tflite")
+    ex.add_argument("--brevitas", action="store_true", help="also the Brevitas QAT int8 ONNX (onnx-int8)")
+    ex.add_argument("--no-embedded", action="store_true", help="skip Vela and the Cortex-M lowering")
+    ex.set_defaults(func=cmd_export)
+
     be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")
-    be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble | train (teacher throughput)")
+    be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble | train (teacher throughput) | "
+                    "models (student sizes and latency per format vs the teacher)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 

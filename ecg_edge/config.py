@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edge_runtime.config import load_toml
 from edge_runtime.signal import PreprocessConfig
+from distill.config import DistillConfig
 from train.config import PretrainConfig, TrainConfig
 from train.data.sources import DataConfig
 
@@ -21,6 +22,7 @@ class PipelineConfig:
     shard_windows: int = 8192
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def load_pipeline_config(path: str | Path | None) -> PipelineConfig:

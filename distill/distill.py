@@ -1,0 +1,255 @@
+"""Distillation: a frozen teacher and a single-lead student see the same record.
+
+The teacher sees its leads (12 for a PTB-XL teacher), the student one lead of the same window,
+chosen by name. Losses (`DistillObjective`), each weighted in `[distill]`:
+
+- logit distillation with temperature T (Hinton et al. 2015): multi-label data match
+  sigmoid(student / T) to sigmoid(teacher / T) with BCE, multi-class data match the softmaxes with
+  KL; both scaled by T^2 so gradients keep their size across temperatures;
+- embedding distillation: the student's features through a linear projection head, pulled to the
+  teacher's embedding by cosine distance;
+- the ground-truth loss (BCE or cross-entropy) when labels exist; `labels = false` gives pure
+  distillation for unlabelled records.
+
+Teacher logits: a `supervised` teacher has its own head; any other pretrained teacher (clip,
+fgclep, clef, ssl) gets a logistic-regression probe fitted on its frozen embeddings of the
+training windows (`train.evaluate.probe_module`), the same probe `ecg-edge evaluate` reports.
+The baseline is the same student trained on labels alone (all distillation weights 0), always
+trained and reported beside the distilled one.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from edge_runtime.errors import ConfigError
+from distill.config import DistillConfig
+
+
+class Teacher(nn.Module):
+    """A frozen teacher: (N, C_teacher, T) -> (logits (N, K), embedding (N, D))."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "Teacher":  # always frozen, BatchNorm statistics included
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        emb = self.encoder(x)
+        return self.head(emb), emb
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, multilabel: bool) -> Tensor:
+    """Logit distillation at temperature T, scaled by T^2."""
+    t = temperature
+    if multilabel:
+        soft = torch.sigmoid(teacher_logits / t)
+        return F.binary_cross_entropy_with_logits(student_logits / t, soft) * t * t
+    return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def label_loss(logits: Tensor, target: Tensor, multilabel: bool) -> Tensor:
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    return F.cross_entropy(logits, target.argmax(1))
+
+
+class DistillObjective(nn.Module):
+    """Student (+ projection head) trained against a frozen teacher; `forward(batch) -> (loss, logs)`.
+
+    batch["x"]: (N, C_teacher, T) windows in the teacher's lead order; the student reads channel
+    `lead_index` as (N, 1, 1, T). The teacher is kept out of the state dict (a checkpoint holds the
+    student and the projection only) and out of the optimiser.
+    """
+
+    def __init__(self, student: nn.Module, teacher: Teacher | None, cfg: DistillConfig, *, lead_index: int,
+                 multilabel: bool, teacher_dim: int | None = None) -> None:
+        super().__init__()
+        self.student, self.cfg, self.lead_index, self.multilabel = student, cfg, int(lead_index), multilabel
+        object.__setattr__(self, "teacher", teacher)  # not a submodule: not saved, not trained
+        distils = cfg.kd_weight > 0 or cfg.embed_weight > 0
+        if distils and teacher is None:
+            raise ConfigError("distill: kd_weight / embed_weight > 0 need a teacher checkpoint")
+        self.proj = nn.Linear(student.feature_dim, teacher_dim) if cfg.embed_weight > 0 and teacher_dim else None
+
+    def student_input(self, x: Tensor) -> Tensor:
+        return x[:, self.lead_index:self.lead_index + 1, None, :]
+
+    def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        x = batch["x"]
+        feats = self.student.forward_features(self.student_input(x))
+        logits = self.student.head(feats)
+        loss = logits.new_zeros(())
+        logs: dict[str, float] = {}
+        if self.cfg.labels and self.cfg.label_weight > 0:
+            lab = label_loss(logits.float(), batch["target"].float(), self.multilabel)
+            loss = loss + self.cfg.label_weight * lab
+            logs["label"] = float(lab.detach())
+        if self.teacher is not None and (self.cfg.kd_weight > 0 or self.cfg.embed_weight > 0):
+            if next(self.teacher.parameters()).device != x.device:
+                self.teacher.to(x.device)
+            t_logits, t_emb = self.teacher(x)
+            if self.cfg.kd_weight > 0:
+                kd = kd_loss(logits.float(), t_logits.float(), self.cfg.temperature, self.multilabel)
+                loss = loss + self.cfg.kd_weight * kd
+                logs["kd"] = float(kd.detach())
+            if self.proj is not None:
+                emb = 1.0 - F.cosine_similarity(self.proj(feats).float(), t_emb.float(), dim=1).mean()
+                loss = loss + self.cfg.embed_weight * emb
+                logs["embed"] = float(emb.detach())
+        return loss, logs
+
+
+def teacher_from_checkpoint(ckpt: dict[str, Any], train_windows: np.ndarray, train_y: np.ndarray,
+                            channels: np.ndarray, seed: int = 0) -> tuple[Teacher, dict[str, Any]]:
+    """The frozen teacher of a pretraining checkpoint, with logits from its own head or a fitted probe."""
+    from train.evaluate import embed, probe_module
+    from train.pretrain import load_teacher
+
+    objective, meta = load_teacher(ckpt)
+    encoder = objective.encoder.eval()
+    if hasattr(objective, "logits") and meta["objective"] == "supervised":
+        head, how = objective.head, "the teacher's own supervised head"
+    else:
+        emb = embed(encoder, train_windows, channels=channels)
+        head, how = probe_module(nn.Identity(), emb, train_y, seed=seed)[1], "a logistic-regression probe on its embeddings"
+    return Teacher(encoder, head), meta | {"teacher_logits": how}
+
+
+# --- the distillation job ---------------------------------------------------------------------
+
+def _sha256(path: str) -> str:
+    from edge_runtime.artifact import sha256_of
+
+    return sha256_of(path)
+
+
+def _scores(fn, x: np.ndarray, multilabel: bool, batch: int = 256) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            logits = fn(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).float()
+            out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _windows(shards, splits, leads) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(windows (n, C, T) in `leads` order, targets, record rows, channel index) of the named splits."""
+    from train.loader import WindowSet
+
+    sets = [WindowSet(shards, s, leads) for s in splits]
+    x = np.concatenate([np.concatenate(list(s.split.windows()))[:, s._channels] for s in sets if len(s)])
+    return x, np.concatenate([s.targets for s in sets]), np.concatenate([s.record_rows for s in sets]), sets[0]._channels
+
+
+def record_metrics(scores: np.ndarray, y: np.ndarray, record: np.ndarray, label_names, n_boot: int = 1000,
+                   seed: int = 0) -> dict[str, Any]:
+    """AUROC / PRAUC per class and macro with bootstrap CIs, per record (window scores averaged)."""
+    from train.metrics import aggregate_by_record, bootstrap_scores
+
+    _, s = aggregate_by_record(scores, record, "mean")
+    _, t = aggregate_by_record(y, record, "max")
+    return bootstrap_scores(t, s, n_boot=n_boot, seed=seed, label_names=tuple(label_names))
+
+
+def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, baseline: bool = True,
+                     n_boot: int = 1000, progress: bool = True) -> dict[str, Any]:
+    """Train the distilled student (and the label-only baseline) on the shards' train split.
+
+    Writes OUT/distilled/checkpoint.pt, OUT/baseline/checkpoint.pt and OUT/distill.json with
+    teacher, baseline and distilled macro/per-class AUROC and PRAUC (bootstrap 95 % CIs) on
+    `dcfg.eval_splits`, per record, and "distilled_minus_baseline": the paired bootstrap
+    difference of the two students' macro AUROC and PRAUC (`train.metrics.paired_difference`).
+    """
+    from pathlib import Path
+
+    from edge_runtime.config import to_jsonable, write_json
+    from train.data.shards import open_shards
+    from train.engine import fit, load_checkpoint, seed_everything
+    from train.loader import WindowSet, data_hash
+    from train.models import create_model
+
+    shards, out = Path(shards), Path(out)
+    info, _ = open_shards(shards)
+    label_names, multilabel = tuple(info["label_names"]), bool(info["multilabel"])
+    teacher, tmeta, t_leads = None, None, tuple(info["spec"]["leads"])
+    if teacher_ckpt is not None:
+        ckpt = load_checkpoint(teacher_ckpt)
+        t_leads = tuple(ckpt["meta"]["encoder"]["kwargs"]["leads"])
+        x_tr, y_tr, _, ch = _windows(shards, ("train",), t_leads)
+        teacher, tmeta = teacher_from_checkpoint(ckpt, x_tr, y_tr, None, seed=tcfg.seed)
+        tmeta = tmeta | {"checkpoint_sha256": _sha256(ckpt["path"])}
+    if dcfg.lead not in t_leads:
+        raise ConfigError(f"distill.lead: {dcfg.lead!r} is not among the teacher's leads {list(t_leads)}")
+    lead_index = t_leads.index(dcfg.lead)
+    data = WindowSet(shards, "train", t_leads)
+    eval_splits = dcfg.eval_splits
+    x_ev, y_ev, r_ev, _ = _windows(shards, eval_splits, t_leads)
+    results: dict[str, Any] = {"dataset": info["source"], "label_names": list(label_names), "lead": dcfg.lead,
+                               "eval_splits": list(eval_splits), "models": {}}
+    if teacher is not None:
+        results["models"]["teacher"] = {
+            "what": f"{tmeta['objective']} {tmeta['encoder']['name']} over {len(t_leads)} leads ({tmeta['teacher_logits']})",
+            "metrics": record_metrics(_scores(lambda x: teacher(x)[0], x_ev, multilabel), y_ev, r_ev, label_names, n_boot)}
+    scores: dict[str, np.ndarray] = {}
+    runs = [("distilled", dcfg)] if teacher is not None else []
+    runs += [("baseline", dcfg.baseline())] if baseline or teacher is None else []
+    for name, cfg in runs:
+        seed_everything(tcfg.seed)
+        student = create_model(cfg.student, leads=(cfg.lead,), n_classes=len(label_names),
+                               window=int(info["spec"]["window_s"] * info["spec"]["fs"]), **cfg.student_args)
+        model = DistillObjective(student, teacher if name == "distilled" else None, cfg, lead_index=lead_index,
+                                 multilabel=multilabel, teacher_dim=getattr(teacher.encoder, "embed_dim", None)
+                                 if teacher is not None else None)
+        meta = {"task": "distill", "objective": name, "encoder": {"name": cfg.student, "kwargs": to_jsonable(
+                    {**cfg.student_args, "leads": [cfg.lead], "n_classes": len(label_names), "window": student.window})},
+                "text_tower": None, "data_hash": data_hash(info), "distill": to_jsonable(cfg),
+                "teacher": {k: tmeta[k] for k in ("objective", "encoder", "checkpoint_sha256", "teacher_logits")}
+                if tmeta and name == "distilled" else None,
+                "shards": str(shards.resolve()), "spec": {**info["spec"], "leads": [cfg.lead]},
+                "preprocess": info["preprocess"], "label_names": list(label_names), "multilabel": multilabel}
+        summary = fit(model, data, tcfg, out / name, meta=meta, progress=progress)
+        student.eval()
+        scores[name] = _scores(lambda x: student(x[:, lead_index:lead_index + 1, None, :]), x_ev, multilabel)
+        results["models"][name] = {
+            "what": f"{cfg.student} on lead {cfg.lead}" + (" distilled from the teacher" if name == "distilled"
+                                                            else " trained from labels alone"),
+            "checkpoint": summary["checkpoint"], "parameters": sum(p.numel() for p in student.parameters()),
+            "final_loss": summary["history"][-1]["loss"],
+            "metrics": record_metrics(scores[name], y_ev, r_ev, label_names, n_boot)}
+    if "distilled" in results["models"] and "baseline" in results["models"]:
+        from train.metrics import aggregate_by_record, paired_difference
+
+        _, t = aggregate_by_record(y_ev, r_ev, "max")
+        per_record = {name: aggregate_by_record(scores[name], r_ev, "mean")[1] for name in ("distilled", "baseline")}
+        results["distilled_minus_baseline"] = {
+            m: paired_difference(t, per_record["distilled"], per_record["baseline"], m, n_boot=n_boot,
+                                 label_names=label_names) for m in ("auroc", "prauc")}
+    write_json(out / "distill.json", results)
+    return results
+
+
+def load_student(checkpoint) -> tuple[nn.Module, dict[str, Any]]:
+    """The student of a distillation checkpoint (distilled or baseline), weights loaded, eval mode."""
+    from train.engine import load_checkpoint
+    from train.models import create_model
+
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    meta = ckpt["meta"]
+    if meta.get("task") != "distill":
+        raise ConfigError(f"{ckpt.get('path', 'checkpoint')}: task {meta.get('task')!r}; expected a student "
+                          "checkpoint from `ecg-edge distill`")
+    student = create_model(meta["encoder"]["name"], **meta["encoder"]["kwargs"])
+    prefix = "student."
+    student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
+    return student.eval(), meta | {"checkpoint_sha256": _sha256(ckpt["path"])}

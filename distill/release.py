@@ -1,0 +1,421 @@
+"""From a student checkpoint to verified runtime artifacts: `ecg-edge quantize` and `ecg-edge export`.
+
+Everything starts from a checkpoint written by `ecg-edge distill` (its meta names the shards, the
+lead, the labels, the preprocessing and the teacher) and the shards it was trained on:
+
+* calibration windows: `n_calib` windows of the train split (seeded choice), real preprocessed
+  windows, never random tensors;
+* decision thresholds: chosen on the validation split with the float student (Youden's J per label
+  for multi-label heads; single-label heads decide by argmax and store none); the same thresholds
+  go into every artifact's manifest, so fp32 and int8 are compared at one operating point;
+* parity windows: up to `n_parity` windows of the validation split;
+* scoring: the student's evaluation splits (`[distill] eval_splits`: PTB-XL folds 9-10, the CinC
+  2017 test part), each artifact run on its real runtime (`edge_runtime.backends.open_backend`),
+  window probabilities averaged per record.
+
+Quantization methods (`METHODS`): "ptq" (PT2E post-training, one quantizer per runtime: XNNPACK
+for the .pte, litert-torch for the .tflite), "qat" (PT2E `prepare_qat_pt2e`, a short fine-tune with
+the float student's logits as soft targets, then the same lowering) and "brevitas" (Brevitas QAT,
+exported as QCDQ ONNX for ONNX Runtime). Every artifact passes `distill.parity.check_parity`
+against its PyTorch reference on the parity windows, or the command fails naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_runtime.errors import ConfigError
+
+METHODS = ("ptq", "qat", "brevitas")
+#: artifact folder names: <format>-<precision>
+FP32_FORMATS = ("pte-fp32", "tflite-fp32", "onnx-fp32")
+INT8_FORMATS = {"ptq": ("pte-int8", "tflite-int8"), "qat": ("pte-int8", "tflite-int8"), "brevitas": ("onnx-int8",)}
+#: Brevitas QCDQ ONNX vs the Brevitas module, in logits. Both compute in float between quantizers,
+#: so they agree to ~1e-6 except where a value lands on a rounding boundary and one activation
+#: rounds one step apart (distill/brevitas_qat.py: 0.017 on the logits once in 100 windows).
+BREVITAS_TOLERANCE = 0.1
+#: Golden windows bundled into each .bpte.
+N_GOLDEN = 8
+
+
+@dataclass
+class ReleaseData:
+    """A student, its export spec and the real windows quantization and scoring use."""
+
+    student: nn.Module
+    meta: dict[str, Any]
+    spec: Any  # distill.export.ExportSpec
+    calib: np.ndarray
+    fit_x: np.ndarray
+    fit_y: np.ndarray
+    parity_x: np.ndarray
+    eval_x: np.ndarray
+    eval_y: np.ndarray
+    eval_records: np.ndarray
+    eval_splits: tuple[str, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def multilabel(self) -> bool:
+        return bool(self.spec.multilabel)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+
+def _student_windows(shards: Path, split: str, lead: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(windows (n, 1, 1, T) float32, targets (n, K), record rows) of one split, the student's lead."""
+    from train.loader import WindowSet
+
+    ws = WindowSet(shards, split, (lead,))
+    if not len(ws):
+        raise ConfigError(f"{shards}: split {split!r} holds no windows")
+    x = np.concatenate(list(ws.split.windows()))[:, ws._channels]
+    return np.ascontiguousarray(x[:, :, None, :], dtype=np.float32), ws.targets, ws.record_rows
+
+
+def _choose(n: int, k: int, seed: int) -> np.ndarray:
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, k), replace=False))
+
+
+def _logits(model: nn.Module, x: np.ndarray, batch: int = 512) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out.append(model(torch.from_numpy(x[i:i + batch])).float().numpy())
+    return np.concatenate(out)
+
+
+def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None, n_calib: int = 512,
+                      n_fit: int = 4096, n_parity: int = 512, seed: int = 0) -> ReleaseData:
+    """Load a student checkpoint and the windows of its shards (module docstring)."""
+    from distill.distill import load_student
+    from distill.export import ExportSpec
+    from edge_runtime.backends import probabilities
+    from edge_runtime.signal import PreprocessConfig
+    from train.data.shards import open_shards
+    from train.metrics import operating_thresholds
+
+    student, meta = load_student(checkpoint)
+    shards = Path(meta["shards"])
+    if not (shards / "dataset.json").is_file():
+        raise ConfigError(f"{shards}: the shards this student was trained on are gone (dataset.json not found); "
+                          "rebuild them with `ecg-edge data` and the student's config")
+    info, _ = open_shards(shards)
+    lead = meta["spec"]["leads"][0]
+    labels, multilabel = tuple(meta["label_names"]), bool(meta["multilabel"])
+    x_tr, y_tr, _ = _student_windows(shards, "train", lead)
+    x_val, y_val, _ = _student_windows(shards, "val", lead)
+    splits = tuple((meta.get("distill") or {}).get("eval_splits") or ("val", "test"))
+    parts = [_student_windows(shards, s, lead) for s in splits]
+    eval_x = np.concatenate([p[0] for p in parts])
+    eval_y = np.concatenate([p[1] for p in parts])
+    eval_r = np.concatenate([p[2] for p in parts])
+    thresholds = None
+    if multilabel:
+        th = operating_thresholds(y_val, probabilities(_logits(student, x_val), True), "youden")
+        thresholds = tuple(float(t) if np.isfinite(t) else 0.5 for t in th)
+    if fs_device is None:  # the rate the dataset was recorded at: its filter design goes into the manifest
+        designs = sorted(float(k) for k in (info.get("filter_designs") or {}))
+        fs_device = designs[0] if len(designs) == 1 else None
+    calib_idx = _choose(len(x_tr), n_calib, seed)
+    fit_idx = _choose(len(x_tr), n_fit, seed + 1)
+    ckpt_sha = meta["checkpoint_sha256"]
+    provenance = {
+        "student": {"checkpoint_sha256": ckpt_sha, "model": meta["encoder"]["name"], "objective": meta["objective"]},
+        "teacher": meta.get("teacher"), "data_sha256": meta["data_hash"], "dataset": info["source"],
+        "thresholds": "Youden's J per label on the validation split (float student)" if multilabel
+        else "none: argmax over labels",
+    }
+    spec = ExportSpec(preprocess=PreprocessConfig(**info["preprocess"]), leads=(lead,), labels=labels,
+                      multilabel=multilabel, thresholds=thresholds, fs_device=fs_device, provenance=provenance)
+    return ReleaseData(student=student, meta=meta, spec=spec, calib=x_tr[calib_idx], fit_x=x_tr[fit_idx],
+                       fit_y=y_tr[fit_idx].astype(np.float32), parity_x=x_val[_choose(len(x_val), n_parity, seed)],
+                       eval_x=eval_x, eval_y=eval_y, eval_records=eval_r, eval_splits=splits, provenance=provenance)
+
+
+# --------------------------------------------------------------------------- scoring
+
+def score(probs: np.ndarray, data: ReleaseData, n_boot: int = 1000, reference: np.ndarray | None = None,
+          seed: int = 0) -> dict[str, Any]:
+    """Per-record AUROC / PRAUC and decision scores (F1, sensitivity, specificity, CinC 2017
+    challenge F1 where it applies) with bootstrap CIs; `reference` (the float student's window
+    probabilities) adds decision agreement, per window and per record."""
+    from train.metrics import aggregate_by_record, bootstrap_scores, decision_scores
+
+    _, s = aggregate_by_record(probs, data.eval_records, "mean")
+    _, y = aggregate_by_record(data.eval_y, data.eval_records, "max")
+    out = {"ranking": bootstrap_scores(y, s, n_boot=n_boot, seed=seed, label_names=data.labels),
+           "decisions": decision_scores(y, _decide(s, data), data.labels, n_boot=n_boot, seed=seed)}
+    if reference is not None:
+        _, r = aggregate_by_record(reference, data.eval_records, "mean")
+        out["agreement"] = {"windows": float((_decide(probs, data) == _decide(reference, data)).all(axis=1).mean()),
+                            "records": float((_decide(s, data) == _decide(r, data)).all(axis=1).mean()),
+                            "n_windows": int(len(probs)), "n_records": int(len(s))}
+    return out
+
+
+def _decide(probs: np.ndarray, data: ReleaseData) -> np.ndarray:
+    if data.multilabel:
+        return probs >= np.asarray(data.spec.thresholds, dtype=np.float32)
+    return np.eye(probs.shape[1], dtype=bool)[probs.argmax(axis=1)]
+
+
+def run_artifact(manifest: str | Path, x: np.ndarray, threads: int = 1) -> tuple[np.ndarray, float]:
+    """Window probabilities of an artifact on its own runtime, and the run's seconds per window."""
+    from edge_runtime.artifact import load_artifact
+    from edge_runtime.backends import open_backend
+
+    backend = open_backend(load_artifact(manifest), threads=threads)
+    t0 = time.perf_counter()
+    logits = backend.run(x)
+    return backend.probabilities(logits), (time.perf_counter() - t0) / max(len(x), 1)
+
+
+# --------------------------------------------------------------------------- building artifacts
+
+@dataclass
+class Built:
+    """One artifact folder, the PyTorch module it must reproduce and the parity tolerance to use."""
+
+    name: str
+    manifest: Path
+    reference: nn.Module
+    tolerance: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _golden(data: ReleaseData) -> np.ndarray:
+    return data.parity_x[:N_GOLDEN]
+
+
+def build_fp32(data: ReleaseData, out: Path, formats: tuple[str, ...] = FP32_FORMATS) -> list[Built]:
+    from distill.export import export_bpte, export_onnx, export_tflite
+
+    built = []
+    for name in formats:
+        folder = out / name
+        if name == "pte-fp32":
+            e = export_bpte(data.student, data.spec, folder, _golden(data), "fp32")
+        elif name == "tflite-fp32":
+            e = export_tflite(data.student, data.spec, folder, "fp32")
+        elif name == "onnx-fp32":
+            e = export_onnx(data.student, data.spec, folder)
+        else:
+            raise ConfigError(f"formats: unknown fp32 format {name!r}; expected one of {FP32_FORMATS}")
+        built.append(Built(name, e.manifest, e.reference))
+    return built
+
+
+def build_int8(data: ReleaseData, out: Path, method: str = "ptq", *, qat_epochs: int = 2, qat_lr: float = 1e-4,
+               log: Callable[[str], None] = print) -> list[Built]:
+    """The int8 artifacts of one quantization method (module docstring)."""
+    from distill.export import export_bpte, export_tflite, prepare_model, pt2e_quantizer
+
+    if method not in METHODS:
+        raise ConfigError(f"method: expected one of {METHODS}, got {method!r}")
+    if method == "brevitas":
+        return [_build_brevitas(data, out, qat_epochs, qat_lr, log)]
+    how = {"quantization": method, "calibration": f"{len(data.calib)} train-split windows (seeded choice)"}
+    if method == "ptq":
+        pte = export_bpte(data.student, data.spec, out / "pte-int8", _golden(data), "int8", calib=data.calib)
+        tfl = export_tflite(data.student, data.spec, out / "tflite-int8", "int8", calib=data.calib,
+                            provenance=how)
+        return [Built("pte-int8", pte.manifest, pte.reference), Built("tflite-int8", tfl.manifest, tfl.reference)]
+    # QAT: one fine-tune under XNNPACK's fake quantization, the float student's logits as soft
+    # targets. The .pte lowers its convert_pt2e module. litert-torch 0.10's QAT annotation fails
+    # under torchao 0.18 (it hands torch.export a function), so the .tflite takes the same
+    # fine-tuned weights (the int8 scheme is the same: per-channel symmetric weights, int8
+    # activations) and calibrates its ranges with litert-torch's quantizer on `calib`.
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from distill.export import qat_finetune_pt2e, quantize_pt2e, with_weights_of
+    float_model = prepare_model(data.student, data.spec)
+    soft = _logits(float_model, data.fit_x)
+    how |= {"qat": f"prepare_qat_pt2e (XNNPACKQuantizer), {qat_epochs} epochs at lr {qat_lr:g} on "
+                   f"{len(data.fit_x)} train-split windows, labels + the float student's logits (T = 2, weight 0.5)"}
+    log(f"QAT: {qat_epochs} epochs on {len(data.fit_x)} windows")
+    prepared = qat_finetune_pt2e(float_model, data.spec, pt2e_quantizer("executorch", qat=True), data.calib,
+                                 data.fit_x, data.fit_y, multilabel=data.multilabel, epochs=qat_epochs, lr=qat_lr,
+                                 teacher_logits=soft)
+    tuned = with_weights_of(prepared, float_model)
+    pte = export_bpte(convert_pt2e(prepared), data.spec, out / "pte-int8", _golden(data), "int8")
+    _add_provenance(pte.manifest, how)
+    ref = quantize_pt2e(tuned, data.spec, pt2e_quantizer("litert"), data.calib, fold_quantize=False)
+    tfl = export_tflite(ref, data.spec, out / "tflite-int8", "int8", provenance=how | {
+        "qat_tflite": "the QAT-tuned weights, ranges calibrated by litert-torch's PT2EQuantizer"})
+    return [Built("pte-int8", pte.manifest, pte.reference), Built("tflite-int8", tfl.manifest, tfl.reference)]
+
+
+class _PlainLogits(nn.Module):
+    """A Brevitas model's QuantTensor output as a plain tensor (what ONNX Runtime returns)."""
+
+    def __init__(self, qmodel: nn.Module) -> None:
+        super().__init__()
+        self.qmodel = qmodel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from distill.brevitas_qat import _value
+
+        return _value(self.qmodel(x))
+
+
+def _build_brevitas(data: ReleaseData, out: Path, epochs: int, lr: float, log: Callable[[str], None]) -> Built:
+    from distill.brevitas_qat import calibrate, export_qcdq_onnx, qat_finetune, to_brevitas
+    from distill.export import prepare_model, write_model_artifact
+    from edge_runtime.artifact import TensorSpec
+
+    float_model = prepare_model(data.student, data.spec)
+    soft = _logits(float_model, data.fit_x)
+    log(f"Brevitas QAT: {epochs} epochs on {len(data.fit_x)} windows")
+    q = calibrate(to_brevitas(data.student), data.calib)
+    q = qat_finetune(q, data.fit_x, data.fit_y, multilabel=data.multilabel, epochs=epochs, lr=lr,
+                     teacher_logits=soft)
+    folder = out / "onnx-int8"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = export_qcdq_onnx(q, data.calib[:1], folder / "export.onnx.tmp")
+    try:
+        blob = tmp.read_bytes()
+    finally:
+        tmp.unlink(missing_ok=True)
+    shape = (-1, *data.spec.input_shape)
+    manifest = write_model_artifact(
+        blob, data.spec, folder, runtime="onnxruntime", precision="int8",
+        input=TensorSpec("x", shape), output=TensorSpec("logits", (-1, len(data.labels))),
+        provenance={"export": "Brevitas QAT -> QCDQ ONNX (opset 13)", "quantization": "brevitas",
+                    "calibration": f"{len(data.calib)} train-split windows (seeded choice)",
+                    "qat": f"{epochs} epochs at lr {lr:g} on {len(data.fit_x)} train-split windows, labels + "
+                           "the float student's logits (T = 2, weight 0.5)"},
+        versions=("brevitas", "onnx"), model=data.student)
+    return Built("onnx-int8", manifest, _PlainLogits(q).eval(), tolerance=BREVITAS_TOLERANCE)
+
+
+def _add_provenance(manifest: Path, extra: dict[str, Any]) -> None:
+    """Merge `extra` into a manifest's provenance (the model file, and so its sha256, unchanged)."""
+    from edge_runtime.artifact import load_artifact
+
+    raw = json.loads(Path(manifest).read_text())
+    raw["provenance"] = {**raw.get("provenance", {}), **extra}
+    tmp = Path(manifest).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(raw, indent=2) + "\n")
+    tmp.replace(manifest)
+    load_artifact(manifest)  # still a valid manifest
+
+
+def embedded_targets(built: list[Built], data: ReleaseData, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Vela (ethos-u55-128) on the int8 .tflite and the Cortex-M (CMSIS-NN) lowering of the int8
+    student, each recorded in the manifest of the artifact it came from."""
+    from distill.embedded import cortex_m_lower, vela_compile
+
+    out: dict[str, Any] = {}
+    by_name: dict[str, Built] = {}
+    for b in built:  # "tflite-int8" or "tflite-int8-<method>": the first of each
+        by_name.setdefault("-".join(b.name.split("-")[:2]), b)
+    if "tflite-int8" in by_name:
+        b = by_name["tflite-int8"]
+        log("Vela: ethos-u55-128")
+        v = vela_compile(b.manifest.parent / "model.tflite", b.manifest.parent / "vela", "ethos-u55-128")
+        v = {k: (str(Path(val).relative_to(b.manifest.parent)) if isinstance(val, Path) else val) for k, val in v.items()}
+        _add_provenance(b.manifest, {"ethos_u": v})
+        out["ethos-u55-128"] = v
+    if "pte-int8" in by_name:
+        b = by_name["pte-int8"]
+        log("Cortex-M: CMSIS-NN lowering (cortex-m55)")
+        example = torch.from_numpy(data.calib[:1].copy())
+        c = cortex_m_lower(data.student, example, torch.from_numpy(data.calib.copy()),
+                           out=b.manifest.parent / "cortex-m55.pte")
+        c = {k: v for k, v in c.items() if k not in ("reference",)}
+        c["path"] = "cortex-m55.pte"
+        c["sha256"] = hashlib.sha256((b.manifest.parent / "cortex-m55.pte").read_bytes()).hexdigest()
+        _add_provenance(b.manifest, {"cortex_m": c})
+        out["cortex-m55"] = c
+    return out
+
+
+# --------------------------------------------------------------------------- the jobs
+
+def verify_and_score(built: list[Built], data: ReleaseData, *, n_boot: int = 1000, threads: int = 1,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Parity (raises on failure) and per-record scores of every artifact, beside the float student."""
+    from distill.parity import check_parity
+    from edge_runtime.backends import probabilities
+
+    ref_probs = probabilities(_logits(data.student, data.eval_x), data.multilabel)
+    results: dict[str, Any] = {"pytorch-fp32": {"what": "the float student in PyTorch (eager)",
+                                                "metrics": score(ref_probs, data, n_boot)}}
+    for b in built:
+        parity = check_parity(b.manifest, b.reference, data.parity_x, tolerance=b.tolerance, threads=threads)
+        probs, sec = run_artifact(b.manifest, data.eval_x, threads=threads)
+        m = json.loads(Path(b.manifest).read_text())
+        model_file = Path(b.manifest).parent / m["model_file"]
+        results[b.name] = {"manifest": str(b.manifest), "runtime": m["runtime"], "precision": m["precision"],
+                           "model_bytes": model_file.stat().st_size, "sha256": m["sha256"], "parity": parity,
+                           "seconds_per_window": sec, "metrics": score(probs, data, n_boot, reference=ref_probs)}
+        a = results[b.name]["metrics"]["agreement"]
+        log(f"{b.name:12s} parity max |diff| {parity['max_abs_diff']:.3g} (tol {parity['tolerance']:.3g}), "
+            f"agreement vs fp32 student: {a['records']:.4f} of records, {a['windows']:.4f} of windows")
+    return results
+
+
+def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...] = ("ptq",),
+            fp32: bool = True, embedded: bool = True, fs_device: float | None = None, qat_epochs: int = 2,
+            qat_lr: float = 1e-4, n_boot: int = 1000, threads: int = 1, summary_name: str = "export.json",
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Export fp32 artifacts and/or int8 ones of each method into OUT/<format>-<precision>[-<method>],
+    check parity, score them, run the embedded compilers; write OUT/<summary_name>.
+
+    Folders: OUT/pte-fp32, tflite-fp32, onnx-fp32; OUT/pte-int8 and tflite-int8 (ptq or qat; both
+    together go to OUT/ptq/... and OUT/qat/...); OUT/onnx-int8 (brevitas).
+    """
+    from edge_runtime.config import write_json
+
+    out = Path(out)
+    data = load_release_data(checkpoint, fs_device=fs_device)
+    log(f"{data.meta['encoder']['name']} on lead {data.spec.leads[0]}: {len(data.calib)} calibration windows, "
+        f"{len(data.parity_x)} parity windows, {len(data.eval_x)} evaluation windows "
+        f"({'+'.join(data.eval_splits)})")
+    if not methods and not fp32:
+        raise ConfigError("nothing to export: no quantization method and no fp32 formats")
+    bad = [m for m in methods if m not in METHODS]
+    if bad or len(set(methods)) != len(methods):
+        raise ConfigError(f"methods: expected distinct names from {METHODS}, got {list(methods)}")
+    built: list[Built] = build_fp32(data, out) if fp32 else []
+    clash = "ptq" in methods and "qat" in methods  # both make pte-int8 and tflite-int8
+    for method in methods:
+        sub = out / method if clash and method != "brevitas" else out
+        for b in build_int8(data, sub, method, qat_epochs=qat_epochs, qat_lr=qat_lr, log=log):
+            b.name = f"{b.name}-{method}" if clash and method != "brevitas" else b.name
+            built.append(b)
+    summary: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "student": data.meta["encoder"]["name"], "lead": data.spec.leads[0],
+        "labels": list(data.labels), "multilabel": data.multilabel, "thresholds": data.spec.thresholds,
+        "eval_splits": list(data.eval_splits), "dataset": data.provenance["dataset"], "methods": list(methods),
+        "artifacts": verify_and_score(built, data, n_boot=n_boot, threads=threads, log=log)}
+    if embedded:
+        summary["embedded"] = embedded_targets(built, data, log=log)
+    write_json(out / summary_name, summary)
+    return summary
+
+
+def summary_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """Terminal table rows: artifact, runtime, bytes, macro AUROC, the decision score, agreement."""
+    from train.evaluate import fmt_ci
+
+    rows = []
+    for name, a in summary["artifacts"].items():
+        m = a["metrics"]
+        dec = m["decisions"].get("challenge_f1") or m["decisions"]["f1"]["macro"]
+        agree = m.get("agreement")
+        rows.append([name, a.get("runtime", "torch"), str(a.get("model_bytes", "")),
+                     fmt_ci(m["ranking"]["auroc"]["macro"]), fmt_ci(dec),
+                     f"{agree['records']:.4f}" if agree else "-"])
+    return rows

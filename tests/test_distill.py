@@ -1,0 +1,244 @@
+"""Distillation (`ecg-edge distill`) and the release of a student (`ecg-edge quantize` / `export`):
+the losses on hand-built inputs, the frozen teacher, and the whole chain on synthetic shards from
+the CLI, down to int8 artifacts that pass parity on their runtimes and carry complete manifests."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.config import DistillConfig
+from distill.distill import DistillObjective, Teacher, kd_loss, label_loss, load_student
+from ecg_edge.cli import main
+from ecg_edge.config import load_pipeline_config
+from edge_runtime.artifact import load_artifact, sha256_of
+from edge_runtime.errors import ArtifactError, ConfigError, UnknownLeadError
+from train.data.shards import build_shards
+from train.data.sources import DataConfig
+from train.engine import load_checkpoint
+from train.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- losses
+
+def test_kd_loss_is_minimal_where_the_student_matches_the_teacher() -> None:
+    torch.manual_seed(0)
+    t = torch.randn(16, 5)
+    # multi-class: KL(teacher || student) is 0 for equal logits and > 0 otherwise
+    assert kd_loss(t, t, 2.0, multilabel=False).item() == pytest.approx(0.0, abs=1e-6)
+    assert kd_loss(t + torch.randn(16, 5), t, 2.0, multilabel=False).item() > 0.01
+    # multi-label: BCE against soft targets has zero gradient where the student equals the teacher
+    s = t.clone().requires_grad_(True)
+    kd_loss(s, t, 2.0, multilabel=True).backward()
+    assert s.grad.abs().max().item() < 1e-6
+    # T^2 scaling keeps the gradient's size comparable across temperatures
+    s1, s4 = (t + 1.0).requires_grad_(True), (t + 1.0).requires_grad_(True)
+    kd_loss(s1, t, 1.0, multilabel=False).backward()
+    kd_loss(s4, t, 4.0, multilabel=False).backward()
+    ratio = s4.grad.norm() / s1.grad.norm()
+    assert 0.2 < ratio.item() < 5.0
+
+
+def test_label_loss_forms() -> None:
+    logits = torch.tensor([[4.0, -4.0, -4.0], [-4.0, 4.0, 4.0]])
+    multi_hot = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    assert label_loss(logits, multi_hot, multilabel=True).item() < 0.02
+    one_hot = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    ce = label_loss(logits, one_hot, multilabel=False).item()
+    assert ce == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2])).item())
+
+
+def test_teacher_stays_frozen_and_out_of_the_student_checkpoint() -> None:
+    enc = create_model("test_resnet1d", leads=("I", "II"), embed_dim=8)
+    teacher = Teacher(enc, torch.nn.Linear(8, 3))
+    teacher.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    student = create_model("test_student", leads=("II",), n_classes=3, window=1000)
+    obj = DistillObjective(student, teacher, DistillConfig(lead="II"), lead_index=1, multilabel=False, teacher_dim=8)
+    keys = list(obj.state_dict())
+    assert keys and all(k.startswith(("student.", "proj.")) for k in keys)
+    assert all(not any(p is q for q in teacher.parameters()) for p in obj.parameters())
+    x = torch.randn(4, 2, 1000)
+    loss, logs = obj({"x": x, "target": torch.eye(3)[[0, 1, 2, 0]]})
+    assert set(logs) == {"label", "kd", "embed"} and torch.isfinite(loss)
+    # the student reads exactly its lead: changing the other lead changes only the teacher's view
+    assert torch.equal(obj.student_input(x), x[:, 1:2, None, :])
+
+
+def test_distill_config_is_checked() -> None:
+    with pytest.raises(ConfigError, match="kd_weight or embed_weight"):
+        DistillConfig(labels=False, kd_weight=0.0, embed_weight=0.0)
+    with pytest.raises(ConfigError, match="eval_splits"):
+        DistillConfig(eval_splits=("train",))
+    with pytest.raises(UnknownLeadError, match="distill.lead"):
+        DistillConfig(lead="lead I")
+    base = DistillConfig(kd_weight=2.0, labels=False).baseline()
+    assert base.kd_weight == base.embed_weight == 0.0 and base.labels
+
+
+def test_every_distill_config_loads() -> None:
+    for path in sorted((REPO / "configs" / "distill").glob("*.toml")):
+        cfg = load_pipeline_config(path)
+        assert cfg.distill.lead in cfg.data.leads, path
+
+
+# --------------------------------------------------------------------------- the chain on synthetic data
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic shards -> a tiny supervised 12-lead teacher -> a distilled lead-I test_student."""
+    tmp = tmp_path_factory.mktemp("distill")
+    cfg = load_pipeline_config(REPO / "configs" / "pretrain" / "supervised-cpu.toml")
+    shards = tmp / "shards"
+    build_shards(DataConfig(n_records=60, seed=5), cfg.preprocess, shards)
+    conf = tmp / "tiny.toml"
+    conf.write_text('[pretrain]\nobjective = "supervised"\nencoder = "test_resnet1d"\nembed_dim = 16\n'
+                    '[distill]\nstudent = "test_student"\nlead = "I"\n'
+                    '[train]\nepochs = 2\nbatch_size = 16\ndevice = "cpu"\n')
+    teacher = tmp / "teacher"
+    torch.set_num_threads(1)
+    assert main(["pretrain", "--config", str(conf), "--shards", str(shards), "--out", str(teacher)]) == 0
+    students = tmp / "students"
+    assert main(["distill", "--teacher", str(teacher), "--config", str(conf), "--out", str(students),
+                 "--n-boot", "50"]) == 0
+    return {"shards": shards, "teacher": teacher, "students": students, "config": conf, "tmp": tmp}
+
+
+def test_distill_trains_the_distilled_and_the_label_only_student(chain: dict[str, Path]) -> None:
+    res = json.loads((chain["students"] / "distill.json").read_text())
+    assert set(res["models"]) == {"teacher", "distilled", "baseline"}
+    assert res["lead"] == "I" and res["eval_splits"] == ["val", "test"]
+    for name in ("teacher", "distilled", "baseline"):
+        macro = res["models"][name]["metrics"]["auroc"]["macro"]
+        assert 0.0 <= macro["value"] <= 1.0 and macro["ci"][0] <= macro["value"] <= macro["ci"][1]
+    distilled = load_checkpoint(chain["students"] / "distilled")
+    baseline = load_checkpoint(chain["students"] / "baseline")
+    teacher_sha = distilled["meta"]["teacher"]["checkpoint_sha256"]
+    assert len(teacher_sha) == 64 and baseline["meta"]["teacher"] is None
+    assert baseline["meta"]["distill"]["kd_weight"] == 0.0
+    # different losses, same seed and data: different weights
+    assert any(not torch.equal(distilled["state_dict"][k], baseline["state_dict"][k])
+               for k in baseline["state_dict"] if k.startswith("student."))
+    student, meta = load_student(chain["students"] / "distilled")
+    assert student.leads == ("I",) and meta["spec"]["leads"] == ["I"] and not student.training
+    with pytest.raises(ConfigError, match="expected a student checkpoint"):
+        load_student(chain["teacher"])
+
+
+def test_pure_distillation_needs_no_labels(chain: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "pure"
+    assert main(["distill", "--teacher", str(chain["teacher"]), "--config", str(chain["config"]), "--out", str(out),
+                 "--no-labels", "--no-baseline", "--epochs", "1", "--n-boot", "20"]) == 0
+    ck = load_checkpoint(out / "distilled")
+    assert ck["meta"]["distill"]["labels"] is False
+    assert set(json.loads((out / "distill.json").read_text())["models"]) == {"teacher", "distilled"}
+
+
+def test_distill_rejects_a_lead_the_teacher_lacks(chain: dict[str, Path], tmp_path: Path, capsys) -> None:
+    code = main(["distill", "--teacher", str(chain["teacher"]), "--config", str(chain["config"]),
+                 "--out", str(tmp_path / "x"), "--lead", "X"])
+    assert code != 0 and "distill.lead" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def exported(chain: dict[str, Path]) -> dict:
+    out = chain["tmp"] / "export"
+    assert main(["export", "--student", str(chain["students"] / "distilled"), "--out", str(out),
+                 "--n-boot", "50", "--brevitas", "--qat-epochs", "1"]) == 0
+    return {"out": out, "summary": json.loads((out / "export.json").read_text())}
+
+
+def test_export_writes_every_format_parity_checked_and_scored(exported: dict) -> None:
+    s = exported["summary"]
+    names = {"pte-fp32", "tflite-fp32", "onnx-fp32", "pte-int8", "tflite-int8", "onnx-int8"}
+    assert set(s["artifacts"]) == names | {"pytorch-fp32"}
+    for name in names:
+        a = s["artifacts"][name]
+        assert a["parity"]["passed"] and a["parity"]["n"] > 0
+        assert a["parity"]["max_abs_diff"] <= a["parity"]["tolerance"]
+        m = a["metrics"]
+        assert 0.0 <= m["ranking"]["auroc"]["macro"]["value"] <= 1.0
+        assert 0.0 <= m["agreement"]["records"] <= 1.0 and m["agreement"]["n_records"] > 0
+        art = load_artifact(a["manifest"])  # sha256 checked at load
+        assert art.manifest.precision == name.split("-")[1]
+    assert (exported["out"] / "pte-fp32" / "model.bpte").is_file()
+    assert (exported["out"] / "pte-int8" / "model.bpte").is_file()
+    fp32 = s["artifacts"]["tflite-fp32"]["metrics"]["agreement"]
+    assert fp32["windows"] == 1.0  # the float .tflite decides as the float student on every window
+
+
+def test_manifests_carry_spec_thresholds_and_provenance(exported: dict, chain: dict[str, Path]) -> None:
+    s = exported["summary"]
+    ck = load_checkpoint(chain["students"] / "distilled")
+    for name in ("pte-int8", "tflite-int8", "onnx-int8", "onnx-fp32"):
+        m = load_artifact(s["artifacts"][name]["manifest"]).manifest
+        assert m.spec.leads == ("I",) and m.labels == tuple(s["labels"])
+        assert not m.multilabel and not s["multilabel"] and s["thresholds"] is None  # synthetic: one class per record
+        assert m.filter_design is not None and m.filter_design["fs_in"] == 500.0  # synthetic records at 500 Hz
+        p = m.provenance
+        assert p["student"]["checkpoint_sha256"] == sha256_of(ck["path"])
+        assert p["teacher"]["checkpoint_sha256"] == ck["meta"]["teacher"]["checkpoint_sha256"]
+        assert p["data_sha256"] == ck["meta"]["data_hash"]
+        assert "torch" in m.versions
+    tfl = load_artifact(s["artifacts"]["tflite-int8"]["manifest"]).manifest
+    assert tfl.input.dtype == "int8" and tfl.input.scale > 0 and tfl.output.dtype == "int8"
+    assert tfl.provenance["calibration_windows"] > 0
+
+
+def test_export_runs_vela_and_the_cortex_m_lowering(exported: dict) -> None:
+    e = exported["summary"]["embedded"]
+    vela = e["ethos-u55-128"]
+    assert vela["npu_op_share"] == 1.0 and vela["cpu_ops"] == 0 and vela["sram_kib"] > 0
+    cm = e["cortex-m55"]
+    assert cm["all_int8"] and not cm["float_ops"]
+    tfl = load_artifact(exported["summary"]["artifacts"]["tflite-int8"]["manifest"]).manifest
+    assert tfl.provenance["ethos_u"]["npu_op_share"] == 1.0
+    pte = load_artifact(exported["summary"]["artifacts"]["pte-int8"]["manifest"]).manifest
+    assert pte.provenance["cortex_m"]["all_int8"] is True
+    assert (exported["out"] / "pte-int8" / pte.provenance["cortex_m"]["path"]).is_file()
+
+
+def test_quantize_qat_writes_int8_artifacts_that_pass_parity(chain: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "q"
+    assert main(["quantize", "--student", str(chain["students"] / "distilled"), "--out", str(out),
+                 "--method", "qat", "--qat-epochs", "1", "--n-boot", "20"]) == 0
+    s = json.loads((out / "quantize.json").read_text())
+    assert set(s["artifacts"]) == {"pytorch-fp32", "pte-int8", "tflite-int8"}
+    for name in ("pte-int8", "tflite-int8"):
+        a = s["artifacts"][name]
+        assert a["parity"]["passed"]
+        assert "prepare_qat_pt2e" in load_artifact(a["manifest"]).manifest.provenance["qat"]
+
+
+def test_a_tampered_export_fails_parity_or_load(exported: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from distill.parity import check_parity
+    from distill.release import load_release_data
+
+    src = Path(exported["summary"]["artifacts"]["tflite-fp32"]["manifest"]).parent
+    dst = tmp_path / "tampered"
+    shutil.copytree(src, dst)
+    model = dst / "model.tflite"
+    blob = bytearray(model.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    model.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(dst / "manifest.json")
+    data = load_release_data(exported["summary"]["checkpoint"])
+    other = create_model("test_student", leads=("I",), n_classes=len(data.labels), window=1000).eval()
+    with pytest.raises(ArtifactError, match="parity check failed"):
+        check_parity(src / "manifest.json", other, data.parity_x)
