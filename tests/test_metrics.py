@@ -133,9 +133,14 @@ def test_operating_thresholds_youden_and_f1() -> None:
     s = np.r_[0.9, 0.8, 0.3, 0.7, 0.6, 0.5, np.full(20, 0.1)][:, None]
     y = (np.arange(26) < 3).astype(float)[:, None]
     # youden: >= 0.3 gives TPR 1 at FPR 3/23 (J 0.87); >= 0.8 gives TPR 2/3 at FPR 0 (J 0.67)
-    assert operating_thresholds(y, s, "youden")[0] == pytest.approx(0.3)
+    # each threshold lies half-way to the next lower score: same decisions, no score on the threshold
+    youden = operating_thresholds(y, s, "youden")[0]
+    assert youden == pytest.approx((0.3 + 0.1) / 2)
+    assert ((s[:, 0] >= youden) == (s[:, 0] >= 0.3)).all()
     # f1: >= 0.8 gives precision 1, recall 2/3 (F1 0.8); >= 0.3 gives precision 1/2, recall 1 (0.67)
-    assert operating_thresholds(y, s, "f1")[0] == pytest.approx(0.8)
+    f1 = operating_thresholds(y, s, "f1")[0]
+    assert f1 == pytest.approx((0.8 + 0.7) / 2)
+    assert ((s[:, 0] >= f1) == (s[:, 0] >= 0.8)).all()
     assert np.isnan(operating_thresholds(np.zeros((26, 1)), s)[0])
     with pytest.raises(ConfigError, match="youden"):
         operating_thresholds(y, s, "accuracy")

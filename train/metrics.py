@@ -200,6 +200,7 @@ def operating_thresholds(y_val: np.ndarray, score_val: np.ndarray, rule: str = "
     """One decision threshold per class (predict positive when score >= threshold), chosen on validation.
 
     rule "youden": maximises TPR - FPR (Youden WJ, Cancer 3:32-35, 1950); "f1": maximises F1.
+    Each threshold lies half-way between the validation score it admits and the next lower one.
     Classes without both positives and negatives in y_val get NaN (`fairness_gaps` reports them).
     """
     if rule not in RULES:
@@ -211,14 +212,18 @@ def operating_thresholds(y_val: np.ndarray, score_val: np.ndarray, rule: str = "
         if yb[:, k].all() or not yb[:, k].any():
             continue
         if rule == "youden":
-            fpr, tpr, thr = sk.roc_curve(yb[:, k], s[:, k])
+            fpr, tpr, thr = sk.roc_curve(yb[:, k], s[:, k], drop_intermediate=False)
             j = np.argmax((tpr - fpr)[1:]) + 1  # thr[0] is +inf: "predict nothing"
-            out[k] = thr[j]
+            below = thr[j + 1] if j + 1 < len(thr) else None  # thresholds descend
         else:
             precision, recall, thr = sk.precision_recall_curve(yb[:, k], s[:, k])
             with np.errstate(invalid="ignore", divide="ignore"):
                 f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
-            out[k] = thr[np.argmax(f1[:-1])]  # the last point (recall 0) has no threshold
+            j = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
+            below = thr[j - 1] if j > 0 else None  # thresholds ascend
+        # Half-way to the next lower score: the same decisions on the validation scores, but no
+        # score sits exactly on the threshold, where float noise of another runtime would flip it.
+        out[k] = thr[j] if below is None else (float(thr[j]) + float(below)) / 2
     return out
 
 
