@@ -6,8 +6,9 @@ and zero point, int8 outputs dequantized), runs the reference (`distill.export.E
 in torch on the same real preprocessed windows, and compares
 
 * outputs: max |artifact - reference| in logit units (int8 outputs dequantized);
-* decisions: argmax for single-label heads; for multi-label heads a window agrees when every
-  label's decision, sigmoid(logit) >= the manifest's threshold, is the same.
+* decisions: argmax(softmax / threshold) for single-label heads (the plain argmax for equal
+  thresholds); for multi-label heads a window agrees when every label's decision, sigmoid(logit)
+  >= the manifest's threshold, is the same.
 
 Default tolerances (`default_tolerance`), measured on real synthetic windows (500 per model):
 
@@ -118,10 +119,18 @@ def _reference_logits(reference: nn.Module, x: np.ndarray) -> np.ndarray:
     return np.concatenate(outs)
 
 
+def _shifted(logits: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
+    """Single-label: logit - log(threshold), whose argmax is argmax(softmax / threshold), the
+    decision of a single-label head with per-label thresholds (equal thresholds: the plain argmax)."""
+    th = np.clip(np.asarray(thresholds, dtype=np.float64), 1e-12, 1.0)
+    return logits - np.log(th)
+
+
 def _decisions(logits: np.ndarray, multilabel: bool, thresholds: tuple[float, ...]) -> np.ndarray:
-    """Per window: the argmax (single-label) or the (n, K) decisions sigmoid(logit) >= threshold."""
+    """Per window: argmax(probability / threshold) (single-label) or the (n, K) decisions
+    sigmoid(logit) >= threshold (multi-label)."""
     if not multilabel:
-        return logits.argmax(axis=1)
+        return _shifted(logits, thresholds).argmax(axis=1)
     return probabilities(logits, True) >= np.asarray(thresholds, dtype=np.float32)
 
 
@@ -132,7 +141,7 @@ def _clear(logits: np.ndarray, multilabel: bool, thresholds: tuple[float, ...], 
     if not multilabel:
         if logits.shape[1] < 2:
             return np.ones(len(logits), dtype=bool)
-        top2 = np.sort(logits, axis=1)[:, -2:]
+        top2 = np.sort(_shifted(logits, thresholds), axis=1)[:, -2:]
         return (top2[:, 1] - top2[:, 0]) > 2 * tolerance
     th = np.clip(np.asarray(thresholds, dtype=np.float64), 0.0, 1.0)
     with np.errstate(divide="ignore"):

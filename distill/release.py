@@ -5,9 +5,12 @@ lead, the labels, the preprocessing and the teacher) and the shards it was train
 
 * calibration windows: `n_calib` windows of the train split (seeded choice), real preprocessed
   windows, never random tensors;
-* decision thresholds: chosen on the validation split with the float student (Youden's J per label
-  for multi-label heads; single-label heads decide by argmax and store none); the same thresholds
-  go into every artifact's manifest, so fp32 and int8 are compared at one operating point;
+* decision thresholds: chosen on the validation split with the float student: Youden's J per label
+  for multi-label heads (a label is present when its probability >= its threshold); for
+  single-label heads one threshold per label maximising the validation records' challenge F1
+  (CinC 2017) or macro F1 of the decision argmax(probability / threshold)
+  (`single_label_thresholds`). The same thresholds go into every artifact's manifest, so fp32 and
+  int8 are compared at one operating point;
 * parity windows: up to `n_parity` windows of the validation split;
 * scoring: the student's evaluation splits (`[distill] eval_splits`: PTB-XL folds 9-10, the CinC
   2017 test part), each artifact run on its real runtime (`edge_runtime.backends.open_backend`),
@@ -114,16 +117,18 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
     lead = meta["spec"]["leads"][0]
     labels, multilabel = tuple(meta["label_names"]), bool(meta["multilabel"])
     x_tr, y_tr, _ = _student_windows(shards, "train", lead)
-    x_val, y_val, _ = _student_windows(shards, "val", lead)
+    x_val, y_val, r_val = _student_windows(shards, "val", lead)
     splits = tuple((meta.get("distill") or {}).get("eval_splits") or ("val", "test"))
     parts = [_student_windows(shards, s, lead) for s in splits]
     eval_x = np.concatenate([p[0] for p in parts])
     eval_y = np.concatenate([p[1] for p in parts])
     eval_r = np.concatenate([p[2] for p in parts])
-    thresholds = None
+    p_val = probabilities(_logits(student, x_val), multilabel)
     if multilabel:
-        th = operating_thresholds(y_val, probabilities(_logits(student, x_val), True), "youden")
+        th = operating_thresholds(y_val, p_val, "youden")
         thresholds = tuple(float(t) if np.isfinite(t) else 0.5 for t in th)
+    else:
+        thresholds = single_label_thresholds(p_val, y_val, r_val, labels)
     if fs_device is None:  # the rate the dataset was recorded at: its filter design goes into the manifest
         designs = sorted(float(k) for k in (info.get("filter_designs") or {}))
         fs_device = designs[0] if len(designs) == 1 else None
@@ -134,13 +139,65 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
         "student": {"checkpoint_sha256": ckpt_sha, "model": meta["encoder"]["name"], "objective": meta["objective"]},
         "teacher": meta.get("teacher"), "data_sha256": meta["data_hash"], "dataset": info["source"],
         "thresholds": "Youden's J per label on the validation split (float student)" if multilabel
-        else "none: argmax over labels",
+        else "per label on the validation records (float student), maximising the "
+             + ("CinC 2017 challenge F1" if _is_cinc(labels) else "macro F1")
+             + " of the decision argmax(probability / threshold)",
     }
     spec = ExportSpec(preprocess=PreprocessConfig(**info["preprocess"]), leads=(lead,), labels=labels,
                       multilabel=multilabel, thresholds=thresholds, fs_device=fs_device, provenance=provenance)
     return ReleaseData(student=student, meta=meta, spec=spec, calib=x_tr[calib_idx], fit_x=x_tr[fit_idx],
                        fit_y=y_tr[fit_idx].astype(np.float32), parity_x=x_val[_choose(len(x_val), n_parity, seed)],
                        eval_x=eval_x, eval_y=eval_y, eval_records=eval_r, eval_splits=splits, provenance=provenance)
+
+
+def _is_cinc(labels: tuple[str, ...]) -> bool:
+    from train.metrics import CHALLENGE_2017
+
+    return all(c in labels for c in CHALLENGE_2017)
+
+
+def single_label_decisions(probs: np.ndarray, thresholds: tuple[float, ...] | np.ndarray) -> np.ndarray:
+    """One class per row: the label whose probability most exceeds its threshold, argmax(p / t).
+    Equal thresholds give the plain argmax."""
+    return np.asarray(probs / np.asarray(thresholds, dtype=np.float64)).argmax(axis=1)
+
+
+def single_label_thresholds(probs: np.ndarray, y: np.ndarray, records: np.ndarray, labels: tuple[str, ...],
+                            rounds: int = 3) -> tuple[float, ...]:
+    """Per-label thresholds for a single-label head, chosen on validation records: coordinate ascent
+    over a 0.05..0.95 grid (start 0.5 each, ties keep the current value) of the record-level
+    challenge F1 (CinC 2017 labels) or macro F1 of `single_label_decisions`."""
+    from train.metrics import CHALLENGE_2017, aggregate_by_record
+
+    _, p = aggregate_by_record(probs, records, "mean")
+    _, t = aggregate_by_record(y, records, "max")
+    truth = t.argmax(axis=1)
+    scored = [labels.index(c) for c in CHALLENGE_2017] if _is_cinc(labels) else list(range(len(labels)))
+
+    def f1(th: np.ndarray) -> float:
+        pred = single_label_decisions(p, th)
+        out = []
+        for k in scored:
+            tp = np.sum((pred == k) & (truth == k))
+            denom = np.sum(pred == k) + np.sum(truth == k)
+            out.append(2 * tp / denom if denom else 0.0)
+        return float(np.mean(out))
+
+    th = np.full(len(labels), 0.5)
+    best = f1(th)
+    grid = np.round(np.linspace(0.05, 0.95, 19), 2)
+    for _ in range(rounds):
+        changed = False
+        for k in range(len(labels)):
+            for g in grid:
+                trial = th.copy()
+                trial[k] = g
+                score = f1(trial)
+                if score > best + 1e-12:
+                    th, best, changed = trial, score, True
+        if not changed:
+            break
+    return tuple(float(v) for v in th)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -167,7 +224,7 @@ def score(probs: np.ndarray, data: ReleaseData, n_boot: int = 1000, reference: n
 def _decide(probs: np.ndarray, data: ReleaseData) -> np.ndarray:
     if data.multilabel:
         return probs >= np.asarray(data.spec.thresholds, dtype=np.float32)
-    return np.eye(probs.shape[1], dtype=bool)[probs.argmax(axis=1)]
+    return np.eye(probs.shape[1], dtype=bool)[single_label_decisions(probs, data.spec.thresholds)]
 
 
 def run_artifact(manifest: str | Path, x: np.ndarray, threads: int = 1) -> tuple[np.ndarray, float]:

@@ -78,6 +78,25 @@ def test_teacher_stays_frozen_and_out_of_the_student_checkpoint() -> None:
     assert torch.equal(obj.student_input(x), x[:, 1:2, None, :])
 
 
+def test_single_label_thresholds_are_fitted_to_the_validation_f1() -> None:
+    from distill.release import single_label_decisions, single_label_thresholds
+    rng = np.random.default_rng(0)
+    labels = ("N", "A", "O", "~")
+    truth = rng.choice(4, 400, p=[0.6, 0.1, 0.25, 0.05])
+    # a head that under-calls A: its A probability is squeezed below N's on most A records
+    p = np.full((400, 4), 0.05)
+    p[np.arange(400), truth] = 0.6
+    a = truth == 1
+    p[a, 0], p[a, 1] = 0.5, 0.4
+    p /= p.sum(axis=1, keepdims=True)
+    y, rec = np.eye(4)[truth], np.arange(400)
+    th = single_label_thresholds(p, y, rec, labels)
+    assert (single_label_decisions(p, (0.5,) * 4)[a] == 0).all()  # plain argmax: no A found
+    assert (single_label_decisions(p, th) == truth).all() and th[1] < th[0]
+    perfect = single_label_thresholds(np.eye(4)[truth], y, rec, labels)
+    assert perfect == (0.5,) * 4  # nothing to gain: the start value stays
+
+
 def test_distill_config_is_checked() -> None:
     with pytest.raises(ConfigError, match="kd_weight or embed_weight"):
         DistillConfig(labels=False, kd_weight=0.0, embed_weight=0.0)
@@ -186,7 +205,8 @@ def test_manifests_carry_spec_thresholds_and_provenance(exported: dict, chain: d
     for name in ("pte-int8", "tflite-int8", "onnx-int8", "onnx-fp32"):
         m = load_artifact(s["artifacts"][name]["manifest"]).manifest
         assert m.spec.leads == ("I",) and m.labels == tuple(s["labels"])
-        assert not m.multilabel and not s["multilabel"] and s["thresholds"] is None  # synthetic: one class per record
+        assert not m.multilabel and not s["multilabel"]  # synthetic: one class per record
+        assert list(m.thresholds) == s["thresholds"] and len(s["thresholds"]) == len(s["labels"])
         assert m.filter_design is not None and m.filter_design["fs_in"] == 500.0  # synthetic records at 500 Hz
         p = m.provenance
         assert p["student"]["checkpoint_sha256"] == sha256_of(ck["path"])
@@ -242,3 +262,31 @@ def test_a_tampered_export_fails_parity_or_load(exported: dict, tmp_path: Path) 
     other = create_model("test_student", leads=("I",), n_classes=len(data.labels), window=1000).eval()
     with pytest.raises(ArtifactError, match="parity check failed"):
         check_parity(src / "manifest.json", other, data.parity_x)
+
+
+@pytest.mark.slow
+def test_real_ptbxl_lead_i_student_int8_passes_parity_with_validation_thresholds(ptbxl_root: Path,
+                                                                                tmp_path: Path) -> None:
+    """The multi-label path on real records: a tiny 12-lead teacher, a lead-I student, PT2E int8."""
+    cfg = load_pipeline_config(REPO / "configs" / "distill" / "ptbxl.toml")
+    shards = tmp_path / "shards"
+    build_shards(DataConfig(source=f"ptbxl:{ptbxl_root}"), cfg.preprocess, shards)
+    conf = tmp_path / "tiny.toml"
+    conf.write_text('[pretrain]\nobjective = "supervised"\nencoder = "test_resnet1d"\nembed_dim = 16\n'
+                    '[distill]\nstudent = "test_student"\nlead = "I"\n'
+                    '[train]\nepochs = 1\nbatch_size = 32\ndevice = "cpu"\n')
+    assert main(["pretrain", "--config", str(conf), "--shards", str(shards), "--out", str(tmp_path / "t")]) == 0
+    assert main(["distill", "--teacher", str(tmp_path / "t"), "--config", str(conf), "--out", str(tmp_path / "s"),
+                 "--no-baseline", "--n-boot", "20"]) == 0
+    assert main(["quantize", "--student", str(tmp_path / "s" / "distilled"), "--out", str(tmp_path / "q"),
+                 "--n-boot", "20"]) == 0
+    s = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert s["multilabel"] and s["labels"] == ["NORM", "MI", "STTC", "CD", "HYP"]
+    assert len(s["thresholds"]) == 5 and all(0.0 < t < 1.0 for t in s["thresholds"])
+    for name in ("pte-int8", "tflite-int8"):
+        a = s["artifacts"][name]
+        assert a["parity"]["passed"] and a["parity"]["n"] == 81  # every fold-9 (validation) window
+        m = load_artifact(a["manifest"]).manifest
+        assert m.multilabel and list(m.thresholds) == s["thresholds"]
+        assert m.filter_design["fs_in"] == 100.0  # the records' own rate
+        assert a["metrics"]["ranking"]["n"] == 147  # folds 9-10, per record
