@@ -5,7 +5,7 @@
 
 For each encoder: full training steps (forward, backward, clip, AdamW step) of the chosen
 objective on 12-lead 10 s windows at 100 Hz, in ECGs per second (median over `--steps` timed steps
-after 2 warm-up steps), and inference (2 warm-up passes) (forward only, eval mode, no grad) in ECGs per second.
+after 2 warm-up steps), and inference (forward only, eval mode, no grad; 2 warm-up passes) in ECGs per second.
 `vs_baseline` divides each encoder's training throughput by the first encoder's (the baseline,
 measured in the same run). On CUDA the steps run under bf16 autocast, as `ecg-edge pretrain`
 does. The windows are seeded Gaussian noise shaped like z-scored ECG windows: the cost of these
