@@ -431,7 +431,8 @@ def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...]
     check parity, score them, run the embedded compilers; write OUT/<summary_name>.
 
     Folders: OUT/pte-fp32, tflite-fp32, onnx-fp32; OUT/pte-int8 and tflite-int8 (ptq or qat; both
-    together go to OUT/ptq/... and OUT/qat/...); OUT/onnx-int8 (brevitas).
+    together go to OUT/ptq/... and OUT/qat/...); OUT/onnx-int8 (brevitas). OUT/golden.npy holds the
+    float32 windows bundled into every .bpte (vendor packages reuse them as golden inputs).
     """
     from edge_runtime.config import write_json
 
@@ -445,6 +446,9 @@ def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...]
     bad = [m for m in methods if m not in METHODS]
     if bad or len(set(methods)) != len(methods):
         raise ConfigError(f"methods: expected distinct names from {METHODS}, got {list(methods)}")
+    out.mkdir(parents=True, exist_ok=True)
+    golden = out / "golden.npy"  # the windows every .bpte bundles; vendor packages reuse them
+    np.save(golden, _golden(data))
     built: list[Built] = build_fp32(data, out) if fp32 else []
     clash = "ptq" in methods and "qat" in methods  # both make pte-int8 and tflite-int8
     for method in methods:
@@ -456,6 +460,8 @@ def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...]
         "checkpoint": str(checkpoint), "student": data.meta["encoder"]["name"], "lead": data.spec.leads[0],
         "labels": list(data.labels), "multilabel": data.multilabel, "thresholds": data.spec.thresholds,
         "eval_splits": list(data.eval_splits), "dataset": data.provenance["dataset"], "methods": list(methods),
+        "golden_inputs": {"file": golden.name, "shape": list(_golden(data).shape),
+                          "what": "preprocessed float32 validation windows (n, leads, 1, window)"},
         "artifacts": verify_and_score(built, data, n_boot=n_boot, threads=threads, log=log)}
     if embedded:
         summary["embedded"] = embedded_targets(built, data, log=log)

@@ -193,6 +193,8 @@ def test_export_writes_every_format_parity_checked_and_scored(exported: dict) ->
         assert 0.0 <= m["agreement"]["records"] <= 1.0 and m["agreement"]["n_records"] > 0
         art = load_artifact(a["manifest"])  # sha256 checked at load
         assert art.manifest.precision == name.split("-")[1]
+    golden = np.load(exported["out"] / s["golden_inputs"]["file"])
+    assert golden.dtype == np.float32 and golden.shape[1:] == (1, 1, 1000) and 1 <= len(golden) <= 8
     assert (exported["out"] / "pte-fp32" / "model.bpte").is_file()
     assert (exported["out"] / "pte-int8" / "model.bpte").is_file()
     fp32 = s["artifacts"]["tflite-fp32"]["metrics"]["agreement"]
