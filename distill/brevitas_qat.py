@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import math
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +228,7 @@ def qat_finetune(qmodel: nn.Module, windows: np.ndarray, targets: np.ndarray, *,
     (`distill.distill.kd_loss`): loss = (1 - alpha) * label loss + alpha * KD. Deterministic for a
     given seed on one thread. Returns the model in eval mode.
     """
-    from distill.distill import kd_loss, label_loss
+    from distill.distill import finetune
     x = _tensor(windows, "windows")
     y = torch.as_tensor(np.asarray(targets))
     if len(y) != len(x):
@@ -247,20 +246,10 @@ def qat_finetune(qmodel: nn.Module, windows: np.ndarray, targets: np.ndarray, *,
                           f"and lr > 0; got alpha={alpha}, temperature={temperature}, epochs={epochs}, "
                           f"batch_size={batch_size}, lr={lr}")
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(qmodel.parameters(), lr=lr)
     qmodel.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            logits = _value(qmodel(x[idx]))
-            loss = label_loss(logits, y[idx], multilabel)
-            if t is not None:
-                loss = (1 - alpha) * loss + alpha * kd_loss(logits, t[idx], temperature, multilabel)
-            if not math.isfinite(loss.item()):
-                raise ConfigError(f"qat_finetune: loss became {loss.item()} (lr {lr} too high?)")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    finetune(qmodel, lambda b: _value(qmodel(b)), x, y, multilabel=multilabel, epochs=epochs, lr=lr,
+             batch_size=batch_size, seed=seed, teacher_logits=t, temperature=temperature, alpha=alpha,
+             where="qat_finetune")
     return qmodel.eval()
 
 

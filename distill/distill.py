@@ -64,6 +64,32 @@ def label_loss(logits: Tensor, target: Tensor, multilabel: bool) -> Tensor:
     return F.cross_entropy(logits, target.argmax(1))
 
 
+def finetune(module: nn.Module, forward, x: Tensor, y: Tensor, *, multilabel: bool, epochs: int, lr: float,
+             batch_size: int, seed: int, teacher_logits: Tensor | None = None, temperature: float = 2.0,
+             alpha: float = 0.5, where: str = "finetune") -> None:
+    """The short seeded loop both QAT paths share: Adam on `module`'s parameters, shuffled batches,
+    loss = (1 - alpha) * label loss + alpha * logit distillation from `teacher_logits` (label loss
+    alone without them). `forward(x)` gives the logits (e.g. a QuantTensor's value). Batches of
+    one window are skipped (BatchNorm-free students tolerate them, but a QAT graph may not)."""
+    import math
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+            if len(idx) < 2:
+                continue
+            logits = forward(x[idx])
+            loss = label_loss(logits, y[idx], multilabel)
+            if teacher_logits is not None:
+                loss = (1 - alpha) * loss + alpha * kd_loss(logits, teacher_logits[idx], temperature, multilabel)
+            if not math.isfinite(loss.item()):
+                raise ConfigError(f"{where}: loss became {loss.item()} (lr {lr} too high?)")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+
 class DistillObjective(nn.Module):
     """Student (+ projection head) trained against a frozen teacher; `forward(batch) -> (loss, logs)`.
 

@@ -218,18 +218,16 @@ def qat_finetune_pt2e(model: nn.Module, spec: ExportSpec, quantizer: Any, calib:
     """PT2E quantization-aware fine-tune: prepare_qat_pt2e -> observe `calib` -> a short seeded
     fine-tune on `windows` / `targets` with fake quantization in the loop (label loss, plus logit
     distillation from `teacher_logits`, usually the float student's, weighted `alpha`). Returns the
-    prepared module in eval mode: `convert_pt2e` it for the int8 reference (`qat_pt2e`), or take its
+    prepared module in eval mode: `convert_pt2e` it for the int8 reference, or take its
     fine-tuned float weights (`with_weights_of`).
 
     `model` is the float student with BatchNorm folded (`prepare_model`), so the fine-tune adjusts
     the weights the device runs. targets: (n, K) multi-hot or one-hot.
     """
-    import math
-
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from distill.distill import kd_loss, label_loss
+    from distill.distill import finetune
     x = torch.from_numpy(check_windows(windows, spec, "windows"))
     y = torch.as_tensor(np.asarray(targets, dtype=np.float32))
     if tuple(y.shape) != (len(x), len(spec.labels)):
@@ -250,30 +248,9 @@ def qat_finetune_pt2e(model: nn.Module, spec: ExportSpec, quantizer: Any, calib:
         for chunk in np.array_split(calib, max(1, -(-len(calib) // CALIB_BATCH))):
             prepared(torch.from_numpy(chunk))
     move_exported_model_to_train(prepared)
-    opt = torch.optim.Adam(prepared.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=gen).split(batch_size):
-            if len(idx) < 2:
-                continue
-            logits = prepared(x[idx])
-            loss = label_loss(logits, y[idx], multilabel)
-            if t is not None:
-                loss = (1 - alpha) * loss + alpha * kd_loss(logits, t[idx], temperature, multilabel)
-            if not math.isfinite(loss.item()):
-                raise ConfigError(f"qat: loss became {loss.item()} (lr {lr} too high?)")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    finetune(prepared, prepared, x, y, multilabel=multilabel, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+             teacher_logits=t, temperature=temperature, alpha=alpha, where="qat")
     return move_exported_model_to_eval(prepared)
-
-
-def qat_pt2e(model: nn.Module, spec: ExportSpec, quantizer: Any, calib: np.ndarray, windows: np.ndarray,
-             targets: np.ndarray, *, fold_quantize: bool = True, **kwargs: Any) -> torch.fx.GraphModule:
-    """`qat_finetune_pt2e` then `convert_pt2e`: the int8 reference, as `quantize_pt2e` returns."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-    prepared = qat_finetune_pt2e(model, spec, quantizer, calib, windows, targets, **kwargs)
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)
 
 
 def with_weights_of(prepared: torch.fx.GraphModule, model: nn.Module) -> nn.Module:
@@ -360,7 +337,7 @@ def export_pte(model: nn.Module, spec: ExportSpec, out_dir: str | Path, precisio
                calib: np.ndarray | None = None, provenance: dict[str, Any] | None = None) -> Exported:
     """XNNPACK-lowered .pte (batch 1, float I/O); int8 calibrated on `calib` real windows, or, when
     `model` already is an int8 reference (a convert_pt2e module from `pt2e_quantizer("executorch")`,
-    e.g. `qat_pt2e`'s), that module lowered as it is. `provenance` adds to the manifest's."""
+    e.g. `convert_pt2e` of `qat_finetune_pt2e`'s), that module lowered as it is. `provenance` adds to the manifest's."""
     if precision == "int8" and _is_quantized(model):
         _check_model(model, spec)
         reference, prov = model, {"export": "PT2E int8 reference (given) + XNNPACK"}
@@ -507,7 +484,7 @@ def export_tflite(model: nn.Module, spec: ExportSpec, out_dir: str | Path, preci
     """.tflite at batch 1 via litert-torch; int8 is full integer with int8 input and output.
 
     `model` may instead be an int8 reference made with `pt2e_quantizer("litert")` and
-    `fold_quantize=False` (e.g. `qat_pt2e`'s), converted as it is. `provenance` adds to the manifest's.
+    `fold_quantize=False`, converted as it is. `provenance` adds to the manifest's.
 
     int8: litert-torch's PT2EQuantizer (per-channel symmetric weights, int8 activations) calibrated
     on `calib`, `convert_pt2e(fold_quantize=False)` (the reference), then `litert_torch.convert`.

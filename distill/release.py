@@ -248,7 +248,6 @@ class Built:
     manifest: Path
     reference: nn.Module
     tolerance: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _golden(data: ReleaseData) -> np.ndarray:

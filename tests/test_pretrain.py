@@ -25,12 +25,7 @@ PRETRAIN_CONFIGS = sorted((REPO / "configs" / "pretrain").glob("*.toml"))
 TINY = dict(encoder="test_resnet1d", text_tower="test_text_transformer", embed_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,12 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 CFG = TrainConfig(epochs=3, batch_size=8, lr=1e-2, device="cpu", seed=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(out: Path | None, cfg: TrainConfig = CFG, **kw) -> tuple[SeenModel, dict]:
