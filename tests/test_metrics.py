@@ -222,4 +222,73 @@ def test_paired_difference_is_zero_for_one_model_and_signed_for_two() -> None:
     assert d["difference"] > 0 and d["ci"][0] > 0 and d["p_a_not_better"] == 0.0
     assert d["a"] > d["b"]
     with pytest.raises(ConfigError, match="metric"):
-        paired_difference(y, good, bad, metric="f1")
+        paired_difference(y, good, bad, metric="accuracy")
+
+
+def test_paired_difference_equals_the_resample_loop_with_sklearn() -> None:
+    """The vectorised bootstrap scores exactly the resamples a loop over sklearn would (ties included)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from train.metrics import _ci, paired_difference
+    rng = np.random.default_rng(1)
+    y = (rng.random((60, 3)) < [0.3, 0.1, 0.05]).astype(float)
+    a = np.round(y + rng.normal(0, 0.5, y.shape), 1)  # rounded: many tied scores
+    b = np.round(y + rng.normal(0, 2.0, y.shape), 1)
+    for metric, fn in (("auroc", roc_auc_score), ("prauc", average_precision_score)):
+        r = np.random.default_rng(0)
+        diffs = []
+        for _ in range(200):
+            idx = r.integers(0, len(y), len(y))
+            if all(0 < y[idx, k].sum() < len(idx) for k in range(3)):
+                diffs.append(np.mean([fn(y[idx, k], a[idx, k]) for k in range(3)])
+                             - np.mean([fn(y[idx, k], b[idx, k]) for k in range(3)]))
+        got = paired_difference(y, a, b, metric, n_boot=200)
+        ci, n_valid = _ci(np.asarray(diffs), 0.95)
+        assert got["n_valid"] == n_valid and 0 < n_valid < 200  # rare classes: some resamples skipped
+        assert got["ci"] == pytest.approx(ci, abs=1e-12)
+        assert got["a"] - got["b"] == pytest.approx(np.mean([fn(y[:, k], a[:, k]) - fn(y[:, k], b[:, k]) for k in range(3)]))
+
+
+def test_paired_difference_of_decisions_f1_and_challenge_f1() -> None:
+    from sklearn.metrics import f1_score
+
+    from train.metrics import paired_difference
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 4, 300)
+    y = np.eye(4)[truth]
+    right = np.where(rng.random(300) < 0.9, truth, rng.integers(0, 4, 300))
+    wrong = np.where(rng.random(300) < 0.6, truth, rng.integers(0, 4, 300))
+    pa, pb = np.eye(4)[right], np.eye(4)[wrong]
+    names = ("N", "A", "O", "~")
+    d = paired_difference(y, pa, pb, "f1", n_boot=300, label_names=names)
+    assert d["a"] == pytest.approx(f1_score(truth, right, average="macro"))
+    assert d["difference"] > 0 and d["ci"][0] > 0
+    c = paired_difference(y, pa, pb, "challenge_f1", n_boot=300, label_names=names)
+    assert c["classes"] == ["N", "A", "O"]
+    assert c["a"] == pytest.approx(np.mean(f1_score(truth, right, average=None)[:3]))
+    same = paired_difference(y, pa, pa, "f1", n_boot=50, label_names=names)
+    assert same["difference"] == 0 and same["ci"] == [0.0, 0.0]
+    with pytest.raises(ConfigError, match="challenge_f1 needs"):
+        paired_difference(y, pa, pb, "challenge_f1", n_boot=10, label_names=("a", "b", "c", "d"))
+
+
+def test_calibration_error_by_hand() -> None:
+    from train.metrics import calibration
+    y = np.array([[1], [0], [0], [0], [0], [0], [0], [0], [0], [0]], dtype=float)
+    exact = calibration(y, np.full((10, 1), 0.1), n_boot=50)  # 10 % predicted, 10 % observed
+    assert exact["classes"]["0"]["ece"]["value"] == pytest.approx(0.0)
+    bins = exact["classes"]["0"]["bins"]
+    assert bins["count"][1] == 10 and sum(bins["count"]) == 10 and bins["confidence"][0] is None
+    assert bins["frequency"][1] == pytest.approx(0.1)
+    over = calibration(y, np.full((10, 1), 0.9), n_boot=50)  # 90 % predicted, 10 % observed
+    assert over["classes"]["0"]["ece"]["value"] == pytest.approx(0.8)
+    # two bins: 0.2 predicted for 5 records with 0 positives, 1.0 (last bin) for 5 with 5
+    y2 = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=float)[:, None]
+    p2 = np.array([0.2] * 5 + [1.0] * 5)[:, None]
+    two = calibration(y2, p2, label_names=["AF"], n_boot=200)
+    assert two["classes"]["AF"]["ece"]["value"] == pytest.approx(0.5 * 0.2)
+    assert two["classes"]["AF"]["bins"]["count"][-1] == 5
+    lo, hi = two["macro"]["ci"]
+    assert lo <= two["macro"]["value"] <= hi
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        calibration(y, np.full((10, 1), 1.5))

@@ -394,6 +394,10 @@ def decision_scores(y: np.ndarray, pred: np.ndarray, label_names: Sequence[str],
     return out
 
 
+#: Decision metrics `paired_difference` accepts besides METRICS: scores are then 0/1 decisions.
+DECISION_METRICS = ("f1", "challenge_f1")
+
+
 def paired_difference(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, metric: str = "auroc",
                       n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                       label_names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -401,36 +405,90 @@ def paired_difference(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, m
 
     Both models are scored on each resample of the records, so the CI is that of the difference
     itself (much narrower than two overlapping CIs suggest when the models err on the same
-    records). Classes without both positives and negatives are left out of both macros. Returns
-    {"metric", "a", "b", "difference", "ci", "n_valid", "p_a_not_better" (share of resamples where
-    A - B <= 0), "classes"}.
+    records). `metric`: "auroc" or "prauc" on scores, or "f1" / "challenge_f1" on 0/1 decisions
+    (macro F1; challenge_f1: the mean F1 of N, A and O, PhysioNet/CinC 2017). Classes without both
+    positive and negative records are left out of both macros; a resample where a kept class lacks
+    positives or negatives (or an F1 is undefined) is skipped. Resample i draws
+    `rng.integers(0, n, n)`; all resamples are scored at once from record multiplicities (the
+    vectorised AUROC / AP of `bootstrap_scores`). Returns {"metric", "a", "b", "difference", "ci",
+    "n_valid", "p_a_not_better" (share of resamples where A - B <= 0), "classes"}.
     """
-    if metric not in METRICS:
-        raise ConfigError(f"paired_difference: metric {metric!r}; expected one of {METRICS}")
+    if metric not in METRICS + DECISION_METRICS:
+        raise ConfigError(f"paired_difference: metric {metric!r}; expected one of {METRICS + DECISION_METRICS}")
     yb, sa, names = _check_pair(y, score_a, label_names)
     _, sb, _ = _check_pair(y, score_b, label_names)
-    fn = {"auroc": _sk().roc_auc_score, "prauc": _sk().average_precision_score}[metric]
     keep = [k for k in range(yb.shape[1]) if 0 < yb[:, k].sum() < len(yb)]
+    if metric == "challenge_f1":
+        if not all(c in names for c in CHALLENGE_2017):
+            raise ConfigError(f"paired_difference: challenge_f1 needs the classes {list(CHALLENGE_2017)}; got {names}")
+        keep = [names.index(c) for c in CHALLENGE_2017]
     if not keep:
         raise ConfigError("paired_difference: no class has both positive and negative records")
-
-    def macro(idx: np.ndarray) -> tuple[float, float] | None:
-        ya = yb[idx]
-        if any(not 0 < ya[:, k].sum() < len(idx) for k in keep):
-            return None
-        return (float(np.mean([fn(ya[:, k], sa[idx, k]) for k in keep])),
-                float(np.mean([fn(ya[:, k], sb[idx, k]) for k in keep])))
-
     n = len(yb)
-    a, b = macro(np.arange(n))
     rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        r = macro(rng.integers(0, n, n))
-        if r is not None:
-            diffs.append(r[0] - r[1])
-    d = np.asarray(diffs)
+    draws = np.stack([rng.integers(0, n, n) for _ in range(n_boot)]) if n_boot else np.zeros((0, n), np.int64)
+    counts = np.stack([np.ones(n), *(np.bincount(d, minlength=n) for d in draws)]).astype(np.float64)
+
+    def macro(s: np.ndarray) -> np.ndarray:  # (1 + n_boot,) macro per weighting, NaN where undefined
+        if metric in METRICS:
+            per = [_bootstrap_class([counts], yb[:, k], s[:, k], (metric,))[metric] for k in keep]
+            return np.mean(per, axis=0)
+        d = s[:, keep] > 0.5
+        t = yb[:, keep]
+        tp, fp, fn = counts @ (d & t), counts @ (d & ~t), counts @ (~d & t)
+        valid = ((t.astype(np.float64).T @ counts.T) > 0).all(axis=0) & ((counts @ ~t) > 0).all(axis=1)
+        f1 = _f1(tp, fp, fn).mean(axis=1)
+        return np.where(valid, f1, np.nan)
+
+    ma, mb = macro(sa), macro(sb)
+    a, b = float(ma[0]), float(mb[0])
+    d = ma[1:] - mb[1:]
+    d = d[np.isfinite(d)]
     ci, n_valid = _ci(d, level)
     return {"metric": metric, "a": a, "b": b, "difference": a - b, "ci": ci, "n_valid": n_valid,
             "p_a_not_better": float((d <= 0).mean()) if len(d) else None, "classes": [names[k] for k in keep],
             "n_boot": n_boot, "seed": seed, "level": level}
+
+
+def calibration(y: np.ndarray, p: np.ndarray, label_names: Sequence[str] | None = None, n_bins: int = 10,
+                n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """Expected calibration error per class (one-vs-rest) and its macro, with bootstrap CIs, and the
+    reliability-diagram bins.
+
+    y: (n, K) 0/1, p: (n, K) probabilities, one row per record. Bins: `n_bins` equal-width bins of
+    [0, 1] (a probability of exactly 1 falls in the last). ECE = sum over bins of
+    count / n * |observed frequency - mean probability| (Guo et al., ICML 2017, per class).
+    Returns {"n", "n_bins", "n_boot", "seed", "level", "classes": {name: {"ece": {"value", "ci"},
+    "bins": {"lower", "upper", "count", "confidence", "frequency"}}}, "macro": {"value", "ci"}};
+    an empty bin has confidence and frequency None.
+    """
+    yb, s, names = _check_pair(y, p, label_names)
+    if n_bins < 1 or n_boot < 1 or not 0 < level < 1:
+        raise ConfigError(f"calibration: n_bins {n_bins}, n_boot {n_boot} (both >= 1), level {level} (in (0, 1))")
+    if ((s < 0) | (s > 1)).any():
+        raise ConfigError("calibration: probabilities must lie in [0, 1]")
+    n = len(yb)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    onehot = (np.clip(np.searchsorted(edges, s, side="right") - 1, 0, n_bins - 1)[..., None]
+              == np.arange(n_bins)).astype(np.float64)  # (n, K, bins)
+    gap = (onehot * (yb[..., None] - s[..., None])).reshape(n, -1)  # per record: y - p in its bin
+
+    def ece(w: np.ndarray) -> np.ndarray:  # w: (B, n) multiplicities -> (B, K)
+        return np.abs(w @ gap).reshape(len(w), len(names), n_bins).sum(axis=2) / n
+
+    point = ece(np.ones((1, n)))[0] if n else np.full(len(names), np.nan)
+    boot = np.concatenate([ece(w) for w in _resample_counts(np.random.default_rng(seed), n, n_boot)]) if n \
+        else np.zeros((0, len(names)))
+    cnt = onehot.sum(axis=0)
+    conf = (onehot * s[..., None]).sum(axis=0)
+    freq = (onehot * yb[..., None]).sum(axis=0)
+    classes = {}
+    for k, name in enumerate(names):
+        nz = cnt[k] > 0
+        classes[name] = {
+            "ece": {"value": float(point[k]) if n else None, "ci": _ci(boot[:, k], level)[0]},
+            "bins": {"lower": edges[:-1].tolist(), "upper": edges[1:].tolist(), "count": cnt[k].astype(int).tolist(),
+                     "confidence": [float(c / m) if z else None for c, m, z in zip(conf[k], cnt[k], nz)],
+                     "frequency": [float(f / m) if z else None for f, m, z in zip(freq[k], cnt[k], nz)]}}
+    return {"n": n, "n_bins": n_bins, "n_boot": n_boot, "seed": seed, "level": level, "classes": classes,
+            "macro": {"value": float(point.mean()) if n else None, "ci": _ci(boot.mean(axis=1), level)[0]}}
