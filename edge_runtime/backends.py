@@ -289,6 +289,7 @@ class ArtifactModel:
         self.artifact, self.backend = artifact, backend
         m = artifact.manifest
         self.leads, self.labels, self.thresholds = m.spec.leads, m.labels, m.thresholds
+        self.multilabel = bool(m.multilabel)
 
     @classmethod
     def open(cls, path: Artifact | str | Path, backend: str | None = None, threads: int = 1) -> "ArtifactModel":

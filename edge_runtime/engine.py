@@ -39,7 +39,12 @@ AF_RR_LABEL = "AF (RR)"
 
 
 class Model(Protocol):
-    """What the engine needs from a model: labels, thresholds, and probabilities for windows."""
+    """What the engine needs from a model: labels, thresholds, and probabilities for windows.
+
+    `multilabel` (default True when absent) picks the decision rule, the one the release scores
+    use (`distill.release`): multi-label, a label is present when its probability >= its
+    threshold; single-label, the one label argmax(probability / threshold).
+    """
 
     labels: tuple[str, ...]
     thresholds: tuple[float, ...]
@@ -357,9 +362,14 @@ class Engine:
         self._history.append(p)
         smooth = np.mean(self._history, axis=0)
         res.smoothed = {lab: float(v) for lab, v in zip(labels, smooth)}
-        for lab, value, thr in zip(labels, smooth, self.model.thresholds):
+        thr = np.asarray(self.model.thresholds, dtype=np.float64)
+        if getattr(self.model, "multilabel", True):
+            positive = smooth >= thr
+        else:  # one label per window: argmax(p / t), as the release decisions
+            positive = np.arange(len(labels)) == int(np.argmax(smooth / thr))
+        for lab, pos in zip(labels, positive):
             if lab not in NORMAL_LABELS:
-                self._hysteresis(lab, value >= thr, res, events)
+                self._hysteresis(lab, bool(pos), res, events)
 
     def _hysteresis(self, label: str, positive: bool, res: WindowResult, events: list[Event]) -> None:
         st = self._event_state.setdefault(label, {"open": None, "run": 0, "first": None, "last_pos": None})

@@ -194,3 +194,26 @@ def test_a_long_gap_closes_open_episodes_and_releases_held_windows() -> None:
     assert fast[1].t_end_s <= 160 * 73 / FS + 0.01  # closed no later than the gap
     assert [r.index for r in results] == sorted(r.index for r in results)  # every window out once, in order
     assert len({r.index for r in results}) == len(results) == eng.stats.windows
+
+
+class ConstantModel:
+    """Always the same probabilities: A and O both clear their thresholds, A by the larger ratio."""
+
+    labels = ("N", "A", "O")
+    thresholds = (0.5, 0.3, 0.3)
+
+    def __init__(self, multilabel: bool) -> None:
+        self.multilabel = multilabel
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        return np.tile([0.28, 0.37, 0.35], (len(windows), 1))
+
+
+@pytest.mark.parametrize("multilabel, expected", [(False, {"A"}), (True, {"A", "O"})])
+def test_single_label_events_follow_the_release_rule(multilabel: bool, expected: set[str]) -> None:
+    """Single-label heads raise one label per window, argmax(p / t) (distill.release); multi-label
+    heads every label whose probability clears its threshold."""
+    pre = Preprocessor(PreprocessConfig(hop_s=5.0), FS, ("CHEST",))
+    eng = Engine(pre, ConstantModel(multilabel), config=EngineConfig(noise_gate=False))
+    _, events = _feed_all(eng, [Chunk(_signal(60), 0, FS)])
+    assert {e.label for e in events if e.kind == "rhythm" and e.detail == "onset"} == expected
