@@ -35,8 +35,8 @@ from edge_runtime.errors import ArtifactError, ConfigError, MissingExtraError, S
 from edge_runtime.signal import Preprocessor
 
 #: Backend name -> the manifest runtime (model format) it runs.
-BACKENDS: dict[str, str] = {"litert": "litert", "tflite_runtime": "litert", "executorch": "executorch",
-                            "onnxruntime": "onnxruntime"}
+BACKENDS: dict[str, str] = {"litert": "litert", "tflite_runtime": "litert", "tflite_micro": "litert",
+                            "executorch": "executorch", "onnxruntime": "onnxruntime"}
 
 
 def probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
@@ -134,6 +134,7 @@ _FIX = {
                       "with pip install 'ecg-edge[edge]'",
     "executorch": "the 'export' extra: pip install 'ecg-edge[export]' (executorch and torch)",
     "onnxruntime": "the 'export' extra: pip install 'ecg-edge[export]' (or only pip install onnxruntime)",
+    "tflite_micro": "the 'export' extra: pip install 'ecg-edge[export]' (or only pip install tflite-micro)",
 }
 
 
@@ -187,6 +188,37 @@ class LiteRTBackend(Backend):
         it.set_tensor(self._in, x)
         it.invoke()
         return it.get_tensor(self._out)
+
+
+class TflmBackend(Backend):
+    """A .tflite model on the host build of the TensorFlow Lite Micro interpreter (the `tflite-micro`
+    package): the kernels a microcontroller runs (reference kernels, not CMSIS-NN), one window per
+    invoke, in a fixed tensor arena of `arena` bytes. Single-threaded by design."""
+
+    name = "tflite_micro"
+    #: Arena when none is given: ample for students (they need tens of KiB; `ecg-edge package`
+    #: measures the exact figure).
+    ARENA = 4 << 20
+
+    def __init__(self, artifact: Artifact, threads: int, arena: int | None = None) -> None:
+        super().__init__(artifact, threads)
+        try:
+            from tflite_micro.python.tflite_micro import runtime
+        except ImportError as exc:
+            raise _missing("tflite_micro", "tflite_micro", exc) from None
+        self.threads = 1
+        self.arena = int(arena or self.ARENA)
+        self.interpreter = runtime.Interpreter.from_bytes(artifact.model_path.read_bytes(), arena_size=self.arena)
+        inp, out = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
+        self._check_model_io(inp["shape"], inp["dtype"], out["shape"])
+
+    def _invoke(self, x: np.ndarray) -> np.ndarray:
+        it, outs = self.interpreter, []
+        for i in range(len(x)):  # the interpreter holds one window: a microcontroller's loop
+            it.set_input(x[i:i + 1], 0)
+            it.invoke()
+            outs.append(np.array(it.get_output(0)))
+        return np.concatenate(outs)
 
 
 class ExecuTorchBackend(Backend):
@@ -269,6 +301,8 @@ def open_backend(artifact: Artifact | str | Path, backend: str | None = None, th
                           f"expected one of {runs}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads: expected an integer >= 1, got {threads!r}")
+    if name == "tflite_micro":
+        return TflmBackend(artifact, threads)
     if BACKENDS[name] == "litert":
         return LiteRTBackend(artifact, threads, name)
     if name == "executorch":

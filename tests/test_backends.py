@@ -89,6 +89,21 @@ def test_batch_gives_the_same_rows_as_single_windows(exports: Exports, kind: str
     np.testing.assert_array_equal(backend.run(x), rows)
 
 
+@pytest.mark.parametrize("kind", ["tflite_int8", "tflite_fp32"])
+def test_tflite_micro_host_interpreter_matches_litert(exports: Exports, kind: str) -> None:
+    """The microcontroller's interpreter (reference kernels) on the same .tflite: int8 logits equal
+    LiteRT's to within one output quantization step, float ones to float rounding."""
+    manifest = exports.get(kind).manifest
+    micro, lite = open_backend(manifest, backend="tflite_micro"), open_backend(manifest)
+    assert micro.name == "tflite_micro" and micro.threads == 1
+    x = exports.x[:6]
+    got, want = micro.run(x), lite.run(x)
+    m = load_artifact(manifest).manifest
+    step = m.output.scale if m.output.quantized else 1e-5
+    assert got.shape == want.shape and np.abs(got - want).max() <= step * 1.0001
+    np.testing.assert_array_equal(micro.run(x[2:3]), got[2:3])  # one window per invoke: no batch effects
+
+
 def test_fixed_batch_models_run_in_padded_blocks(exports: Exports) -> None:
     seen = []
 
@@ -205,6 +220,9 @@ def test_backend_choice_and_missing_runtimes(exports: Exports, monkeypatch: pyte
             open_backend(path)
     with pytest.raises(MissingExtraError, match="pip install tflite-runtime"):
         open_backend(tfl, backend="tflite_runtime")
+    monkeypatch.setitem(sys.modules, "tflite_micro.python.tflite_micro", None)
+    with pytest.raises(MissingExtraError, match="pip install tflite-micro"):
+        open_backend(tfl, backend="tflite_micro")
 
 
 def test_probabilities_follow_the_manifest(exports: Exports) -> None:
