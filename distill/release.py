@@ -99,8 +99,10 @@ def _logits(model: nn.Module, x: np.ndarray, batch: int = 512) -> np.ndarray:
 
 
 def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None, n_calib: int = 512,
-                      n_fit: int = 4096, n_parity: int = 512, seed: int = 0) -> ReleaseData:
-    """Load a student checkpoint and the windows of its shards (module docstring)."""
+                      n_fit: int = 4096, n_parity: int = 512, seed: int = 0,
+                      shards: str | Path | None = None) -> ReleaseData:
+    """Load a student checkpoint and the windows of its shards, or of `shards` built with the same
+    preprocessing and labels (module docstring)."""
     from distill.distill import load_student
     from distill.export import ExportSpec
     from edge_runtime.backends import probabilities
@@ -109,7 +111,7 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
     from train.metrics import operating_thresholds
 
     student, meta = load_student(checkpoint)
-    shards = Path(meta["shards"])
+    shards = Path(meta["shards"] if shards is None else shards)
     if not (shards / "dataset.json").is_file():
         raise ConfigError(f"{shards}: the shards this student was trained on are gone (dataset.json not found); "
                           "rebuild them with `ecg-edge data` and the student's config")

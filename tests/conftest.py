@@ -5,6 +5,7 @@ by the `ECG_EDGE_SHARED_DATA` environment variable. It is never copied into the 
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -69,3 +70,54 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- the synthetic chain
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic shards -> a tiny supervised 12-lead teacher -> a distilled lead-I test_student
+    (and its label-only baseline), through the CLI; shared by test_distill and test_compare."""
+    torch = pytest.importorskip("torch", reason="the 'train' extra (torch) is needed to train the chain")
+    from ecg_edge.cli import main
+    from ecg_edge.config import load_pipeline_config
+    from train.data.shards import build_shards
+    from train.data.sources import DataConfig
+
+    tmp = tmp_path_factory.mktemp("distill")
+    cfg = load_pipeline_config(REPO / "configs" / "pretrain" / "supervised-cpu.toml")
+    shards = tmp / "shards"
+    build_shards(DataConfig(n_records=60, seed=5), cfg.preprocess, shards)
+    conf = tmp / "tiny.toml"
+    conf.write_text('[pretrain]\nobjective = "supervised"\nencoder = "test_resnet1d"\nembed_dim = 16\n'
+                    '[distill]\nstudent = "test_student"\nlead = "I"\n'
+                    '[train]\nepochs = 2\nbatch_size = 16\ndevice = "cpu"\n')
+    teacher = tmp / "teacher"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["pretrain", "--config", str(conf), "--shards", str(shards), "--out", str(teacher)]) == 0
+        students = tmp / "students"
+        assert main(["distill", "--teacher", str(teacher), "--config", str(conf), "--out", str(students),
+                     "--n-boot", "50"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    return {"shards": shards, "teacher": teacher, "students": students, "config": conf, "tmp": tmp}
+
+
+@pytest.fixture(scope="session")
+def exported(chain: dict[str, Path]) -> dict:
+    """Every artifact of the chain's distilled student (`ecg-edge export --brevitas`)."""
+    import torch
+
+    from ecg_edge.cli import main
+
+    out = chain["tmp"] / "export"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["export", "--student", str(chain["students"] / "distilled"), "--out", str(out),
+                     "--n-boot", "50", "--brevitas", "--qat-epochs", "1"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    return {"out": out, "summary": json.loads((out / "export.json").read_text())}

@@ -111,26 +111,6 @@ def test_every_distill_config_loads() -> None:
 
 # --------------------------------------------------------------------------- the chain on synthetic data
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Synthetic shards -> a tiny supervised 12-lead teacher -> a distilled lead-I test_student."""
-    tmp = tmp_path_factory.mktemp("distill")
-    cfg = load_pipeline_config(REPO / "configs" / "pretrain" / "supervised-cpu.toml")
-    shards = tmp / "shards"
-    build_shards(DataConfig(n_records=60, seed=5), cfg.preprocess, shards)
-    conf = tmp / "tiny.toml"
-    conf.write_text('[pretrain]\nobjective = "supervised"\nencoder = "test_resnet1d"\nembed_dim = 16\n'
-                    '[distill]\nstudent = "test_student"\nlead = "I"\n'
-                    '[train]\nepochs = 2\nbatch_size = 16\ndevice = "cpu"\n')
-    teacher = tmp / "teacher"
-    torch.set_num_threads(1)
-    assert main(["pretrain", "--config", str(conf), "--shards", str(shards), "--out", str(teacher)]) == 0
-    students = tmp / "students"
-    assert main(["distill", "--teacher", str(teacher), "--config", str(conf), "--out", str(students),
-                 "--n-boot", "50"]) == 0
-    return {"shards": shards, "teacher": teacher, "students": students, "config": conf, "tmp": tmp}
-
-
 def test_distill_trains_the_distilled_and_the_label_only_student(chain: dict[str, Path]) -> None:
     res = json.loads((chain["students"] / "distill.json").read_text())
     assert set(res["models"]) == {"teacher", "distilled", "baseline"}
@@ -165,14 +145,6 @@ def test_distill_rejects_a_lead_the_teacher_lacks(chain: dict[str, Path], tmp_pa
     code = main(["distill", "--teacher", str(chain["teacher"]), "--config", str(chain["config"]),
                  "--out", str(tmp_path / "x"), "--lead", "X"])
     assert code != 0 and "distill.lead" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="module")
-def exported(chain: dict[str, Path]) -> dict:
-    out = chain["tmp"] / "export"
-    assert main(["export", "--student", str(chain["students"] / "distilled"), "--out", str(out),
-                 "--n-boot", "50", "--brevitas", "--qat-epochs", "1"]) == 0
-    return {"out": out, "summary": json.loads((out / "export.json").read_text())}
 
 
 def test_export_writes_every_format_parity_checked_and_scored(exported: dict) -> None:
@@ -287,3 +259,15 @@ def test_real_ptbxl_lead_i_student_int8_passes_parity_with_validation_thresholds
         assert m.multilabel and list(m.thresholds) == s["thresholds"]
         assert m.filter_design["fs_in"] == 100.0  # the records' own rate
         assert a["metrics"]["ranking"]["n"] == 147  # folds 9-10, per record
+    # the quantized-vs-float report on the same records gives quantize.json's and distill.json's figures
+    assert main(["compare", "--teacher", str(tmp_path / "t"), "--student", str(tmp_path / "s" / "distilled"),
+                 "--artifacts", str(tmp_path / "q"), "--out", str(tmp_path / "c"), "--n-boot", "20",
+                 "--latency-runs", "3", "--no-ram"]) == 0
+    rep = json.loads((tmp_path / "c" / "compare.json").read_text())
+    assert rep["n_records"] == 147 and rep["same_shards_as_training"]
+    assert {"sex", "age"} == set(rep["models"]["tflite-int8"]["fairness"]["groupings"])
+    figures = {c["figure"] for c in rep["cross_checks"]}
+    assert {"teacher fp32 macro AUROC", "student fp32 macro AUROC", "tflite-int8 f1", "pte-int8 macro PRAUC"} <= figures
+    assert all(c["equal"] for c in rep["cross_checks"]), [c for c in rep["cross_checks"] if not c["equal"]]
+    for name in ("pte-int8", "tflite-int8"):
+        assert rep["models"][name]["metrics"] == s["artifacts"][name]["metrics"]

