@@ -371,6 +371,11 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
     same = shards.resolve() == Path(meta["shards"]).resolve()
     data_ = load_release_data(student, shards=shards, seed=seed)
     manifests = find_artifacts(artifacts)
+    for manifest in manifests:
+        made_from = ((load_artifact(manifest).manifest.provenance or {}).get("student") or {}).get("checkpoint_sha256")
+        if made_from != meta["checkpoint_sha256"]:
+            raise ConfigError(f"{manifest}: exported from student checkpoint sha256 {made_from}, not from --student "
+                              f"({meta['checkpoint_sha256']}); give the artifacts of this student")
     thr = tuple(load_artifact(manifests[0]).manifest.thresholds)
     data_ = dataclasses.replace(data_, spec=dataclasses.replace(data_.spec, thresholds=thr))
     saved = torch.get_num_threads()

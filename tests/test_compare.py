@@ -106,6 +106,14 @@ def test_bad_inputs_give_one_line_errors(chain: dict[str, Path], tmp_path: Path,
     assert err.count("\n") == 1 and "--data: expected synthetic, ptbxl:PATH or cinc2017:PATH" in err
 
 
+def test_artifacts_of_another_student_are_refused(chain: dict[str, Path], exported: dict, tmp_path: Path,
+                                                   capsys) -> None:
+    assert main(["compare", "--student", str(chain["students"] / "baseline"), "--artifacts", str(exported["out"]),
+                 "--out", str(tmp_path / "o"), "--no-ram"]) == 2
+    err = capsys.readouterr().err
+    assert "exported from student checkpoint sha256" in err and "give the artifacts of this student" in err
+
+
 def test_another_dataset_with_other_labels_is_refused(chain: dict[str, Path], exported: dict, ptbxl_root: Path,
                                                       tmp_path: Path, capsys) -> None:
     """The synthetic student has five synthetic conditions; PTB-XL's superclasses are other labels."""
