@@ -80,13 +80,42 @@ def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: fl
     raise ConfigError(f"--source: expected replay:PATH, synthetic or ble:NAME_OR_ADDRESS, got {spec!r}")
 
 
-async def _until(chunks: AsyncIterator[Any], end_index: Callable[[], int | None]) -> AsyncIterator[Any]:
-    """Pass chunks through until one reaches `end_index()` (None: no end yet)."""
-    async for c in chunks:
-        yield c
-        end = end_index()
-        if end is not None and c.end_index >= end:
-            return
+async def _until(chunks: AsyncIterator[Any], end_index: Callable[[], int | None],
+                 finished: Callable[[], asyncio.Event | None] | None = None) -> AsyncIterator[Any]:
+    """Pass chunks through until one reaches `end_index()` (None: no end yet).
+
+    `finished()` (the virtual wearable's "sent everything" event, once it exists) also wakes the check: a wearable
+    marks itself finished after its last frame went out, so the last chunk may already have been
+    passed on when the end becomes known, and no further chunk would ever come to trigger it.
+    """
+    it = chunks.__aiter__()
+    last, pending = None, None
+    try:
+        while True:
+            end = end_index()
+            if end is not None and last is not None and last >= end:
+                return
+            pending = pending or asyncio.ensure_future(it.__anext__())
+            waits: set[asyncio.Future] = {pending}
+            done_wait = None
+            event = finished() if finished is not None else None
+            if event is not None and not event.is_set():
+                done_wait = asyncio.ensure_future(event.wait())
+                waits.add(done_wait)
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if done_wait is not None and not done_wait.done():
+                done_wait.cancel()
+            if pending in done:
+                try:
+                    c = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield c
+                last = c.end_index
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
 
 
 async def open_ble_source(args: Any, stack: contextlib.AsyncExitStack) -> tuple[ResolvedSource, Any]:
@@ -121,7 +150,7 @@ async def open_ble_source(args: Any, stack: contextlib.AsyncExitStack) -> tuple[
         last = wearable.log.delivered()[-1]
         return last.first_index + last.n
 
-    return ResolvedSource(_until(client.__aiter__(), end), client.fs, canonical_lead(lead),
+    return ResolvedSource(_until(client.__aiter__(), end, lambda: wearable.finished), client.fs, canonical_lead(lead),
                           f"virtual {args.profile} wearable replaying {Path(arg).name}"), client
 
 

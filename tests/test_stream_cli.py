@@ -95,3 +95,20 @@ def test_ble_without_an_adapter_is_one_line(capsys: pytest.CaptureFixture) -> No
         return
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("ecg-edge: error: no Bluetooth adapter reachable") and "\n" not in err
+
+
+def test_virtual_wearable_in_real_time_ends_with_its_recording(mitdb_root: Path, tmp_path: Path) -> None:
+    """Not --fast: the wearable marks itself finished after its last frame, when no further chunk
+    will come; the stream must still end (it used to wait forever, logging stalls)."""
+    pytest.importorskip("bumble")
+    import subprocess
+    import sys
+
+    out = tmp_path / "rt.jsonl"
+    r = subprocess.run([sys.executable, "-m", "ecg_edge", "wearable", "--replay", str(mitdb_root / "100"),
+                        "--seconds", "30", "--speed", "20", "--no-live", "--no-beats", "--jsonl", str(out)],
+                       capture_output=True, text=True, timeout=90, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "0 lost" in r.stdout
+    _, events = _jsonl(out)
+    assert not [e for e in events if e["kind"] == "stall"] and events[-1]["kind"] == "end"
