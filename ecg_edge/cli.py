@@ -355,20 +355,40 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- compare ----------------------------------------------------------------------------------
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    for module in ("torch", "executorch", "ai_edge_litert", "onnxruntime"):
+        require(module, "export", "compare")
+    require("matplotlib", "train", "compare")
+    from distill.compare import compare, print_table
+
+    out = Path(args.out)
+    report = compare(args.student, args.artifacts, out, teacher=args.teacher, data=args.data, n_boot=args.n_boot,
+                     threads=args.threads, latency_runs=args.latency_runs, ram=not args.no_ram, tflm=not args.no_tflm,
+                     seed=args.seed, log=lambda m: print(m, file=sys.stderr), progress=_progress("compare"))
+    print_table(report)
+    print(f"-> {out / 'compare.html'}, {out / 'compare.json'}")
+    return 0
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    require("neurokit2", "train", "demo")
+    for module, extra in (("neurokit2", "train"), ("executorch", "export"), ("litert_torch", "export"),
+                          ("tflite_micro", "export"), ("ai_edge_litert", "edge"), ("bumble", "virtual")):
+        require(module, extra, "demo")
     from ecg_edge.demo import run_demo
 
-    return run_demo(config=args.config, out=Path(args.out), progress=_progress("demo"))
+    return run_demo(config=args.config, out=Path(args.out), progress=_progress("demo"), data=args.data)
 
 
 # --- parser -----------------------------------------------------------------------------------
 
 def _stream_options(st: argparse.ArgumentParser) -> None:
     st.add_argument("--model", help="artifact (manifest.json, its folder or the model file); without it: beats, HR and quality only")
-    st.add_argument("--backend", choices=("litert", "executorch", "onnxruntime"), help="override the artifact's runtime")
+    st.add_argument("--backend", choices=("litert", "tflite_runtime", "tflite_micro", "executorch", "onnxruntime"),
+                    help="override the artifact's runtime (tflite_micro: the host TFLite Micro interpreter)")
     st.add_argument("--threads", type=int, default=1)
     st.add_argument("--lead", help="lead to stream, by name (default: the record's first lead; I for synthetic)")
     st.add_argument("--fs", type=float, help="sampling rate of a .npy replay; rate of the synthetic source (default 250)")
@@ -527,14 +547,33 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--out", required=True, help="folder for signing_key.pem (0600) and signing_key.pub.pem")
     kg.set_defaults(func=cmd_keygen)
 
+    co = sub.add_parser("compare", help="int8 artifacts vs the fp32 student and teacher on the same windows: per-class "
+                        "metrics with CIs, paired differences, agreement, calibration, fairness, size, latency, RAM "
+                        "(HTML + JSON + table)")
+    co.add_argument("--student", required=True, help="student checkpoint (ecg-edge distill)")
+    co.add_argument("--artifacts", required=True, help="folder of ecg-edge export / quantize (every manifest.json in it)")
+    co.add_argument("--teacher", help="teacher checkpoint (ecg-edge pretrain), run in fp32 on all its leads")
+    co.add_argument("--data", help="synthetic | ptbxl:PATH | cinc2017:PATH (default: the shards the student was "
+                    "trained on; another dataset is preprocessed as the student's was)")
+    co.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
+    co.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of records (default 1000)")
+    co.add_argument("--threads", type=int, default=1, help="CPU threads of every runtime (default 1)")
+    co.add_argument("--latency-runs", type=int, default=50, help="batch-1 calls timed per model (default 50)")
+    co.add_argument("--no-ram", action="store_true", help="skip the per-model peak memory probes (a process each)")
+    co.add_argument("--no-tflm", action="store_true", help="skip running int8 .tflite models on TFLite Micro too")
+    co.add_argument("--seed", type=int, default=0, help="seed of the teacher's probe (non-supervised teachers)")
+    co.set_defaults(func=cmd_compare)
+
     be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")
     be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble | train (teacher throughput) | "
                     "models (student sizes and latency per format vs the teacher) | package (vendor bundle figures per target)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 
-    demo = sub.add_parser("demo", help="the main job: run the pipeline that exists on built-in synthetic data")
-    demo.add_argument("--config", help="pipeline TOML (default: built-in defaults)")
+    demo = sub.add_parser("demo", help="the main job: data -> teacher -> evaluation -> single-lead student -> int8 "
+                          "export -> vendor bundle -> BLE stream -> comparison report, on built-in synthetic data")
+    demo.add_argument("--config", help="pipeline TOML (default: built-in defaults, configs/default.toml)")
+    demo.add_argument("--data", help="override data.source: synthetic | ptbxl:PATH | cinc2017:PATH")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.set_defaults(func=cmd_demo)
     return p

@@ -78,30 +78,6 @@ def test_missing_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert issubclass(MissingExtraError, ImportError)
 
 
-def test_demo_runs_end_to_end_on_synthetic_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cfg = tmp_path / "small.toml"
-    cfg.write_text("[data]\nsource = 'synthetic'\nn_records = 20\n"
-                   "[pretrain]\nencoder = 'test_resnet1d'\ntext_tower = 'test_text_transformer'\nembed_dim = 16\n"
-                   "[train]\nepochs = 2\nbatch_size = 8\ndevice = 'cpu'\n")
-    out = tmp_path / "demo"
-    assert main(["demo", "--config", str(cfg), "--out", str(out)]) == 0
-    stdout = capsys.readouterr().out
-    assert "streamed == offline" in stdout and "OK" in stdout and str(out / "shards") in stdout
-    assert "linear probe, clip: macro AUROC" in stdout and "linear probe, random-init: macro AUROC" in stdout
-    summary = json.loads((out / "demo.json").read_text())
-    assert summary["teacher"]["objective"] == "clip" and (out / "teacher" / "checkpoint.pt").is_file()
-    assert set(summary["linear_probe_macro_auroc"]) == {"clip", "random-init"}
-    assert (out / "evaluation" / "evaluation.md").is_file()
-    assert summary["records"] == 20 and summary["stream_check"]["max_abs_diff"] <= 1e-5
-    assert summary["stream_check"]["records"] == 2  # the test split: 10 % of 20
-    assert summary["stream_check"]["windows"] == 2  # 10 s records, 10 s windows, hop 5 s
-    assert main(["demo", "--config", str(cfg), "--out", str(out)]) == 0  # reruns replace its own output
-    (out / "shards" / "dataset.json").unlink()
-    capsys.readouterr()
-    assert main(["demo", "--config", str(cfg), "--out", str(out)]) == 2  # will not delete a foreign folder
-    assert "not written by the demo" in _one_line_error(capsys)
-
-
 def test_bench_subcommand_runs_a_benchmark(capfd: pytest.CaptureFixture) -> None:
     assert main(["bench", "preprocess", "--seconds", "20", "--repeats", "1"]) == 0
     out = json.loads(capfd.readouterr().out)
