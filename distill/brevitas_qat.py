@@ -49,47 +49,17 @@ def _brevitas() -> Any:
 # --------------------------------------------------------------------------- BatchNorm folding
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode with every BatchNorm2d folded into the Conv2d before it.
+    """`train.models.student.fuse_batchnorm` (a deep copy in eval mode, each Conv2d -> BatchNorm2d
+    pair in an nn.Sequential folded), refusing a BatchNorm2d it could not fold: quantizers must see
+    the tensors the device computes."""
+    from train.models.student import fuse_batchnorm
 
-    Uses `train.models.student.fuse_batchnorm` when it is importable, then folds whatever is left
-    here: in each nn.Sequential, a Conv2d directly followed by a BatchNorm2d gets
-    w' = w * g / sqrt(var + eps) per output channel and b' = (b - mean) * g / sqrt(var + eps) + beta,
-    and the BatchNorm becomes nn.Identity. A BatchNorm2d anywhere else raises ConfigError.
-    """
-    m = copy.deepcopy(model).eval()
-    if any(isinstance(mod, nn.BatchNorm2d) for mod in m.modules()):
-        try:
-            from train.models.student import fuse_batchnorm
-        except ImportError:
-            pass
-        else:
-            fused = fuse_batchnorm(m)
-            m = (fused if isinstance(fused, nn.Module) else m).eval()
-    for seq in [mod for mod in m.modules() if isinstance(mod, nn.Sequential)]:
-        names = list(seq._modules)
-        for prev, name in zip(names, names[1:]):
-            conv, bn = seq._modules[prev], seq._modules[name]
-            if isinstance(bn, nn.BatchNorm2d) and isinstance(conv, nn.Conv2d):
-                _fold_into(conv, bn)
-                seq._modules[name] = nn.Identity()
+    m = fuse_batchnorm(model)
     for name, mod in m.named_modules():
         if isinstance(mod, nn.BatchNorm2d):
             raise ConfigError(f"{name}: BatchNorm2d not directly after a Conv2d in an nn.Sequential; "
                               "cannot fold it for quantization")
     return m
-
-
-@torch.no_grad()
-def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    if bn.running_mean is None or bn.running_var is None:
-        raise ConfigError("BatchNorm2d without running statistics (track_running_stats=False) cannot be folded")
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.affine:
-        scale = scale * bn.weight
-    shift = -bn.running_mean * scale + (bn.bias if bn.affine else 0.0)
-    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-    conv.bias = nn.Parameter(bias * scale + shift)
 
 
 # --------------------------------------------------------------------------- float -> Brevitas

@@ -53,7 +53,7 @@ def resolve_shards(meta: dict[str, Any], data: str | None, out: Path, progress: 
     were built from; otherwise `data` built into OUT/shards with the student's preprocessing."""
     from edge_runtime.signal import PreprocessConfig
     from train.data.sources import DataConfig, open_dataset
-    from train.data.shards import build_or_reuse, open_shards
+    from train.data.shards import build_or_reuse
 
     own = Path(meta["shards"])
     info = json.loads((own / "dataset.json").read_text()) if (own / "dataset.json").is_file() else None
@@ -74,7 +74,6 @@ def resolve_shards(meta: dict[str, Any], data: str | None, out: Path, progress: 
         raise ConfigError(f"--data: {data} has labels {names}; the student was trained for {meta['label_names']}")
     folder = out / "shards"
     build_or_reuse(cfg, PreprocessConfig(**info["preprocess"]), folder, progress=progress)
-    open_shards(folder)
     return folder
 
 
@@ -248,17 +247,9 @@ def _planned(art: Any, backend: str | None) -> tuple[int, str] | None:
 
 # --------------------------------------------------------------------------- scoring
 
-def _decisions(s: np.ndarray, multilabel: bool, thresholds: tuple[float, ...]) -> np.ndarray:
-    from distill.release import single_label_decisions
-
-    if multilabel:
-        return s >= np.asarray(thresholds)
-    return np.eye(s.shape[1], dtype=bool)[single_label_decisions(s, thresholds)]
-
-
 def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] | None, n_boot: int,
                  decision_metric: str) -> dict[str, Any]:
-    from distill.release import score
+    from distill.release import _decide, score
     from train.metrics import aggregate_by_record, calibration, fairness_gaps, paired_difference
 
     d = dataclasses.replace(data, spec=dataclasses.replace(data.spec, thresholds=tuple(e.thresholds)))
@@ -268,7 +259,7 @@ def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] 
                           f"{list(ref.thresholds)}; agreement needs one operating point")
     _, s = aggregate_by_record(e.probs, data.eval_records, "mean")
     _, y = aggregate_by_record(data.eval_y, data.eval_records, "max")
-    dec = _decisions(s, data.multilabel, e.thresholds)
+    dec = _decide(s, d)  # d: this model's thresholds
     out: dict[str, Any] = {"metrics": metrics, "calibration": calibration(y, s, data.labels, n_boot=n_boot)}
     if groups is not None:
         # multi-label: probability >= threshold per label; single-label: the one-hot decision
@@ -278,7 +269,7 @@ def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] 
         out["fairness"] = None
     if ref is not None:
         _, r = aggregate_by_record(ref.probs, data.eval_records, "mean")
-        rdec = _decisions(r, data.multilabel, ref.thresholds)
+        rdec = _decide(r, d)  # the reference's thresholds are the same (checked above)
         out["paired_vs_reference"] = {
             **{m: paired_difference(y, s, r, m, n_boot=n_boot, label_names=data.labels) for m in ("auroc", "prauc")},
             decision_metric: paired_difference(y, dec.astype(float), rdec.astype(float), decision_metric,
@@ -292,8 +283,7 @@ def _groups(shards: Path, data: Any) -> dict[str, Any] | None:
 
     records = read_records(shards)
     rid, _ = aggregate_by_record(data.eval_y, data.eval_records, "max")
-    groups = meta_groups([records[int(r)].get("meta") or {} for r in rid])
-    return groups
+    return meta_groups([records[int(r)].get("meta") or {} for r in rid])
 
 
 # --------------------------------------------------------------------------- cross-checks
@@ -387,8 +377,7 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
     finally:
         torch.set_num_threads(saved)
     decision_metric = "challenge_f1" if _is_cinc(data_.labels) else "f1"
-    groups = _groups(shards, data_)
-    groups = groups if any(g is not None for g in groups.values()) else {k: None for k in groups}
+    groups = _groups(shards, data_)  # a grouping the records never carry is None
     ref = next(e for e in entries if e.name == REFERENCE)
     models: dict[str, Any] = {}
     for e in entries:

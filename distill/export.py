@@ -118,19 +118,13 @@ class Exported:
 # --------------------------------------------------------------------------- model preparation
 
 def prepare_model(model: nn.Module, spec: ExportSpec) -> nn.Module:
-    """A deep copy in eval mode, BatchNorm folded (`train.models.student.fuse_batchnorm` when it is
-    importable; otherwise left to the exporters), checked against `spec` by one forward pass."""
+    """A deep copy in eval mode, BatchNorm folded (`train.models.student.fuse_batchnorm`), checked
+    against `spec` by one forward pass."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    m = copy.deepcopy(model).eval()
-    if any(isinstance(mod, nn.modules.batchnorm._BatchNorm) for mod in m.modules()):
-        try:
-            from train.models.student import fuse_batchnorm
-        except ImportError:
-            pass
-        else:
-            fused = fuse_batchnorm(m)
-            m = (fused if isinstance(fused, nn.Module) else m).eval()
+    from train.models.student import fuse_batchnorm
+
+    m = fuse_batchnorm(model)
     _check_model(m, spec)
     return m
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -87,7 +88,7 @@ def measure(kind: str, path: str | Path, backend: str | None = None, timeout: fl
     if not Path("/proc/self/clear_refs").exists():
         return {"delta_bytes": None, "reason": "needs Linux /proc (VmHWM, clear_refs)", "what": WHAT}
     cmd = [sys.executable, "-m", "distill.footprint", kind, str(path)] + (["--backend", backend] if backend else [])
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                        cwd=str(Path(__file__).resolve().parents[1]))
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
