@@ -3,7 +3,7 @@
     python bench/package.py --export DIR [--targets tflm ethos-u55-128 ...] [--headroom 0.25] [--out FILE]
 
 DIR is an `ecg-edge export` folder (tflite-int8/, pte-int8/ with cortex-m55.pte, golden.npy).
-For each target the bundle is packaged into a temporary folder (`distill.package.package`) and
+For each target the bundle is packaged into a temporary folder (`firmware_bridge.bundle.package`) and
 checked (`firmware_bridge.bundle.verify_bundle`); reported: model bytes (what is flashed), arena or
 planned RAM bytes (TFLite Micro: measured on the host interpreter, then headroom; Ethos-U: Vela's
 SRAM estimate + headroom; ExecuTorch: memory-planned buffers), NPU operator share, cycles and
@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from distill.package import TARGETS, package  # noqa: E402
-from firmware_bridge.bundle import verify_bundle  # noqa: E402
+from firmware_bridge.bundle import TARGETS, package, verify_bundle  # noqa: E402
 from report import emit  # noqa: E402  (bench/report.py, beside this script)
 
 
@@ -34,7 +33,9 @@ def measure(export: Path, target: str, headroom: float, tmp: Path) -> dict:
     v = man.get("ethos_u") or {}
     tflm = man.get("tflm") or {}
     return {"model_file": man["model"]["file"], "model_bytes": man["model"]["bytes"],
-            "arena_bytes": man["memory"]["ram_bytes"], "ram_what": man["memory"]["ram_what"],
+            "flash_bytes": man["memory"]["flash_bytes"], "flash_what": man["memory"]["flash_what"],
+            "arena_bytes": tflm.get("arena_bytes", man["memory"]["ram_bytes"]),
+            "ram_bytes": man["memory"]["ram_bytes"], "ram_what": man["memory"]["ram_what"],
             "arena_measured_bytes": tflm.get("arena_measured_bytes"),
             "npu_op_share": v.get("npu_op_share"), "sram_kib": v.get("sram_kib"), "dram_kib": v.get("dram_kib"),
             "flash_kib": (v["on_chip_flash_kib"] + v["off_chip_flash_kib"]) if v else None,

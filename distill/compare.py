@@ -235,13 +235,14 @@ def _planned(art: Any, backend: str | None) -> tuple[int, str] | None:
     .tflite on TFLM, ExecuTorch's planned buffers for a .pte."""
     m = art.manifest
     if backend == "tflite_micro":
-        from distill.package import measure_arena
+        from edge_runtime.backends import tflm_arena_bytes
 
-        return measure_arena(art.model_path.read_bytes()), "TFLite Micro tensor arena, measured (smallest that runs)"
+        return tflm_arena_bytes(art.model_path.read_bytes()), "TFLite Micro tensor arena, measured (smallest that runs)"
     if m.runtime == "executorch":
-        from distill.package import _planned_memory
+        from edge_runtime.backends import executorch_planned_bytes
 
-        return _planned_memory(art.model_path.read_bytes()), "ExecuTorch planned buffers (XNNPACK workspace not included)"
+        return executorch_planned_bytes(art.model_path.read_bytes()), \
+            "ExecuTorch planned buffers (XNNPACK workspace not included)"
     return None
 
 

@@ -369,19 +369,22 @@ def _add_provenance(manifest: Path, extra: dict[str, Any]) -> None:
     load_artifact(manifest)  # still a valid manifest
 
 
-def embedded_targets(built: list[Built], data: ReleaseData, log: Callable[[str], None] = print) -> dict[str, Any]:
+def embedded_targets(built: list[Built], data: ReleaseData, log: Callable[[str], None] = print,
+                     vela: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Vela (ethos-u55-128) on the int8 .tflite and the Cortex-M (CMSIS-NN) lowering of the int8
-    student, each recorded in the manifest of the artifact it came from."""
-    from distill.embedded import cortex_m_lower, vela_compile
+    student, each recorded in the manifest of the artifact it came from. `vela` is the compiler
+    (`firmware_bridge.bundle.vela.vela_compile`, handed in by the composition root: Vela belongs to
+    the wearable side); None skips it."""
+    from distill.embedded import cortex_m_lower
 
     out: dict[str, Any] = {}
     by_name: dict[str, Built] = {}
     for b in built:  # "tflite-int8" or "tflite-int8-<method>": the first of each
         by_name.setdefault("-".join(b.name.split("-")[:2]), b)
-    if "tflite-int8" in by_name:
+    if "tflite-int8" in by_name and vela is not None:
         b = by_name["tflite-int8"]
         log("Vela: ethos-u55-128")
-        v = vela_compile(b.manifest.parent / "model.tflite", b.manifest.parent / "vela", "ethos-u55-128")
+        v = vela(b.manifest.parent / "model.tflite", b.manifest.parent / "vela", "ethos-u55-128")
         v = {k: (str(Path(val).relative_to(b.manifest.parent)) if isinstance(val, Path) else val) for k, val in v.items()}
         _add_provenance(b.manifest, {"ethos_u": v})
         out["ethos-u55-128"] = v
@@ -427,9 +430,10 @@ def verify_and_score(built: list[Built], data: ReleaseData, *, n_boot: int = 100
 def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...] = ("ptq",),
             fp32: bool = True, embedded: bool = True, fs_device: float | None = None, qat_epochs: int = 2,
             qat_lr: float = 1e-4, n_boot: int = 1000, threads: int = 1, summary_name: str = "export.json",
-            log: Callable[[str], None] = print) -> dict[str, Any]:
+            log: Callable[[str], None] = print, vela: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Export fp32 artifacts and/or int8 ones of each method into OUT/<format>-<precision>[-<method>],
-    check parity, score them, run the embedded compilers; write OUT/<summary_name>.
+    check parity, score them, run the embedded compilers (`vela`: see `embedded_targets`); write
+    OUT/<summary_name>.
 
     Folders: OUT/pte-fp32, tflite-fp32, onnx-fp32; OUT/pte-int8 and tflite-int8 (ptq or qat; both
     together go to OUT/ptq/... and OUT/qat/...); OUT/onnx-int8 (brevitas). OUT/golden.npy holds the
@@ -465,7 +469,7 @@ def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...]
                           "what": "preprocessed float32 validation windows (n, leads, 1, window)"},
         "artifacts": verify_and_score(built, data, n_boot=n_boot, threads=threads, log=log)}
     if embedded:
-        summary["embedded"] = embedded_targets(built, data, log=log)
+        summary["embedded"] = embedded_targets(built, data, log=log, vela=vela)
     write_json(out / summary_name, summary)
     return summary
 

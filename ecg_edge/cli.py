@@ -127,7 +127,8 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 
 #: benchmark name -> script in bench/ (no script may share a name with a package: bench/ is sys.path[0])
 BENCHMARKS = {"preprocess": "preprocess.py", "runtime": "runtime.py", "rpeaks": "rpeaks_mitbih.py", "ble": "ble.py",
-              "train": "training.py", "models": "models.py", "package": "package.py"}
+              "train": "training.py", "models": "models.py", "package": "package.py",
+              "firmware": "firmware.py"}
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -275,10 +276,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 def _release(args: argparse.Namespace, *, methods: tuple[str, ...], fp32: bool, embedded: bool, name: str) -> int:
     from distill.release import release, summary_rows
+    from firmware_bridge.bundle.vela import vela_compile
 
     summary = release(args.student, args.out, methods=methods, fp32=fp32, embedded=embedded,
                       fs_device=args.fs_device, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, n_boot=args.n_boot,
-                      threads=args.threads, summary_name=name)
+                      threads=args.threads, summary_name=name, vela=vela_compile)
     dec = "challenge F1 (N, A, O)" if "N" in summary["labels"] and "A" in summary["labels"] else "macro F1"
     print(f"\n{summary['student']} on lead {summary['lead']}, per record on {'+'.join(summary['eval_splits'])} "
           f"of {summary['dataset']}")
@@ -311,13 +313,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --- vendor bundles ---------------------------------------------------------------------------
 
 def cmd_package(args: argparse.Namespace) -> int:
-    from distill.package import package
+    from firmware_bridge.bundle import package
 
     man = package(args.artifact, args.target, args.out, golden=args.golden, sign_key=args.sign,
-                  headroom=args.headroom, c_name=args.c_name)
+                  headroom=args.headroom, c_name=args.c_name, tflm=args.tflm)
     mem = man["memory"]
-    print(f"{man['target']}: flash {mem['flash_bytes']} bytes ({man['model']['file']}), RAM {mem['ram_bytes']} bytes "
+    print(f"{man['target']}: flash {mem['flash_bytes']} bytes ({mem['flash_what']}), RAM {mem['ram_bytes']} bytes "
           f"({mem['ram_what']})")
+    fw = (man.get("firmware") or {})
+    if fw.get("measured"):
+        r = fw["measured"]
+        print(f"firmware on {r['board']}: {r['instructions_per_inference']['median']:,} instructions per inference, "
+              f"outputs bit-identical to the host build on {r['bit_exact_windows']}/{r['windows']} golden windows")
+    elif fw:
+        print(f"firmware: {'not written: ' + fw['not_written'] if fw.get('not_written') else 'firmware/ written, not built: ' + fw['not_measured']}")
     if "ethos_u" in man:
         v = man["ethos_u"]
         print(f"Vela {v['accelerator']}: {v['npu_op_share']:.0%} of operators on the NPU, SRAM {v['sram_kib']:.1f} KiB, "
@@ -331,7 +340,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from firmware_bridge.bundle import BundleError, verify_bundle
 
     try:
-        report = verify_bundle(args.bundle, pubkey=args.pubkey)
+        report = verify_bundle(args.bundle, pubkey=args.pubkey, on=args.on, tflm=args.tflm)
     except BundleError as exc:
         if exc.report is not None:
             _print_checks(exc.report)
@@ -348,7 +357,7 @@ def _print_checks(report) -> None:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     require("cryptography", "edge", "keygen")
-    from distill.package import keygen
+    from firmware_bridge.bundle import keygen
 
     priv, pub = keygen(args.out)
     print(f"private key (keep it secret, mode 0600): {priv}\npublic key (give it to the vendor): {pub}")
@@ -530,17 +539,26 @@ def build_parser() -> argparse.ArgumentParser:
                         "golden tests, manifest with checksums, README; optionally signed")
     pk.add_argument("--artifact", required=True, help="int8 artifact folder: tflite-int8 for tflm / ethos-u*, "
                     "pte-int8 for xnnpack / cortex-m")
-    pk.add_argument("--target", required=True, choices=("tflm", "ethos-u55-128", "ethos-u65-256", "cortex-m", "xnnpack"))
+    pk.add_argument("--target", required=True, choices=("tflm", "cortex-m55", "ethos-u55-128", "ethos-u65-256",
+                                                        "cortex-m", "xnnpack"),
+                    help="tflm / cortex-m55: TFLite Micro with a firmware project (cortex-m55 builds and measures it "
+                         "on an emulated Cortex-M55); ethos-u*: Vela; xnnpack / cortex-m: ExecuTorch .pte")
     pk.add_argument("--out", required=True, help="new folder for the bundle")
     pk.add_argument("--golden", help="golden windows .npy (default: golden.npy beside the artifact folder)")
     pk.add_argument("--sign", metavar="KEY", help="Ed25519 private key (PEM, from `ecg-edge keygen`) to sign the manifest")
     pk.add_argument("--headroom", type=float, default=0.25, help="arena headroom over the measured figure (fraction)")
     pk.add_argument("--c-name", default="ecg_model", help="C identifier of the model array")
+    pk.add_argument("--tflm", metavar="DIR", help="vendored TFLite Micro + CMSIS-NN (folder with "
+                    "tflite-micro-cmsis-nn.tar.xz, or an unpacked tree; default $ECG_EDGE_TFLM or "
+                    "../shared/vendor/tflite-micro)")
     pk.set_defaults(func=cmd_package)
 
     ve = sub.add_parser("verify", help="check a vendor bundle: checksums, signature, C array, golden outputs")
     ve.add_argument("bundle", help="bundle folder from `ecg-edge package`")
     ve.add_argument("--pubkey", help="Ed25519 public key (PEM) the manifest must be signed with")
+    ve.add_argument("--on", choices=("qemu",), help="also build the bundle's firmware and run it: qemu = the "
+                    "Cortex-M55 image on QEMU's mps3-an547 against the same sources built for this host")
+    ve.add_argument("--tflm", metavar="DIR", help="vendored TFLite Micro tree for --on (as for package)")
     ve.set_defaults(func=cmd_verify)
 
     kg = sub.add_parser("keygen", help="an Ed25519 key pair for signing bundles")
@@ -566,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")
     be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble | train (teacher throughput) | "
-                    "models (student sizes and latency per format vs the teacher) | package (vendor bundle figures per target)")
+                    "models (student sizes and latency per format vs the teacher) | package (vendor bundle figures per target) | "
+                    "firmware (the bundle's firmware on the emulated Cortex-M55: flash, RAM, instructions)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 

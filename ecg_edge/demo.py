@@ -8,7 +8,8 @@ Eight stages, each timed (demo.json "seconds"):
 4. distill: a single-lead student (`[distill]`) from the teacher, and the same student from labels alone;
 5. export: int8 (PT2E PTQ) .pte and .tflite plus the fp32 .pte/.tflite/.onnx, each parity-checked and
    scored, Vela (Ethos-U55) and the Cortex-M lowering (`distill.release.release`);
-6. package: a TFLite Micro vendor bundle from the int8 .tflite, verified (`firmware_bridge.bundle`);
+6. package: a TFLite Micro vendor bundle from the int8 .tflite with its firmware project, verified
+   (`firmware_bridge.bundle`), on QEMU's Cortex-M55 board where the Arm toolchain is installed;
 7. stream: the held-out records in 73-sample chunks through the 12-lead signal contract (streamed
    windows must equal the offline shards), then one held-out record from a virtual Polar H10 on
    bumble over BLE into the edge engine with the int8 .tflite student, as fast as it goes
@@ -326,12 +327,22 @@ def _macro(metrics: dict[str, Any]) -> dict[str, Any]:
     return {"value": m["value"], "ci": m["ci"]}
 
 
+def _firmware_summary(r: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The figures of the firmware check for demo.json (None when it did not run)."""
+    if r is None:
+        return None
+    mem = r["memory"]
+    return {"board": r["board"], "windows": r["windows"], "bit_exact_windows": r["bit_exact_windows"],
+            "max_steps_vs_python_tflm": r["max_steps_vs_reference"], "flash_bytes": mem["flash_bytes"],
+            "ram_bytes": mem["ram_bytes"], "instructions_per_inference": r["instructions_per_inference"]["median"]}
+
+
 def run_demo(config: str | None, out: Path, progress: Callable | None = None, data: str | None = None) -> int:
     from distill.distill import distill_students
-    from distill.package import package
     from distill.release import release
     from ecg_edge.evaluate import EvalOptions, run_evaluate
-    from firmware_bridge.bundle import BundleError, verify_bundle
+    from firmware_bridge.bundle import BundleError, package, verify_bundle
+    from firmware_bridge.bundle.vela import vela_compile
     from train.data.shards import build_shards
     from train.evaluate import fmt_ci
     from train.pretrain import pretrain
@@ -407,7 +418,7 @@ def run_demo(config: str | None, out: Path, progress: Callable | None = None, da
                                     "parity, scores, Vela (Ethos-U55) and Cortex-M"):
             with _env(LITERT_TORCH_SHOW_PROGRESS="n"):  # litert-torch's own per-pass log
                 rel = release(student_ckpt, export, methods=("ptq",), fp32=True, embedded=True, n_boot=N_BOOT,
-                              threads=1, log=say)
+                              threads=1, log=say, vela=vela_compile)
             for name, a in rel["artifacts"].items():
                 if "model_bytes" in a:
                     say(f"  {name:12s} {a['runtime']:11s} {a['model_bytes']:>8,} bytes  macro AUROC "
@@ -426,10 +437,15 @@ def run_demo(config: str | None, out: Path, progress: Callable | None = None, da
             "embedded": {k: {f: v[f] for f in ("npu_op_share", "sram_kib", "cycles_total", "all_int8", "pte_bytes")
                              if f in v} for k, v in rel.get("embedded", {}).items()}}
 
-        with stages.stage("package", "TFLite Micro vendor bundle from the int8 .tflite, then verify it"):
+        with stages.stage("package", "TFLite Micro vendor bundle from the int8 .tflite with its Cortex-M55 firmware, "
+                                     "then verify it (on QEMU's mps3-an547 where the Arm toolchain is installed)"):
             man = package(export / "tflite-int8", "tflm", bundle, log=say)
+            firmware = man.get("firmware") or {}
+            on = "qemu" if firmware.get("measured") else None
+            if on is None:
+                say(f"  firmware check not run: {firmware.get('not_measured') or firmware.get('not_written')}")
             try:
-                report = verify_bundle(bundle)
+                report = verify_bundle(bundle, on=on)
             except BundleError as exc:
                 for row in (exc.report.rows() if exc.report is not None else []):
                     say(f"  {row[0]:26s} {row[1]:8s} {row[2]}")
@@ -439,7 +455,8 @@ def run_demo(config: str | None, out: Path, progress: Callable | None = None, da
         summary["bundle"] = {"folder": str(bundle), "target": man["target"], "verified": True,
                              "flash_bytes": man["memory"]["flash_bytes"], "ram_bytes": man["memory"]["ram_bytes"],
                              "ram_what": man["memory"]["ram_what"], "files": len(man["files"]),
-                             "checks": {name: status for name, status, _ in report.rows()}}
+                             "checks": {name: status for name, status, _ in report.rows()},
+                             "firmware": _firmware_summary(report.firmware)}
 
         test_ids = [r["id"] for r in map(json.loads, (shards / "records.jsonl").read_text().splitlines())
                     if r["split"] == "test"]

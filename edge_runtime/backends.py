@@ -24,6 +24,7 @@ second model file.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +44,18 @@ def probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
     """Sigmoid per label (multi-label) or softmax over labels (single-label) of (N, n_labels) logits."""
     logits = np.asarray(logits, dtype=np.float32)
     return expit(logits) if multilabel else softmax(logits, axis=-1)
+
+
+def decide(probabilities: np.ndarray, thresholds: Any, multilabel: bool) -> np.ndarray:
+    """The decision rule of an artifact, for (N, n_labels) probabilities: multi-label, each label
+    whose probability clears its threshold (p >= t); single-label, the one label argmax(p / t).
+    thresholds None means 0.5 each. Returns bool (N, n_labels)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    p = p[None, :] if p.ndim == 1 else p
+    t = np.full(p.shape[-1], 0.5) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    if multilabel:
+        return p >= t
+    return np.arange(p.shape[-1])[None, :] == np.argmax(p / t, axis=-1)[:, None]
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
@@ -84,6 +97,17 @@ class Backend:
         y = self._blocks(xin)
         y = dequantize(y, spec_out.scale, spec_out.zero_point) if spec_out.quantized else y.astype(np.float32)
         return y.reshape(x.shape[0], len(self.manifest.labels))
+
+    def run_quantized(self, x_q: np.ndarray) -> np.ndarray:
+        """Raw model outputs (N, n_labels) for windows already in the model's input dtype: the int8
+        tensors a device takes (golden tests compare these bytes, no (de)quantization here)."""
+        want = np.dtype(self.manifest.input.dtype)
+        if not isinstance(x_q, np.ndarray) or x_q.dtype != want or x_q.ndim != 4 \
+                or x_q.shape[1:] != self.input_shape or x_q.shape[0] < 1:
+            got = f"{x_q.dtype} {x_q.shape}" if isinstance(x_q, np.ndarray) else type(x_q).__name__
+            raise SignalShapeError(f"{self.name} backend input: expected {want} windows of shape "
+                                   f"(N, {', '.join(map(str, self.input_shape))}), got {got}")
+        return self._blocks(x_q).reshape(x_q.shape[0], len(self.manifest.labels))
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Sigmoid or softmax of `run`'s logits, as the manifest's `multilabel` says."""
@@ -202,13 +226,14 @@ class TflmBackend(Backend):
 
     def __init__(self, artifact: Artifact, threads: int, arena: int | None = None) -> None:
         super().__init__(artifact, threads)
-        try:
-            from tflite_micro.python.tflite_micro import runtime
-        except ImportError as exc:
-            raise _missing("tflite_micro", "tflite_micro", exc) from None
+        runtime = _tflm_runtime()
         self.threads = 1
         self.arena = int(arena or self.ARENA)
-        self.interpreter = runtime.Interpreter.from_bytes(artifact.model_path.read_bytes(), arena_size=self.arena)
+        try:
+            self.interpreter = runtime.Interpreter.from_bytes(artifact.model_path.read_bytes(), arena_size=self.arena)
+        except Exception as exc:  # noqa: BLE001 - TFLM raises RuntimeError/ValueError/struct.error on a bad model
+            raise ArtifactError(f"{artifact.model_path}: TFLite Micro cannot load this model in a {self.arena} byte "
+                                f"arena ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]})") from None
         inp, out = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
         self._check_model_io(inp["shape"], inp["dtype"], out["shape"])
 
@@ -219,6 +244,78 @@ class TflmBackend(Backend):
             it.invoke()
             outs.append(np.array(it.get_output(0)))
         return np.concatenate(outs)
+
+
+def _tflm_runtime() -> Any:
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError as exc:
+        raise _missing("tflite_micro", "tflite_micro", exc) from None
+    return runtime
+
+
+class _QuietStderr:
+    """TFLite Micro prints each failed allocation to fd 2; an arena search makes dozens on purpose."""
+
+    def __enter__(self) -> None:
+        self._saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+    def __exit__(self, *exc: Any) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+
+
+ARENA_ALIGN = 16
+ARENA_SEARCH_MAX = 8 << 20
+
+
+def _tflm_fits(runtime: Any, data: bytes, arena: int, x: np.ndarray) -> bool:
+    try:
+        it = runtime.Interpreter.from_bytes(data, arena_size=arena)
+        it.set_input(x, 0)
+        it.invoke()
+        return True
+    except Exception:  # noqa: BLE001 - TFLM reports a too-small arena as a RuntimeError or ValueError
+        return False
+
+
+def tflm_arena_bytes(data: bytes) -> int:
+    """Smallest tensor arena (bytes, to 16) in which the host TFLite Micro interpreter allocates
+    and invokes the model `data` (.tflite bytes); binary search between 1 KiB and 8 MiB. The host is
+    64-bit: TFLM's own structures are larger here than on a 32-bit Cortex-M, which the firmware
+    check measures (`arena_used_bytes()` on the board)."""
+    runtime = _tflm_runtime()
+    with _QuietStderr():
+        try:
+            probe = runtime.Interpreter.from_bytes(data, arena_size=ARENA_SEARCH_MAX)
+        except Exception as exc:  # noqa: BLE001 - see TflmBackend
+            raise ArtifactError(f"TFLite Micro cannot load this model ({type(exc).__name__})") from None
+        d = probe.get_input_details(0)
+        x = np.zeros(tuple(d["shape"]), d["dtype"])
+        if not _tflm_fits(runtime, data, ARENA_SEARCH_MAX, x):
+            raise ArtifactError(f"TFLite Micro cannot run this model even with a {ARENA_SEARCH_MAX} byte arena")
+        lo, hi = 1024, ARENA_SEARCH_MAX  # lo fails (checked below), hi fits
+        if _tflm_fits(runtime, data, lo, x):
+            return lo
+        while hi - lo > ARENA_ALIGN:
+            mid = (lo + hi) // 2 // ARENA_ALIGN * ARENA_ALIGN
+            lo, hi = (lo, mid) if _tflm_fits(runtime, data, mid, x) else (mid, hi)
+    return hi
+
+
+def executorch_planned_bytes(pte: bytes) -> int:
+    """Bytes of an ExecuTorch program's memory-planned buffers (activations and scratch outside
+    delegates), from the .pte's execution plans."""
+    try:
+        from executorch.exir._serialize._program import deserialize_pte_binary
+    except ImportError as exc:
+        raise _missing("executorch", "executorch", exc) from None
+    res = deserialize_pte_binary(pte)
+    program = getattr(res, "program", res)
+    return int(sum(sum(plan.non_const_buffer_sizes) for plan in program.execution_plan))
 
 
 class ExecuTorchBackend(Backend):
@@ -281,13 +378,15 @@ class OnnxRuntimeBackend(Backend):
         return self.session.run(None, {self._in_name: x})[0]
 
 
-def open_backend(artifact: Artifact | str | Path, backend: str | None = None, threads: int = 1) -> Backend:
+def open_backend(artifact: Artifact | str | Path, backend: str | None = None, threads: int = 1,
+                 arena: int | None = None) -> Backend:
     """Open the runtime for an artifact (or a path `load_artifact` accepts).
 
     backend: None for the manifest's runtime, or a name from `BACKENDS` that runs that format
     ("tflite_runtime" forces the legacy interpreter for a .tflite). threads: CPU threads the runtime
     may use (ExecuTorch's XNNPACK threadpool is process-wide). A runtime that is not installed
-    raises `MissingExtraError` naming the extra to install.
+    raises `MissingExtraError` naming the extra to install. arena: the tensor arena in bytes of the
+    "tflite_micro" backend (default `TflmBackend.ARENA`).
     """
     if not isinstance(artifact, Artifact):
         artifact = load_artifact(artifact)
@@ -302,7 +401,7 @@ def open_backend(artifact: Artifact | str | Path, backend: str | None = None, th
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads: expected an integer >= 1, got {threads!r}")
     if name == "tflite_micro":
-        return TflmBackend(artifact, threads)
+        return TflmBackend(artifact, threads, arena)
     if BACKENDS[name] == "litert":
         return LiteRTBackend(artifact, threads, name)
     if name == "executorch":

@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator, Callable, Protocol
 
 import numpy as np
 
+from edge_runtime.backends import decide
 from edge_runtime.beats import heart_rate_bpm
 from edge_runtime.errors import ConfigError
 from edge_runtime.rhythm import AfDetector, window_quality
@@ -362,11 +363,7 @@ class Engine:
         self._history.append(p)
         smooth = np.mean(self._history, axis=0)
         res.smoothed = {lab: float(v) for lab, v in zip(labels, smooth)}
-        thr = np.asarray(self.model.thresholds, dtype=np.float64)
-        if getattr(self.model, "multilabel", True):
-            positive = smooth >= thr
-        else:  # one label per window: argmax(p / t), as the release decisions
-            positive = np.arange(len(labels)) == int(np.argmax(smooth / thr))
+        positive = decide(smooth, self.model.thresholds, getattr(self.model, "multilabel", True))[0]
         for lab, pos in zip(labels, positive):
             if lab not in NORMAL_LABELS:
                 self._hysteresis(lab, bool(pos), res, events)

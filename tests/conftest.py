@@ -50,6 +50,51 @@ def exports(tmp_path_factory: pytest.TempPathFactory):
     return Exports(tmp_path_factory.mktemp("artifacts"))
 
 
+@pytest.fixture(scope="session")
+def student_export(exports, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """student_s (the registry's, a few training steps on real synthetic windows) exported as
+    tflite-int8 and pte-int8 (.pte, .bpte, cortex-m55.pte), and golden.npy beside them, once per
+    session (vendor bundles and the firmware tests). (The tiny test model has stride-4 convolutions
+    Vela refuses on an Ethos-U55.)"""
+    for mod in ("executorch", "litert_torch", "tflite_micro"):
+        pytest.importorskip(mod, reason="the 'export' extra is needed to export the student")
+    import hashlib
+
+    import numpy as np
+    import tiny_export as tx
+    import torch
+    from distill.embedded import cortex_m_lower
+    from distill.export import export_bpte
+    from distill.release import _add_provenance
+    from train.models import create_model
+
+    root = tmp_path_factory.mktemp("export")
+    golden = exports.x[:4]
+    np.save(root / "golden.npy", golden)
+    with tx.one_thread():
+        torch.manual_seed(0)
+        model = create_model("student_s", leads=tx.LEADS, n_classes=len(tx.LABELS), window=tx.WINDOW)
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+        xt, yt = torch.from_numpy(exports.x), torch.from_numpy(exports.y).long()
+        for _ in range(20):
+            loss = torch.nn.functional.cross_entropy(model(xt[:32]), yt[:32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        spec = tx._calibrated(exports.calib)
+        from distill.export import export_tflite
+        export_tflite(model, spec, root / "tflite-int8", "int8", calib=exports.calib)
+        pte = export_bpte(model, spec, root / "pte-int8", golden, "int8", calib=exports.calib)
+        c = cortex_m_lower(model, torch.from_numpy(exports.calib[:1].copy()),
+                           torch.from_numpy(exports.calib.copy()), out=root / "pte-int8" / "cortex-m55.pte")
+    blob = (root / "pte-int8" / "cortex-m55.pte").read_bytes()
+    cm = {k: v for k, v in c.items() if k != "reference"} | {"path": "cortex-m55.pte",
+                                                              "sha256": hashlib.sha256(blob).hexdigest()}
+    _add_provenance(pte.manifest, {"cortex_m": cm})
+    return root
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `hardware` need a real wearable in range: run them with ECG_EDGE_HARDWARE=1."""
     if os.environ.get("ECG_EDGE_HARDWARE") == "1":

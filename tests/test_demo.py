@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,12 @@ def test_demo_runs_end_to_end_on_synthetic_data(tmp_path: Path, capsys: pytest.C
     # bundle: verifies again, from the files alone
     report = verify_bundle(out / "bundle")
     assert report.target == "tflm" and summary["bundle"]["verified"]
+    fwr = summary["bundle"]["firmware"]  # the package stage ran the firmware on QEMU where it could
+    if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
+        assert fwr["board"] == "mps3-an547" and fwr["bit_exact_windows"] == fwr["windows"] > 0
+        assert fwr["max_steps_vs_python_tflm"] <= 1 and fwr["instructions_per_inference"] > 0
+    else:
+        assert fwr is None and "firmware: mps3-an547" not in {c.name for c in report.checks}
     # stream: the JSONL holds the windows and events the summary counts; nothing lost
     s = summary["stream"]
     rows = [json.loads(line) for line in (out / "stream.jsonl").read_text().splitlines()]

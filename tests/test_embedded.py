@@ -1,7 +1,8 @@
-"""Embedded targets (distill/embedded.py): Vela for the Ethos-U NPU, ExecuTorch Cortex-M for CMSIS-NN.
+"""Embedded targets: Vela for the Ethos-U NPU (firmware_bridge/bundle/vela.py), ExecuTorch Cortex-M for
+CMSIS-NN (distill/embedded.py).
 
 Every model is an int8 export calibrated on real preprocessed windows (tests/tiny_export.py).
-What these tests pin down about the tiny student (see the report in distill/embedded.py too):
+What these tests pin down about the tiny student (see the report in vela.py too):
 its 3rd convolution, stride 4 over 125 steps with SAME padding, is refused by Vela 5.2 on an
 Ethos-U55 / U65 (regor fails the compile; the legacy core leaves it and the pre-flatten TRANSPOSE
 on the CPU), while an Ethos-U85 runs all of it; a student with strides <= 3 whose features end
@@ -16,8 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from distill.embedded import cortex_m_lower, vela_compile
+from distill.embedded import cortex_m_lower
 from edge_runtime.errors import ArtifactError, ConfigError
+from firmware_bridge.bundle.vela import vela_compile
 from tiny_export import EXAMPLE, LABELS, LEADS, export_tflite_int8, one_thread
 
 needs_vela = pytest.mark.skipif(importlib.util.find_spec("ethosu") is None,

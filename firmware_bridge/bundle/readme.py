@@ -1,4 +1,4 @@
-"""The README.md of a vendor bundle (`distill.package`): what a firmware engineer needs, from the manifest.
+"""The README.md of a vendor bundle (`firmware_bridge.bundle.package`): what a firmware engineer needs, from the manifest.
 
 Every figure in it is read from the bundle manifest it is written beside, so the README and
 manifest.json cannot disagree (a test checks the flash and RAM lines against the manifest).
@@ -15,9 +15,55 @@ def _kib(n: float) -> str:
 def memory_lines(man: dict[str, Any]) -> list[str]:
     """The README's flash and RAM lines (tests compare them with the manifest)."""
     mem = man["memory"]
-    return [f"- Flash (model): {mem['flash_bytes']} bytes ({_kib(mem['flash_bytes'])}), "
-            f"`{man['model']['file']}` = the C array `{man['model']['c_array']['name']}`",
-            f"- RAM: {mem['ram_bytes']} bytes ({_kib(mem['ram_bytes'])}): {mem['ram_what']}; headroom: {mem['headroom']}"]
+    return [f"- Flash: {mem['flash_bytes']} bytes ({_kib(mem['flash_bytes'])}): {mem['flash_what']}; the model "
+            f"`{man['model']['file']}` ({man['model']['bytes']} bytes) is the C array `{man['model']['c_array']['name']}`",
+            f"- RAM: {mem['ram_bytes']} bytes ({_kib(mem['ram_bytes'])}): {mem['ram_what']}; arena headroom: "
+            f"{mem['headroom']}"]
+
+
+def firmware_lines(man: dict[str, Any]) -> list[str]:
+    """The README's firmware section: how to build and run it, and what the emulated board measured."""
+    f = man.get("firmware")
+    if not f:
+        return []
+    if f.get("not_written"):
+        return ["## Firmware", "", f"No firmware project in this bundle: {f['not_written']}.", ""]
+    lines = ["## Firmware (`firmware/`)", "",
+             f"A firmware project for a Cortex-M55 ({f['board']} board: code and constants in the ITCM, data in the "
+             "DTCM, `mps3_an547.ld`): `main.cc` registers exactly the model's operators (`model_ops.h`), places the "
+             f"{f['arena_bytes']}-byte tensor arena, runs the {f['golden_windows']} golden int8 windows "
+             "(`golden_data.c` = golden.npz `x_q`) and prints every output, a CRC-32 of them and the memory used; "
+             "exit status 0 only when all ran (2 model checksum, 5 arena too small, 8 fault: see `main.cc`). "
+             "`mps3_an547.c` is the board layer (semihosting output, SysTick, stack painting, MSPLIM); replace it "
+             "with your board's (`platform.h`). Rebuild it from this bundle and the vendored TFLite Micro + CMSIS-NN "
+             "tree:", "", "```sh",
+             "make -C firmware TFLM=/path/to/tflite-micro            # firmware/build/cm55/firmware.elf",
+             "make -C firmware TFLM=/path/to/tflite-micro run        # on QEMU: qemu-system-arm -M mps3-an547",
+             "make -C firmware TFLM=/path/to/tflite-micro ARCH=host  # the same sources for this computer",
+             "ecg-edge verify . --on qemu                            # both, compared output by output", "```", "",
+             "`cmsis-nn-1xn-stride.patch` fixes CMSIS-NN's Helium (MVE) 1xN convolution, which read past its input "
+             "for stride > 1 and changed the last output column; the Makefile applies it to a copy of the file.", ""]
+    m = f.get("measured")
+    if not m:
+        return lines + [f"Not built when packaged: {f.get('not_measured', 'no toolchain')}.", ""]
+    mem, ins = m["memory"], m["instructions_per_inference"]
+    return lines + [
+        f"Measured on QEMU {m['board']} with {m['toolchain']['gcc']} (from the linked ELF and the run):", "",
+        "| what | bytes |", "|---|---|",
+        f"| flash: model (`{man['model']['c_array']['name']}`) | {mem['model_bytes']:,} |",
+        f"| flash: TFLite Micro + CMSIS-NN (registered operators only) | {mem['library_bytes']:,} |",
+        f"| flash: harness, board layer, libc | {mem['other_code_bytes']:,} |",
+        f"| **flash total** | **{mem['flash_bytes']:,}** |",
+        f"| (golden test windows, harness only, not counted) | {mem['golden_test_bytes']:,} |",
+        f"| RAM: .data + .bss (tensor arena {f['arena_bytes']:,} included) | {mem['ram_static_bytes']:,} |",
+        f"| RAM: arena used on the Cortex-M55 (`arena_used_bytes()`) | {mem['arena_used_bytes']:,} |",
+        f"| RAM: stack high-water mark (of {mem['stack_reserved_bytes']:,} reserved) | {mem['stack_peak_bytes']:,} |",
+        f"| RAM: heap used (of {mem['heap_reserved_bytes']:,} reserved) | {mem['heap_peak_bytes']:,} |",
+        f"| **RAM total** (.data + .bss + stack peak + heap used) | **{mem['ram_bytes']:,}** |", "",
+        f"Work: {ins['median']:,} instructions per inference (median of {len(ins['per_window'])} windows; "
+        "QEMU's instruction clock, not cycles or milliseconds). Outputs: bit-identical to the host build on "
+        f"{m['bit_exact_windows']} of {m['windows']} windows; {m['values_differing_from_reference']} values one step "
+        f"from {m['reference']}; decisions equal on {m['decisions_equal']}.", ""]
 
 
 def _input(man: dict[str, Any]) -> list[str]:
@@ -106,9 +152,10 @@ def render_readme(man: dict[str, Any]) -> str:
              "Generated by `ecg-edge package`; check it with `ecg-edge verify`.", "",
              "## Memory", "", *memory_lines(man), *_target_facts(man), "",
              "## Input", "", *_input(man), "", "## Output", "", *_output(man), "",
-             "## How to call it", "", *_how_to_call(man), "",
+             "## How to call it", "", *_how_to_call(man), "", *firmware_lines(man),
              "## How to verify it", "",
-             "```sh", "ecg-edge verify ." + (" --pubkey signing_key.pub.pem" if sig else ""), "```", "",
+             "```sh", "ecg-edge verify ." + (" --pubkey signing_key.pub.pem" if sig else "")
+             + (" [--on qemu]" if man.get("firmware") else ""), "```", "",
              "It recomputes every sha256 in `manifest.json` (`files`) and the manifest's own "
              "(`manifest.json.sha256`), checks that the C array in `model_data.c` holds exactly the model's bytes"
              + (", checks the Ed25519 signature `manifest.json.sig` (raw 64 bytes over the exact bytes of "

@@ -11,8 +11,13 @@ tampered model file must not reach an interpreter):
 3. checksums: every file in the manifest's `files` has its sha256; none is missing;
 4. C array: `model_data.c` holds exactly the model file's bytes, with the declared length;
 5. golden: each runtime check of the manifest runs golden.npz's inputs and compares with its
-   expected outputs within the check's tolerance (int8: quantization steps). A check a host cannot
-   run (Cortex-M kernels, or ExecuTorch not installed) is reported as "not run" with the reason.
+   expected outputs within the check's tolerance (int8: quantization steps), through
+   `edge_runtime.backends` (TFLite Micro, LiteRT). A check a host cannot run (ExecuTorch's Cortex-M
+   program, or a runtime not installed) is reported as "not run" with the reason;
+6. firmware (`on="qemu"`, TFLite Micro bundles): the bundle's firmware/ built for the Cortex-M55 and
+   for the host, run on QEMU's mps3-an547 and natively: every golden output bit-identical between
+   the two, at most one step from the Python TFLite Micro interpreter with every decision equal
+   (`firmware_bridge.bundle.firmware.check_firmware`).
 
 `verify_bundle` returns a `BundleReport`; on a failure it raises `BundleError` (one line naming
 the file and the check) carrying the report so far.
@@ -21,16 +26,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_runtime.errors import ArtifactError, MissingExtraError
+from edge_runtime.artifact import Artifact, Manifest
+from edge_runtime.errors import ArtifactError, EcgEdgeError, MissingExtraError
+from firmware_bridge.bundle.format import (BUNDLE_FORMAT, MANIFEST, MANIFEST_SHA256, SEALS, SIGNATURE, TFLM_TARGETS,
+                                           parse_c_array)
 
-BUNDLE_FORMAT = 1
+#: Ways to run a bundle's firmware (`verify_bundle(on=...)`).
+FIRMWARE_RUNNERS = ("qemu",)
 
 
 class BundleError(ArtifactError):
@@ -53,6 +61,7 @@ class BundleReport:
     path: Path
     target: str = ""
     checks: list[Check] = field(default_factory=list)
+    firmware: dict[str, Any] | None = None  # the figures of the firmware check, when it ran
 
     @property
     def ok(self) -> bool:
@@ -65,22 +74,6 @@ class BundleReport:
 def _sha256(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def parse_c_array(text: str) -> tuple[str, bytes, int]:
-    """(array name, bytes, declared length) of the xxd -i style array `ecg-edge package` writes."""
-    m = re.search(r"alignas\(16\)\s+const\s+unsigned\s+char\s+(\w+)\[\]\s*=\s*\{([^}]*)\};", text)
-    if not m:
-        raise ValueError("no `alignas(16) const unsigned char NAME[] = {...};` definition")
-    name, body = m.group(1), m.group(2)
-    tokens = [t.strip() for t in body.split(",") if t.strip()]
-    bad = next((t for t in tokens if not re.fullmatch(r"0x[0-9a-fA-F]{2}", t)), None)
-    if bad is not None:
-        raise ValueError(f"byte {bad!r} is not 0xNN")
-    n = re.search(rf"const\s+unsigned\s+int\s+{name}_len\s*=\s*(\d+)\s*;", text)
-    if not n:
-        raise ValueError(f"no `const unsigned int {name}_len = N;`")
-    return name, bytes(int(t, 16) for t in tokens), int(n.group(1))
 
 
 class _Run:
@@ -100,11 +93,17 @@ class _Run:
         raise BundleError(f"{file}: {name} check failed: {detail}", self.report)
 
 
-def verify_bundle(path: str | Path, pubkey: str | Path | None = None) -> BundleReport:
-    """Run every check of the module docstring on the bundle folder `path`; raise BundleError on a failure."""
+def verify_bundle(path: str | Path, pubkey: str | Path | None = None, on: str | None = None,
+                  tflm: str | Path | None = None) -> BundleReport:
+    """Run every check of the module docstring on the bundle folder `path`; raise BundleError on a failure.
+
+    on: "qemu" also builds and runs the firmware (TFLite Micro bundles); tflm: the vendored TFLite
+    Micro tree for that build (`firmware.tflm_tree`)."""
+    if on is not None and on not in FIRMWARE_RUNNERS:
+        raise BundleError(f"on: expected one of {FIRMWARE_RUNNERS}, got {on!r}")
     root = Path(path)
     run = _Run(root)
-    mpath = root / "manifest.json"
+    mpath = root / MANIFEST
     if not mpath.is_file():
         run.fail(mpath, "manifest", "not found (is this a bundle folder from `ecg-edge package`?)")
     blob = mpath.read_bytes()
@@ -120,24 +119,26 @@ def verify_bundle(path: str | Path, pubkey: str | Path | None = None) -> BundleR
     run.report.target = str(man.get("target", ""))
     _check_files(run, root, man)
     _check_c_array(run, root, man)
-    _check_golden(run, root, man)
+    arrays = _check_golden(run, root, man)
+    if on == "qemu":
+        _check_firmware(run, root, man, arrays, tflm)
     return run.report
 
 
 def _check_manifest_digest(run: _Run, root: Path, blob: bytes) -> None:
-    f = root / "manifest.json.sha256"
+    f = root / MANIFEST_SHA256
     if not f.is_file():
         run.fail(f, "manifest checksum", "not found")
     want = f.read_text(encoding="utf-8", errors="replace").split()[:1]
     got = hashlib.sha256(blob).hexdigest()
     if want != [got]:
-        run.fail(root / "manifest.json", "manifest checksum",
+        run.fail(root / MANIFEST, "manifest checksum",
                  f"sha256 {got} differs from manifest.json.sha256 ({want[0] if want else 'empty'}): the manifest changed")
     run.ok("manifest checksum", "manifest.json matches manifest.json.sha256")
 
 
 def _check_signature(run: _Run, root: Path, blob: bytes, pubkey: str | Path | None) -> None:
-    sig = root / "manifest.json.sig"
+    sig = root / SIGNATURE
     if pubkey is None:
         run.skip("signature", "no --pubkey given" + (" (the bundle is signed)" if sig.is_file() else
                                                       " (the bundle is not signed)"))
@@ -178,7 +179,7 @@ def _check_files(run: _Run, root: Path, man: dict[str, Any]) -> None:
             run.fail(f, "checksums", f"sha256 {got} differs from the manifest's {want}: the file changed")
     extra = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
                    and str(p.relative_to(root)) not in files
-                   and p.name not in ("manifest.json", "manifest.json.sha256", "manifest.json.sig"))
+                   and p.name not in SEALS)
     run.ok("checksums", f"{len(files)} files match manifest.json"
            + (f"; not in the manifest (ignored): {', '.join(extra)}" if extra else ""))
 
@@ -201,7 +202,31 @@ def _check_c_array(run: _Run, root: Path, man: dict[str, Any]) -> None:
     run.ok("C array", f"{c['source']}: {name}[{length}] equals {model['file']}")
 
 
-def _check_golden(run: _Run, root: Path, man: dict[str, Any]) -> None:
+def bundle_artifact(root: Path, man: dict[str, Any], model_file: str) -> Artifact:
+    """The bundle's .tflite as an artifact for `edge_runtime.backends`: the source artifact's manifest
+    (stored whole in the bundle) pointed at the bundle's model file."""
+    model = root / model_file
+    try:
+        manifest = Manifest.from_dict({**man["source_artifact"], "model_file": model.name, "sha256": _sha256(model)})
+    except (EcgEdgeError, KeyError, TypeError) as exc:
+        raise BundleError(f"{root / MANIFEST}: source_artifact: not an artifact manifest ({exc})") from None
+    return Artifact(manifest, model.resolve(), (root / MANIFEST).resolve())
+
+
+def _tflm_arena(man: dict[str, Any]) -> int:
+    return int(man["tflm"].get("cpu_only_arena_bytes") or man["tflm"]["arena_bytes"])
+
+
+def golden_run(root: Path, man: dict[str, Any], model_file: str, runtime: str, x_q: np.ndarray) -> np.ndarray:
+    """Raw outputs of a bundle model for int8 golden windows on a host runtime ("tflite_micro" or
+    "litert"), through `edge_runtime.backends`."""
+    from edge_runtime.backends import open_backend
+
+    arena = _tflm_arena(man) if runtime == "tflite_micro" else None
+    return open_backend(bundle_artifact(root, man, model_file), runtime, arena=arena).run_quantized(x_q)
+
+
+def _check_golden(run: _Run, root: Path, man: dict[str, Any]) -> dict[str, np.ndarray]:
     g = man["golden"]
     gfile = root / g["file"]
     with np.load(gfile, allow_pickle=False) as z:
@@ -217,9 +242,9 @@ def _check_golden(run: _Run, root: Path, man: dict[str, Any]) -> None:
             continue
         x, want = arrays[c["input"]], arrays[c["expected"]]
         try:
-            got = _run_tflite(c["runtime"], model.read_bytes(), x, man)
+            got = golden_run(root, man, c["model"], c["runtime"], x)
         except MissingExtraError as exc:
-            run.skip(name, str(exc))
+            run.skip(name, f"not run: {exc}")
             continue
         diff = int(np.abs(got.astype(np.int32) - want.astype(np.int32)).max()) if got.shape == want.shape else None
         if diff is None or diff > c["tolerance"]:
@@ -227,35 +252,39 @@ def _check_golden(run: _Run, root: Path, man: dict[str, Any]) -> None:
             run.fail(gfile, name, f"{c['model']} on {c['runtime']} gives outputs {what} from {c['expected']} "
                                   f"(tolerance {c['tolerance']} steps)")
         run.ok(name, f"{len(x)} windows, max difference {diff} steps (tolerance {c['tolerance']})")
+    return arrays
 
 
-def _run_tflite(runtime: str, data: bytes, x_q: np.ndarray, man: dict[str, Any]) -> np.ndarray:
-    outs = []
-    if runtime == "tflite_micro":
-        try:
-            from tflite_micro.python.tflite_micro import runtime as tflm
-        except ImportError:
-            raise MissingExtraError("not run: tflite-micro not installed (pip install tflite-micro)") from None
-        arena = man["tflm"].get("cpu_only_arena_bytes") or man["tflm"]["arena_bytes"]
-        it = tflm.Interpreter.from_bytes(data, arena_size=int(arena))
-        for i in range(len(x_q)):
-            it.set_input(np.ascontiguousarray(x_q[i:i + 1]), 0)
-            it.invoke()
-            outs.append(np.array(it.get_output(0)))
-        return np.concatenate(outs)
-    from edge_runtime.backends import interpreter_class
+def _check_firmware(run: _Run, root: Path, man: dict[str, Any], arrays: dict[str, np.ndarray],
+                    tflm: str | Path | None) -> None:
+    """Build and run firmware/ (module docstring, step 6); one check row with the measured figures."""
+    from firmware_bridge.bundle import firmware as fw
 
+    name = f"firmware: {fw.BOARD}"
+    if man.get("target") not in TFLM_TARGETS or not (man.get("firmware") or {}).get("folder"):
+        run.fail(root / MANIFEST, name, f"target {man.get('target')!r} has no firmware project; package the int8 "
+                                        f".tflite with --target {' or '.join(TFLM_TARGETS)}")
+    reference, ref_name = arrays["expected_tflite_micro"], "golden.npz expected_tflite_micro (recorded at packaging)"
     try:
-        it = interpreter_class("litert")(model_content=data)
-    except MissingExtraError as exc:
-        raise MissingExtraError(f"not run: {exc}") from None
-    it.allocate_tensors()
-    i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-    for i in range(len(x_q)):
-        it.set_tensor(i_in, np.ascontiguousarray(x_q[i:i + 1]))
-        it.invoke()
-        outs.append(it.get_tensor(i_out).copy())
-    return np.concatenate(outs)
+        reference = golden_run(root, man, "model.tflite", "tflite_micro", arrays["x_q"])
+        ref_name = "the Python tflite-micro interpreter"
+    except MissingExtraError:
+        pass  # tflite-micro is not installed here: compare with what it gave at packaging
+    t = man["output"]["tensor"]
+    try:
+        r = fw.check_firmware(root, x_q=arrays["x_q"], reference=reference, reference_name=ref_name,
+                              output_scale=t["scale"], output_zero_point=t["zero_point"],
+                              thresholds=man["output"]["thresholds"], multilabel=man["output"]["multilabel"],
+                              tree=fw.tflm_tree(tflm))
+    except fw.FirmwareError as exc:
+        run.fail(root / fw.FIRMWARE_DIR, name, str(exc).removeprefix(f"{root}: "))
+    mem, insns = r["memory"], r["instructions_per_inference"]
+    run.ok(name, f"{r['windows']} golden windows: bit-identical to the host build on {r['bit_exact_windows']}, "
+                 f"{r['values_differing_from_reference']} values 1 step from {ref_name}, decisions equal on "
+                 f"{r['decisions_equal']}; flash {mem['flash_bytes']} B, RAM {mem['ram_bytes']} B "
+                 f"(arena used {mem['arena_used_bytes']}, stack {mem['stack_peak_bytes']}), "
+                 f"{insns['median']:,} instructions per inference")
+    run.report.firmware = r
 
 
 def _golden_bpte(run: _Run, name: str, bpte: Path, c: dict[str, Any]) -> None:
