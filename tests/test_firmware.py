@@ -232,3 +232,24 @@ def test_a_vendor_rebuilds_and_runs_it_with_make_alone(bundle: Path, tree: fw.Tf
         assert np.array_equal(run.outputs, z["expected_tflite_micro"]) or \
             np.abs(run.outputs.astype(int) - z["expected_tflite_micro"].astype(int)).max() <= 1
     assert run.outputs_crc32 == man["firmware"]["measured"]["outputs_crc32"]
+
+
+def test_missing_toolchain_is_one_error_line_naming_the_packages(student_export: Path, tmp_path: Path) -> None:
+    """cortex-m55 needs the Arm toolchain: without it on PATH, one line naming the Debian packages,
+    exit status 2, and no half-written bundle."""
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"  # a PATH with python but without arm-none-eabi-gcc or qemu
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    out = tmp_path / "b"
+    res = subprocess.run([sys.executable, "-m", "ecg_edge.cli", "package", "--artifact",
+                          str(student_export / "tflite-int8"), "--target", "cortex-m55", "--out", str(out)],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PATH": str(bin_dir)},
+                         cwd=Path(__file__).resolve().parents[1])
+    assert res.returncode == 2, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("ecg-edge: error:")]
+    assert len(errors) == 1 and "Traceback" not in res.stderr
+    assert "arm-none-eabi-gcc" in errors[0] and "apt-get install gcc-arm-none-eabi" in errors[0]
+    assert not out.exists()

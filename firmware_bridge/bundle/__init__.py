@@ -5,7 +5,8 @@
 * `verify`: the checks a vendor runs before flashing (`verify_bundle`), `--on qemu` included;
 * `firmware`: the firmware project of a TFLite Micro bundle, built with the Arm GNU toolchain and
   run on QEMU's Cortex-M55 board (`mps3-an547`) against the same sources built for the host;
-* `vela`: the Arm Ethos-U NPU compiler; `signing`: Ed25519 keys; `readme`: the bundle's README.
+* `elf`: flash and static RAM of the linked image; `vela`: the Arm Ethos-U NPU compiler; `signing`:
+  Ed25519 keys; `readme`: the bundle's README.
 
 Torch-free (a layering test keeps `train` and `distill` out): a vendor runs it with the `[edge]`
 install plus `tflite-micro` / `ethos-u-vela` for the targets that need them.

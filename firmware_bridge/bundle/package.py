@@ -129,10 +129,27 @@ def package(artifact_dir: str | Path, target: str, out: str | Path, *, golden: s
             if target == "cortex-m55":
                 raise
             no_tree = str(exc)
+    if target == "cortex-m55":
+        fw.toolchain()  # ToolchainError naming the packages, before anything is written
     dest = Path(out)
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"{dest}: exists and is not empty; give a new folder")
+    existed = dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write(artifact, target, dest, x, golden_path, tree, no_tree, sign_key=sign_key, headroom=headroom,
+                      c_name=c_name, log=log)
+    except BaseException:  # no half-written bundle (its firmware failed, say): leave the folder as it was
+        for p in list(dest.iterdir()) if existed else []:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if not existed:
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _write(artifact: Artifact, target: str, dest: Path, x: np.ndarray, golden_path: Path, tree: fw.TflmTree | None,
+           no_tree: str | None, *, sign_key: str | Path | None, headroom: float, c_name: str,
+           log: Callable[[str], None]) -> dict[str, Any]:
     builder = {"xnnpack": _xnnpack_part, "cortex-m": _cortex_m_part}.get(target, _ethos_u_part)
     part = (_tflm_part if target in TFLM_TARGETS else builder)(artifact, target, dest, x, headroom, log)
     flashed = dest / part["model"]["file"]
