@@ -274,10 +274,12 @@ def onnx_parity(path: str | Path, qmodel: nn.Module, windows: np.ndarray, *, mul
     """
     import onnx
     import onnxruntime as ort
+
+    from edge_runtime.backends import qdq_session_options
     p = Path(path)
     try:
         graph = onnx.load(str(p)).graph
-        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(p), sess_options=qdq_session_options(ort), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnx / onnxruntime raise their own types for unreadable models
         raise ArtifactError(f"{p}: cannot load the ONNX model ({str(exc).splitlines()[0]})") from None
     x = _tensor(windows, "windows")

@@ -253,3 +253,24 @@ def test_missing_toolchain_is_one_error_line_naming_the_packages(student_export:
     assert len(errors) == 1 and "Traceback" not in res.stderr
     assert "arm-none-eabi-gcc" in errors[0] and "apt-get install gcc-arm-none-eabi" in errors[0]
     assert not out.exists()
+
+
+def test_bench_firmware_prints_the_figures(bundle: Path, student_export: Path, tmp_path: Path) -> None:
+    """bench/firmware.py on the same export: JSON with the measured figures (the images come from the cache)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "firmware.json"
+    res = subprocess.run([sys.executable, str(repo / "bench" / "firmware.py"), "--export", str(student_export),
+                          "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=repo)
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(out.read_text())["targets"]["cortex-m55"]
+    m = _manifest(bundle)["firmware"]["measured"]
+    assert r["golden_windows"] == r["bit_exact_windows"] == m["windows"] and r["verify_on_qemu"]["ok"]
+    assert r["flash_bytes"] == m["memory"]["flash_bytes"] == r["model_bytes"] + r["library_flash_bytes"] \
+        + r["other_code_bytes"]
+    assert r["ram"]["total_bytes"] == m["memory"]["ram_bytes"]
+    a, b = r["instructions_per_inference"]["median"], m["instructions_per_inference"]["median"]
+    assert abs(a - b) <= 0.001 * b  # the same image; one SysTick tick is 31.25 instructions
+    assert set(r["build_seconds"]) == {"cm55", "host"}
