@@ -14,18 +14,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edge_runtime.errors import EcgEdgeError, MissingExtraError
+from edge_runtime.errors import require as _require
 
 DATASETS = ("ptbxl", "cinc2017", "mitdb")
 
 
 def require(module: str, extra: str, command: str) -> Any:
-    """Import `module` or raise MissingExtraError naming the extra that provides it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"`ecg-edge {command}` needs the '{extra}' extra: pip install 'ecg-edge[{extra}]' ({exc.name or module} is not installed)"
-        ) from None
+    """Import `module` for `ecg-edge <command>`, or raise MissingExtraError naming its package and extra."""
+    return _require(module, extra, f"`ecg-edge {command}`")
 
 
 def _progress(command: str) -> Callable | None:

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 
-from edge_runtime.errors import ConfigError, UnknownLeadError
+from edge_runtime.errors import ConfigError, UnknownLeadError, require
 from edge_runtime.spec import canonical_lead
 
 
@@ -53,8 +53,7 @@ def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: fl
             x = load_npy(str(path))
             return ResolvedSource(ArraySource(x[:1], fs, chunk, speed).__aiter__(), fs, canonical_lead(lead),
                                   f"replay {path} ({fs:g} Hz)")
-        from ecg_edge.cli import require
-        require("wfdb", "train", "stream --source replay:WFDB")
+        require("wfdb", "replay", "`ecg-edge stream --source replay:WFDB`")
         from train.data.wfdb_io import read_wfdb_mv
         from edge_runtime.spec import canonical_leads
 
@@ -67,8 +66,7 @@ def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: fl
         return ResolvedSource(ArraySource(x, rec.fs, chunk, speed).__aiter__(), rec.fs, leads[i],
                               f"replay {rec.header.name} lead {leads[i]} ({rec.fs:g} Hz)")
     if kind == "synthetic":
-        from ecg_edge.cli import require
-        require("neurokit2", "train", "stream --source synthetic")
+        require("neurokit2", "replay", "`ecg-edge stream --source synthetic`")
         from train.data.synthetic import Synthetic
 
         rate = fs or 250.0
@@ -121,8 +119,7 @@ async def _until(chunks: AsyncIterator[Any], end_index: Callable[[], int | None]
 async def open_ble_source(args: Any, stack: contextlib.AsyncExitStack) -> tuple[ResolvedSource, Any]:
     """`ble:NAME_OR_ADDRESS` (a real wearable via bleak) or `virtual:PATH` (a virtual Polar H10 on bumble
     replaying PATH, reached through the same bleak API); returns the source and the client."""
-    from ecg_edge.cli import require
-    require("bleak", "edge", "stream --source ble:...")
+    require("bleak", "edge", "`ecg-edge stream --source ble:...`")
     from firmware_bridge.client import EcgClient
 
     kind, _, arg = args.source.partition(":")
@@ -131,7 +128,7 @@ async def open_ble_source(args: Any, stack: contextlib.AsyncExitStack) -> tuple[
         limit = (lambda: int(args.seconds * client.fs)) if args.seconds else (lambda: None)
         return ResolvedSource(_until(client.__aiter__(), limit), client.fs, canonical_lead(args.lead or "CHEST"),
                               f"BLE {arg or 'any'} ({args.profile})"), client
-    require("bumble", "virtual", "wearable")
+    require("bumble", "virtual", "`ecg-edge wearable`")
     from firmware_bridge.bumble_backend import virtual_link
     from firmware_bridge.virtual import Faults, VirtualWearable, replay_signal
 

@@ -33,7 +33,8 @@ import numpy as np
 from scipy.special import expit, softmax
 
 from edge_runtime.artifact import Artifact, TensorSpec, load_artifact
-from edge_runtime.errors import ArtifactError, ConfigError, MissingExtraError, SignalShapeError, SignalValueError
+from edge_runtime.errors import (ArtifactError, ConfigError, MissingExtraError, SignalShapeError, SignalValueError,
+                                 missing_extra)
 from edge_runtime.signal import Preprocessor
 
 #: Backend name -> the manifest runtime (model format) it runs.
@@ -152,19 +153,13 @@ class Backend:
         self._model_batch = shape[0]
 
 
-#: What to install for each runtime module, in the words of the error message.
-_FIX = {
-    "ai_edge_litert": "the 'edge' extra: pip install 'ecg-edge[edge]'",
-    "tflite_runtime": "tflite-runtime (numpy < 2 only): pip install tflite-runtime; or use backend 'litert' "
-                      "with pip install 'ecg-edge[edge]'",
-    "executorch": "the 'export' extra: pip install 'ecg-edge[export]' (executorch and torch)",
-    "onnxruntime": "the 'export' extra: pip install 'ecg-edge[export]' (or only pip install onnxruntime)",
-    "tflite_micro": "the 'export' extra: pip install 'ecg-edge[export]' (or only pip install tflite-micro)",
-}
+#: The extra that installs each runtime module (None: the package alone; tflite-runtime needs numpy < 2).
+_EXTRA = {"ai_edge_litert": "edge", "tflite_runtime": None, "executorch": "export", "onnxruntime": "export",
+          "tflite_micro": None}
 
 
 def _missing(backend: str, module: str, exc: ImportError) -> MissingExtraError:
-    return MissingExtraError(f"backend {backend!r} needs {_FIX[module]} ({exc.name or module} is not installed)")
+    return missing_extra(f"backend {backend!r}", module, _EXTRA[module], exc.name)
 
 
 def interpreter_class(name: str) -> Callable[..., Any]:

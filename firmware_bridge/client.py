@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_runtime.errors import ConfigError, MissingExtraError
+from edge_runtime.errors import ConfigError, require
 from edge_runtime.sources import Chunk
 from firmware_bridge import hrs, open_profile as op, polar
 from firmware_bridge.errors import ProfileError, StreamError
@@ -59,11 +59,7 @@ class _NotFound(StreamError):
 
 
 def _bleak() -> Any:
-    try:
-        import bleak
-    except ImportError:
-        raise MissingExtraError("BLE streaming needs bleak: pip install 'ecg-edge[edge]'") from None
-    return bleak
+    return require("bleak", "edge", "BLE streaming")
 
 
 def _backends(backend: Any) -> tuple[Any, Any]:

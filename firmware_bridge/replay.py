@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from edge_runtime.beats import RPeakDetector
-from edge_runtime.errors import DatasetError, MissingExtraError
+from edge_runtime.errors import DatasetError, require
 from edge_runtime.filters import PolyphaseResampler, design_resampler
 
 #: Range of a Polar int24 µV sample.
@@ -21,10 +21,7 @@ INT24_MIN, INT24_MAX = -(1 << 23), (1 << 23) - 1
 
 
 def _read_wfdb(path: Path, lead: str, start_s: float, duration_s: float | None) -> tuple[np.ndarray, float]:
-    try:
-        import wfdb
-    except ImportError:
-        raise MissingExtraError("replay_signal: reading WFDB records needs wfdb: pip install 'ecg-edge[train]'") from None
+    wfdb = require("wfdb", "replay", f"replaying the WFDB record {path}")
     record_name = str(path.with_suffix("")) if path.suffix in (".hea", ".dat") else str(path)
     header = wfdb.rdheader(record_name)
     if lead not in header.sig_name:

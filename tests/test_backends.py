@@ -216,7 +216,7 @@ def test_backend_choice_and_missing_runtimes(exports: Exports, monkeypatch: pyte
                    "executorch.runtime", "onnxruntime"):
         monkeypatch.setitem(sys.modules, module, None)  # import of a None entry raises ImportError
     for path, extra in ((tfl, "edge"), (pte, "export"), (onnx, "export")):
-        with pytest.raises(MissingExtraError, match=rf"needs the '{extra}' extra: pip install 'ecg-edge\[{extra}\]'"):
+        with pytest.raises(MissingExtraError, match=rf"in the '{extra}' extra: pip install 'ecg-edge\[{extra}\]'"):
             open_backend(path)
     with pytest.raises(MissingExtraError, match="pip install tflite-runtime"):
         open_backend(tfl, backend="tflite_runtime")
