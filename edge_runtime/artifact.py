@@ -27,7 +27,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from edge_runtime.config import from_dict
@@ -44,6 +44,40 @@ RUNTIMES: dict[str, str] = {"litert": ".tflite", "executorch": ".pte", "onnxrunt
 PRECISIONS = ("fp32", "int8")
 DTYPES = ("float32", "int8")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Largest manifest read (bytes): a real one is tens of KiB; a bigger file is not parsed.
+MANIFEST_MAX_BYTES = 1 << 20
+
+
+def inside(root: str | Path, name: Any, where: str) -> Path:
+    """The resolved path of `name` (a manifest's file name) inside the folder `root`.
+
+    A manifest is input: a name must not reach outside its folder, whether by "..", an absolute
+    path or a symlink leading out, or a reader would hash, parse or run a file nobody packaged. The
+    one check of artifacts and vendor bundles; ArtifactError naming `where` (the field) and the name.
+    """
+    expected = f"expected a relative path inside {root} (no '..', no absolute path, no symlink leading out)"
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise ArtifactError(f"{where}: {expected}, got {name!r}")
+    win = PureWindowsPath(name)  # "C:\\x" or "..\\x" reach out on Windows, where a vendor may run verify
+    if PurePosixPath(name).is_absolute() or win.anchor or ".." in PurePosixPath(name).parts or ".." in win.parts:
+        raise ArtifactError(f"{where}: {name!r} leaves the folder; {expected}")
+    base = Path(root).resolve()
+    full = (base / name).resolve()
+    if not full.is_relative_to(base):
+        raise ArtifactError(f"{where}: {name!r} resolves to {full}, outside the folder; {expected}")
+    return full
+
+
+def read_manifest(path: str | Path, cap: int = MANIFEST_MAX_BYTES) -> bytes:
+    """The bytes of a manifest file, at most `cap` of them: a manifest is parsed before anything in
+    it can be checked, so its size is bounded first (OSError propagates: the caller names the file)."""
+    with open(path, "rb") as fh:
+        blob = fh.read(cap + 1)
+    if len(blob) > cap:
+        size = Path(path).stat().st_size
+        raise ArtifactError(f"{path}: {size} bytes, over the {cap} byte ({cap / 2**20:g} MiB) cap "
+                            "for a manifest; expected a manifest.json written by ecg-edge")
+    return blob
 
 
 @dataclass(frozen=True)
@@ -298,8 +332,10 @@ def _own_version() -> str:
 def load_artifact(path: str | Path) -> Artifact:
     """Load and verify an artifact from its manifest.json, the folder holding it, or its model file.
 
-    Raises `ArtifactError` naming the file: a missing or malformed manifest (naming the field),
-    a newer format, a missing model file, or a model file whose SHA-256 differs from the manifest's.
+    Raises `ArtifactError` naming the file: a missing, oversized (`MANIFEST_MAX_BYTES`) or malformed
+    manifest (naming the field), a newer format, a model file that is missing or outside the
+    manifest's folder (`inside`: a symlink leading out included), or whose SHA-256 differs from the
+    manifest's.
     """
     p = Path(path)
     model_name = None
@@ -310,19 +346,24 @@ def load_artifact(path: str | Path) -> Artifact:
     else:
         manifest_path, model_name = p.parent / MANIFEST_NAME, p.name
     try:
-        data = json.loads(manifest_path.read_text(encoding="utf-8"))
+        data = json.loads(read_manifest(manifest_path).decode("utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{manifest_path}: not found; expected a manifest.json, the folder holding "
                             "it, or the model file beside it") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{manifest_path}: not valid JSON ({exc})") from None
+    except OSError as exc:  # a folder named manifest.json, no permission
+        raise ArtifactError(f"{manifest_path}: not readable ({exc.strerror or exc}); expected a manifest.json file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: [[[[...]]]]
+        raise ArtifactError(f"{manifest_path}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
     try:
         manifest = Manifest.from_dict(data)
     except EcgEdgeError as exc:
         raise ArtifactError(f"{manifest_path}: {exc}") from None
     if model_name is not None and model_name != manifest.model_file:
         raise ArtifactError(f"{p}: the manifest.json beside it describes {manifest.model_file!r}, not {model_name!r}")
-    model_path = (manifest_path.parent / manifest.model_file).resolve()
+    try:
+        model_path = inside(manifest_path.parent, manifest.model_file, "model_file")
+    except ArtifactError as exc:
+        raise ArtifactError(f"{manifest_path}: {exc}") from None
     if not model_path.is_file():
         raise ArtifactError(f"{model_path}: model file named by {manifest_path} (model_file) not found")
     actual = sha256_of(model_path)

@@ -162,6 +162,20 @@ def _missing(backend: str, module: str, exc: ImportError) -> MissingExtraError:
     return missing_extra(f"backend {backend!r}", module, _EXTRA[module], exc.name)
 
 
+#: Runtime -> what its model file must be, for the error when it cannot load one.
+_FORMAT = {"litert": "a valid .tflite flatbuffer", "executorch": "a valid ExecuTorch .pte program",
+           "onnxruntime": "a valid .onnx model"}
+
+
+def _unloadable(artifact: Artifact, runtime: str, exc: Exception, where: str = "") -> ArtifactError:
+    """One line for a model file its sha256 vouches for but the runtime cannot load (LiteRT raises
+    ValueError, TFLite Micro struct.error or TypeError, others RuntimeError): a file re-sealed with
+    garbage is bad input, not a crash."""
+    last = (str(exc).strip().splitlines() or [""])[-1][:200]
+    return ArtifactError(f"{artifact.model_path}: {runtime} cannot load this model{where}: expected "
+                         f"{_FORMAT[artifact.manifest.runtime]} ({type(exc).__name__}: {last})")
+
+
 def interpreter_class(name: str) -> Callable[..., Any]:
     """LiteRT's Interpreter class; "litert" falls back to the legacy tflite_runtime when only that is installed."""
     first: ImportError | None = None
@@ -186,8 +200,12 @@ class LiteRTBackend(Backend):
     def __init__(self, artifact: Artifact, threads: int, name: str = "litert") -> None:
         super().__init__(artifact, threads)
         self.name = name
-        self.interpreter = interpreter_class(name)(model_path=str(artifact.model_path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        interpreter = interpreter_class(name)
+        try:
+            self.interpreter = interpreter(model_path=str(artifact.model_path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise _unloadable(artifact, "LiteRT", exc) from None
         inp, out = self.interpreter.get_input_details()[0], self.interpreter.get_output_details()[0]
         self._in, self._out = inp["index"], out["index"]
         self._check_model_io(inp["shape"], inp["dtype"], out["shape"])  # as allocated: batch fixed
@@ -228,8 +246,7 @@ class TflmBackend(Backend):
         try:
             self.interpreter = runtime.Interpreter.from_bytes(artifact.model_path.read_bytes(), arena_size=self.arena)
         except Exception as exc:  # noqa: BLE001 - TFLM raises RuntimeError/ValueError/struct.error on a bad model
-            raise ArtifactError(f"{artifact.model_path}: TFLite Micro cannot load this model in a {self.arena} byte "
-                                f"arena ({type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1]})") from None
+            raise _unloadable(artifact, "TFLite Micro", exc, f" in a {self.arena} byte arena") from None
         inp, out = self.interpreter.get_input_details(0), self.interpreter.get_output_details(0)
         self._check_model_io(inp["shape"], inp["dtype"], out["shape"])
 
@@ -331,7 +348,14 @@ class ExecuTorchBackend(Backend):
         if portable_lib._threadpool_get_thread_count() != threads:  # process-wide pool
             portable_lib._unsafe_reset_threadpool(threads)
         self.threads = int(portable_lib._threadpool_get_thread_count())
-        self.method = Runtime.get().load_program(artifact.model_path).load_method("forward")
+        with open(artifact.model_path, "rb") as fh:
+            head = fh.read(8)
+        if head[4:6] != b"ET":  # without its file identifier ExecuTorch 1.x aborts the process, no exception
+            raise _unloadable(artifact, "ExecuTorch", ValueError(f"no 'ET' file identifier at byte 4, got {head[4:8]!r}"))
+        try:
+            self.method = Runtime.get().load_program(artifact.model_path).load_method("forward")
+        except (RuntimeError, ValueError) as exc:
+            raise _unloadable(artifact, "ExecuTorch", exc) from None
         meta = self.method.metadata
         tin, tout = meta.input_tensor_meta(0), meta.output_tensor_meta(0)
         self._check_model_io(tin.sizes(), _torch_dtype_name(tin.dtype()), tout.sizes())
@@ -372,8 +396,11 @@ class OnnxRuntimeBackend(Backend):
         opts = qdq_session_options(ort) if artifact.manifest.precision == "int8" else ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(str(artifact.model_path), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(artifact.model_path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types (InvalidProtobuf, Fail)
+            raise _unloadable(artifact, "ONNX Runtime", exc) from None
         self.threads = int(self.session.get_session_options().intra_op_num_threads)
         inp, out = self.session.get_inputs()[0], self.session.get_outputs()[0]
         self._in_name = inp.name

@@ -6,6 +6,7 @@ windows come from other records of the generator than training and calibration.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runtime.artifact import Manifest, TensorSpec, load_artifact
-from edge_runtime.backends import Backend, open_backend, probabilities, quantize
+from edge_runtime.artifact import MANIFEST_MAX_BYTES, Manifest, TensorSpec, load_artifact
+from edge_runtime.backends import ArtifactModel, Backend, open_backend, probabilities, quantize
 from edge_runtime.errors import ArtifactError, ConfigError, MissingExtraError, SignalShapeError
 from edge_runtime.signal import PreprocessConfig
 
@@ -150,6 +151,56 @@ def test_tampered_model_file_is_refused(exports: Exports, tmp_path: Path) -> Non
     msg = str(err.value)
     assert str(model.resolve()) in msg and "sha256" in msg and "\n" not in msg
     assert load_artifact(exports.get("tflite_int8").manifest).manifest.sha256 in msg
+
+
+def test_model_symlinked_out_of_its_folder_is_refused(exports: Exports, tmp_path: Path) -> None:
+    """A model file that is a symlink leaving the artifact folder is not followed, whatever its bytes:
+    load_artifact, open_backend and ArtifactModel.open refuse it with one line naming the field."""
+    folder = _copy(exports, "tflite_int8", tmp_path)
+    outside = tmp_path / "elsewhere.tflite"
+    (folder / "model.tflite").rename(outside)  # same bytes: the sha256 matches
+    (folder / "model.tflite").symlink_to(outside)
+    for load in (load_artifact, open_backend, ArtifactModel.open):
+        with pytest.raises(ArtifactError) as err:
+            load(folder)
+        msg = str(err.value)
+        assert "manifest.json: model_file: 'model.tflite'" in msg and "outside" in msg and "\n" not in msg, msg
+
+
+def test_oversize_manifest_is_refused_before_parsing(exports: Exports, tmp_path: Path) -> None:
+    folder = _copy(exports, "tflite_int8", tmp_path)
+    path = folder / "manifest.json"
+    path.write_text(path.read_text() + " " * MANIFEST_MAX_BYTES)  # still valid JSON
+    with pytest.raises(ArtifactError) as err:
+        load_artifact(folder)
+    assert str(err.value).startswith(f"{path}: {path.stat().st_size} bytes, over the {MANIFEST_MAX_BYTES} byte")
+
+
+@pytest.mark.parametrize("kind, backend", [("tflite_int8", "litert"), ("tflite_int8", "tflite_micro"),
+                                           ("tflite_int8", None), ("onnx_fp32", None), ("pte_fp32", None)])
+def test_unloadable_model_with_matching_sha256_gives_one_line(exports: Exports, tmp_path: Path, kind: str,
+                                                                backend: str | None) -> None:
+    """Bytes no runtime can load, the manifest's sha256 updated to match: one ArtifactError naming the
+    file and the format expected (LiteRT raised ValueError, TFLite Micro struct.error; ExecuTorch
+    aborted the process on a file without its identifier)."""
+    folder = _copy(exports, kind, tmp_path)
+    model = folder / load_artifact(folder).manifest.model_file
+    model.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    _edit_manifest(folder, lambda d: d.update(sha256=hashlib.sha256(model.read_bytes()).hexdigest()))
+    code = textwrap.dedent(f"""
+        from edge_runtime.backends import ArtifactModel, open_backend
+        from edge_runtime.errors import ArtifactError
+        for load in (lambda: open_backend({str(folder)!r}, {backend!r}), lambda: ArtifactModel.open({str(folder)!r}, {backend!r})):
+            try:
+                load()
+            except ArtifactError as exc:
+                print(exc)
+    """)  # a process of its own: a runtime that aborts instead of raising fails this test, not the session
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    lines = res.stdout.strip().splitlines()
+    assert res.returncode == 0 and len(lines) == 2, res.stdout + res.stderr
+    expected = {"tflite_int8": ".tflite flatbuffer", "onnx_fp32": ".onnx model", "pte_fp32": "ExecuTorch .pte program"}[kind]
+    assert all(line.startswith(f"{model.resolve()}: ") and f"expected a valid {expected}" in line for line in lines), lines
 
 
 def _edit_manifest(folder: Path, edit: Any) -> Path:
