@@ -14,7 +14,8 @@ flagged `gap` (not classified). Longer gaps end the segment: filter and detector
 output resumes one full window after the gap. Either way the lost samples are counted and an event
 is emitted. A chunk behind the expected index (duplicate or reordered) is dropped and counted.
 Non-finite samples are bridged like a short gap and counted as invalid. A chunk at the wrong rate
-or of the wrong shape is rejected with an error event; the engine keeps running.
+or of the wrong shape is rejected with an error event; the engine keeps running. So is a chunk its
+source marked `error` (a refused BLE frame, a full queue: no samples; their loss is the next gap).
 """
 from __future__ import annotations
 
@@ -156,6 +157,7 @@ class Engine:
         self.stats = StreamStats()
         self._bridge_max = int(round(self.cfg.bridge_max_s * self.fs_in))
         self._expected: int | None = None
+        self._stream_start: int | None = None  # index of the first sample of the stream
         self._segment_start = 0
         self._last: np.ndarray | None = None
         self._peaks: list[np.ndarray] = []
@@ -176,6 +178,9 @@ class Engine:
 
     def _admit(self, chunk: Chunk, events: list[Event]) -> tuple[np.ndarray, np.ndarray] | None:
         """Validate a chunk and place it on the device timeline; None when nothing is usable."""
+        if chunk.error:  # the source refused data here (samples empty; the loss shows as the next gap)
+            self._reject(chunk, chunk.error, events)
+            return None
         if not math.isclose(chunk.fs, self.fs_in, rel_tol=1e-6):
             self._reject(chunk, f"fs {chunk.fs:g} Hz, expected {self.fs_in:g} Hz", events)
             return None
@@ -193,7 +198,7 @@ class Engine:
         self.stats.received += n
         self.stats.chunks += 1
         if self._expected is None:
-            self._expected = self._segment_start = first
+            self._expected = self._segment_start = self._stream_start = first
         if first < self._expected:  # duplicate or reordered: keep only what is new
             overlap = min(n, self._expected - first)
             self.stats.duplicate += overlap
@@ -293,7 +298,12 @@ class Engine:
         noisy = np.zeros(len(win), bool)
         if self.cfg.noise_gate:
             noisy = np.array([window_quality(w[0], fs_out).noisy for w in win.data])  # per window, per hop
-        usable = win.usable & ~noisy
+        offset = self._segment_start / self.fs_in - self.pre.delay_s
+        # after a reset, a window starting before the segment's first sample holds the filters'
+        # start-up from the hole (delay_s of it): it touches the gap, so it is flagged like one
+        early = (offset + win.start / fs_out < self._segment_start / self.fs_in - 1e-9) \
+            if self._segment_start != self._stream_start else np.zeros(len(win), bool)
+        usable = win.usable & ~noisy & ~early
         t_quality = (self.clock() - t0) / len(win)
         probs, t_inf = None, 0.0
         if self.model is not None and usable.any():
@@ -301,7 +311,6 @@ class Engine:
             probs = np.full((len(win), len(self.model.labels)), np.nan)
             probs[usable] = self.model.predict(win.data[usable])
             t_inf = (self.clock() - t0) / int(usable.sum())
-        offset = self._segment_start / self.fs_in - self.pre.delay_s
         results = []
         for i in range(len(win)):  # per window (one every hop), not per sample
             t_start = offset + win.start[i] / fs_out
@@ -310,7 +319,7 @@ class Engine:
                 usable=bool(usable[i]),
                 flags={"flat": [self.leads[j] for j in np.flatnonzero(win.flat[i])],
                        "saturated": [self.leads[j] for j in np.flatnonzero(win.saturated[i])],
-                       "gap": bool(win.gap[i]), "noisy": bool(noisy[i])},
+                       "gap": bool(win.gap[i] or early[i]), "noisy": bool(noisy[i])},
                 latency_ms={"preprocess": t_pre * 1e3, "quality": t_quality * 1e3,
                             "inference": t_inf * 1e3 if usable[i] else 0.0})
             if probs is not None and res.usable:
@@ -426,7 +435,7 @@ async def run_stream(source: AsyncIterator[Chunk], engine: Engine,
                 chunk = task.result()
             except StopAsyncIteration:
                 break
-            for tap in taps:
+            for tap in taps if not chunk.error else ():
                 tap(chunk)
             results, events = engine.feed(chunk)
             if results or events:

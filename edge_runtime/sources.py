@@ -23,6 +23,9 @@ class Chunk:
     fs: the device's nominal rate in Hz.
     device_time_ns: device clock at the first sample, in ns, when the device sends timestamps.
     host_time: `time.monotonic()` when the chunk arrived (for latency and drift estimates; 0 offline).
+    error: non-empty when the source refused data at `first_index` (a BLE frame that was malformed
+        or changed the stream's rate or lead, a full queue): `samples` is then empty (n_leads, 0)
+        and the engine logs an error event; the refused samples show up as the next gap.
     """
 
     samples: np.ndarray
@@ -30,6 +33,7 @@ class Chunk:
     fs: float
     device_time_ns: int | None = None
     host_time: float = 0.0
+    error: str = ""
 
     @property
     def n(self) -> int:

@@ -119,6 +119,12 @@ class VirtualLink:
     def _remember(self, adv: Advertisement) -> None:
         self.seen[str(adv.address).upper()] = adv.address
 
+    @property
+    def time_scale(self) -> float:
+        """Device seconds per host second: the fastest wearable's replay `speed` (1 with none).
+        `EcgClient` reads it to bound device timestamps by the host clock (`polar.ClockGuard`)."""
+        return max([float(getattr(w, "speed", 1.0)) for w in self.wearables] or [1.0])
+
     async def power_on(self) -> None:
         async with self._lock:
             if not self._powered:

@@ -27,6 +27,12 @@ Raspberry Pi setup (Raspberry Pi OS / Debian, BlueZ >= 5.55; the Pi 3B+/4/5 radi
   23 until `_acquire_mtu()` is called, which this client does before its MTU check.
 - The first second after putting the strap on saturates; expect `Gap`s when the strap moves out
   of range, and a rate slightly above 130 Hz (`stats.rate_ppm`).
+
+Nothing is lost silently (accounting: `firmware_bridge.stream_stats`). A frame the client refuses
+(undecodable, implausible timing or gain: `malformed`; a rate, format, lead or gain other than the
+stream's: `rejected`) and notifications dropped because the bounded queue was full (`overflow`)
+are counted, and the iterator yields a `Chunk` with `error` set and no samples at that point, so
+the engine logs an error event; the samples themselves are lost, as the next gap shows.
 """
 from __future__ import annotations
 
@@ -52,6 +58,10 @@ _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{8}(-[0
 _LINK_LOST, _CLOSED = object(), object()
 #: Heart-rate values kept for `EcgClient.heart_rates` when nobody reads them (one a second).
 HEART_RATE_BACKLOG = 3600
+#: Notifications the client buffers for a slow consumer (`EcgClient(queue_size=...)`): about 38 min
+#: of Polar H10 ECG (0.56 s each) or 30 min of open-profile 250 Hz int16, about 1.5 MB. Beyond it
+#: notifications are dropped, counted in `stats.overflow` and lost (the next frame shows the gap).
+QUEUE_SIZE = 4096
 
 
 class _NotFound(StreamError):
@@ -79,8 +89,8 @@ class _PolarProfile:
     start, stop, fs = polar.START_ECG, polar.STOP_ECG, polar.HR_ECG_FS
     frame_bytes = 10 + 3 * 73
 
-    def __init__(self) -> None:
-        self.indexer = polar.PolarSampleIndexer()  # kept across reconnects: the device clock continues
+    def __init__(self, guard: polar.ClockGuard) -> None:
+        self.indexer = polar.PolarSampleIndexer(guard=guard)  # kept across reconnects: the clock continues
 
     async def prepare(self, client: Any) -> None:
         features = polar.decode_features(await client.read_gatt_char(self.control))
@@ -96,9 +106,9 @@ class _PolarProfile:
             raise StreamError(f"the device refused START ECG: {r.error_name} (PMD error {r.error})")
         return True
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, polar.IndexedFrame, int | None]:
+    def decode(self, data: bytes, host_time: float) -> tuple[np.ndarray, polar.IndexedFrame, int | None]:
         frame = polar.decode_ecg_frame(data)
-        idx = self.indexer.feed(frame)
+        idx = self.indexer.feed(frame, host_time)
         return frame.samples_mv, idx, frame.first_sample_time_ns(idx.period_ns)
 
 
@@ -108,12 +118,13 @@ class _OpenProfile:
     name, service, data, control = "open", op.OPEN_SERVICE, op.OPEN_DATA, op.OPEN_CONTROL
     start, stop = op.START, op.STOP
 
-    def __init__(self) -> None:
-        self.indexer = op.OpenSampleIndexer()
+    def __init__(self, guard: polar.ClockGuard) -> None:
+        self.indexer = op.OpenSampleIndexer(guard=guard)
         self.fs, self.frame_bytes, self.config = 250.0, op.HEADER_SIZE + 2, None
 
     async def prepare(self, client: Any) -> None:
         self.config = op.decode_config(await client.read_gatt_char(op.OPEN_INFO))
+        self.indexer.expect(self.config)  # every packet must match it (StreamChangeError otherwise)
         self.fs = float(self.config.fs_hz)
         self.frame_bytes = op.HEADER_SIZE + self.config.samples_per_packet * op.FORMATS[self.config.fmt]
 
@@ -125,9 +136,9 @@ class _OpenProfile:
             raise StreamError(f"the device refused START: {r.result_name} (result {r.result})")
         return True
 
-    def decode(self, data: bytes) -> tuple[np.ndarray, polar.IndexedFrame, int | None]:
+    def decode(self, data: bytes, host_time: float) -> tuple[np.ndarray, polar.IndexedFrame, int | None]:
         packet = op.decode_packet(data)
-        return packet.samples_mv, self.indexer.feed(packet), packet.timestamp_us * 1000
+        return packet.samples_mv, self.indexer.feed(packet, host_time), packet.timestamp_us * 1000
 
 
 PROFILES = {"polar": _PolarProfile, "open": _OpenProfile}
@@ -142,15 +153,26 @@ class EcgClient:
     `client_backend` and `scanner_backend` (`bumble_backend.VirtualLink`). on_heart_rate(hr,
     host_time) receives Heart Rate Service values while streaming (also queued in `heart_rates`).
     max_reconnects: attempts per drop before giving up with `StreamError` (None: forever).
+    queue_size: notifications buffered for the consumer (`QUEUE_SIZE`); more are dropped and
+    counted (`stats.overflow`, lost). time_scale: device seconds per host second (None: the
+    backend's `time_scale`, e.g. a virtual wearable's replay speed, else 1); clock_margin_s: how
+    far ahead of the host clock a device timestamp may be before the frame is refused as corrupt
+    (`polar.ClockGuard`).
     """
 
     def __init__(self, target: str | None = None, profile: str = "polar", *, backend: Any = None,
                  scan_timeout: float = 10.0, connect_timeout: float = 10.0, response_timeout: float = 5.0,
                  reconnect: bool = True, initial_backoff_s: float = 0.25, max_backoff_s: float = 30.0,
                  max_reconnects: int | None = None,
-                 on_heart_rate: Callable[[hrs.HeartRate, float], None] | None = None) -> None:
+                 on_heart_rate: Callable[[hrs.HeartRate, float], None] | None = None,
+                 queue_size: int = QUEUE_SIZE, time_scale: float | None = None, clock_margin_s: float = 2.0) -> None:
         if profile not in PROFILES:
             raise ConfigError(f"profile: expected one of {sorted(PROFILES)}, got {profile!r}")
+        if not (isinstance(queue_size, int) and queue_size >= 1):
+            raise ConfigError(f"queue_size: expected a whole number of notifications >= 1, got {queue_size!r}")
+        time_scale = time_scale if time_scale is not None else float(getattr(backend, "time_scale", 1.0))
+        if not (time_scale > 0 and clock_margin_s > 0):
+            raise ConfigError(f"time_scale, clock_margin_s: expected numbers > 0, got {time_scale!r}, {clock_margin_s!r}")
         for name, value in (("scan_timeout", scan_timeout), ("connect_timeout", connect_timeout),
                             ("response_timeout", response_timeout), ("initial_backoff_s", initial_backoff_s),
                             ("max_backoff_s", max_backoff_s)):
@@ -160,10 +182,12 @@ class EcgClient:
         self.scan_timeout, self.connect_timeout, self.response_timeout = scan_timeout, connect_timeout, response_timeout
         self.initial_backoff_s, self.max_backoff_s, self.max_reconnects = initial_backoff_s, max_backoff_s, max_reconnects
         self._client_backend, self._scanner_backend = _backends(backend)
-        self._profile = PROFILES[profile]()
+        self._profile = PROFILES[profile](polar.ClockGuard(time_scale, clock_margin_s))
         self.stats = StreamStats(fs=self._profile.fs)
         self.heart_rates: asyncio.Queue[tuple[float, hrs.HeartRate]] = asyncio.Queue(HEART_RATE_BACKLOG)
-        self._data: asyncio.Queue[Any] = asyncio.Queue()
+        self.queue_size = queue_size
+        self._data: asyncio.Queue[Any] = asyncio.Queue()  # bounded by hand: the sentinels always fit
+        self._overflowed = 0  # notifications dropped since the consumer last heard of it
         self._control: asyncio.Queue[bytes] = asyncio.Queue()
         self._client: Any = None
         self._generation = 0  # one per connection attempt
@@ -194,6 +218,10 @@ class EcgClient:
         while True:
             if self._closed:
                 raise StopAsyncIteration
+            if self._overflowed:
+                n, self._overflowed = self._overflowed, 0
+                return self._notice(f"notification queue full ({self.queue_size}): {n} notifications dropped, "
+                                    "their samples lost")
             item = await self._data.get()
             if item is _CLOSED:
                 raise StopAsyncIteration
@@ -229,6 +257,10 @@ class EcgClient:
     # --- notification callbacks (bleak calls them in the event loop) -------------------------------
 
     def _on_data(self, _char: Any, data: bytearray) -> None:
+        if self._data.qsize() >= self.queue_size:  # a stalled consumer: drop, count, tell it later
+            self.stats.overflow += 1
+            self._overflowed += 1
+            return
         self._data.put_nowait((time.monotonic(), bytes(data)))
 
     def _on_control(self, _char: Any, data: bytearray) -> None:
@@ -341,18 +373,28 @@ class EcgClient:
                 log.info("reconnect attempt %d failed: %r", attempts, exc)
                 continue
             self.stats.mark_reconnect()
+            self._profile.indexer.new_connection()
             return
 
     # --- decoding ----------------------------------------------------------------------------------
 
+    def _notice(self, error: str, host_time: float = 0.0) -> Chunk:
+        """A Chunk without samples saying what was refused at the current end of the stream."""
+        return Chunk(np.empty((1, 0)), self.stats.next_index, self._profile.fs, None, host_time or time.monotonic(),
+                     error=error)
+
     def _decode(self, host_time: float, payload: bytes) -> Chunk | None:
-        """Decode one notification into a Chunk (None for malformed or duplicate frames)."""
+        """Decode one notification into a Chunk (None for duplicates; an `error` Chunk for refused frames)."""
         try:
-            samples_mv, idx, t_ns = self._profile.decode(payload)
+            samples_mv, idx, t_ns = self._profile.decode(payload, host_time)
+        except op.StreamChangeError as exc:
+            self.stats.reject(str(exc))
+            log.warning("rejected frame: %s", exc)
+            return self._notice(str(exc), host_time)
         except ProfileError as exc:
             self.stats.bad_frame(str(exc))
             log.debug("malformed frame: %s", exc)
-            return None
+            return self._notice(str(exc), host_time)
         span = self.stats.account(idx.first_index, idx.n, host_time, t_ns, idx.period_ns)
         if span is None:
             return None

@@ -22,7 +22,8 @@ import numpy as np
 
 from firmware_bridge.errors import ProfileError, profile_error
 # IndexedFrame is re-exported: the open profile's indexer returns the same type as Polar's.
-from firmware_bridge.polar import IndexedFrame, as_int_samples, decode_int24_le, encode_int24_le
+from firmware_bridge.polar import (ClockGuard, ImplausibleFrameError, IndexedFrame, as_int_samples,
+                                   decode_int24_le, encode_int24_le)
 
 _UUID = "0df8{:04x}-679a-45f4-ba6a-60d3df3bec53"
 #: Project-specific 128-bit UUIDs: one fixed random base, a distinct 16-bit field each.
@@ -58,6 +59,10 @@ MAX_FIRMWARE_BYTES = 32
 #: ATT notifications carry MTU - 3 bytes; the profile needs room for the header and 16 samples.
 ATT_OVERHEAD = 3
 MIN_MTU = ATT_OVERHEAD + HEADER_SIZE + 16 * 3  # 76
+
+#: Plausible gains, counts per mV: one count between 1 nV and 10 mV. Anything else (a subnormal
+#: float, say) is a corrupt field that would scale samples to absurd millivolts: refused.
+GAIN_RANGE = (0.1, 1e6)
 
 OP_START, OP_STOP, OP_CONFIGURE = 0x01, 0x02, 0x03
 RESPONSE_CODE = 0x80
@@ -104,8 +109,9 @@ def _check_gain_fs(gain: float, fs_hz: float, where: str) -> tuple[float, int]:
     """Validate gain and rate; return (gain rounded to float32, integer rate) as the wire carries them."""
     with np.errstate(over="ignore"):
         g32 = float(np.float32(gain)) if isinstance(gain, (int, float, np.number)) else math.nan
-    if not (math.isfinite(g32) and g32 > 0):
-        raise profile_error(where, "gain", "a finite float32 > 0 (counts per mV)", gain)
+    if not (math.isfinite(g32) and GAIN_RANGE[0] <= g32 <= GAIN_RANGE[1]):
+        raise profile_error(where, "gain", f"a float32 within {GAIN_RANGE[0]:g}..{GAIN_RANGE[1]:g} counts per mV",
+                            gain)
     fs = float(fs_hz) if isinstance(fs_hz, (int, float, np.number)) else math.nan
     if not (fs.is_integer() and 1 <= fs <= 0xFFFF):
         raise profile_error(where, "fs_hz", "a whole number of Hz, 1..65535 (uint16)", fs_hz)
@@ -335,18 +341,36 @@ def decode_control_response(data: bytes) -> OpenControlResponse:
 
 # --- receiver-side indexing ----------------------------------------------------------------------
 
+class StreamChangeError(ProfileError):
+    """A packet whose rate, format, lead or gain differs from the stream's: refused, never relabelled."""
+
+
 class OpenSampleIndexer:
     """Unwrap `first_sample_index` (uint32) into a monotonic 64-bit count and find lost samples.
 
     The first packet keeps its device index. Later ones: delta = (index - expected) mod 2**32,
     read as signed; delta >= 0 means `delta` samples were lost, delta < 0 a duplicate or reordered
     packet (flagged, not indexed). A packet flagged STREAM_START, other than a repeat of the one
-    that started the current stream (same seq, index and timestamp), is a device restart:
-    indexing continues right after the last sample (`restart=True`, nothing counted lost).
-    Lost packets (from `seq`) are counted in `lost_packets`.
+    that started the current stream (same seq, index and timestamp), is a device restart (after a
+    reconnect): the device's clock kept running, so the samples it measured meanwhile are lost:
+    `round((timestamp_us - expected_us) * fs)`, with `expected_us` the time of the sample after the
+    last one indexed and `fs` the device's true rate (measured from timestamps over indices of
+    contiguous packets). Only a clock that went back (a reboot) or changed base (TIME_UNIX) leaves
+    the loss unknown: the count then continues right after the last sample. Lost packets (from
+    `seq`) are counted in `lost_packets`.
+
+    Checks, each raising (the indexer's state is left as it was):
+    - `StreamChangeError`: rate, format, lead or gain differ from the stream's (`expect(config)`
+      from the info characteristic, else the first packet's).
+    - `ImplausibleFrameError`: within a stream, the timestamp contradicts the index (one of the two
+      is corrupt); or a jump further ahead than the host clock allows (`ClockGuard`, with
+      `host_time`). After `resync_after` implausible packets in a row the device's timeline really
+      changed: the next one restarts the count (its predecessors' samples lost).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, guard: ClockGuard | None = None, resync_after: int = 3, max_rate_error: float = 0.02) -> None:
+        self.guard = guard or ClockGuard()
+        self.resync_after, self.max_rate_error = resync_after, max_rate_error
         self.reset()
 
     def reset(self) -> None:
@@ -355,30 +379,115 @@ class OpenSampleIndexer:
         self._wire_end = 0  # the device index expected next (mod 2**32)
         self._next_seq = 0
         self._stream_id: tuple[int, int, int] | None = None  # (seq, index, time) of STREAM_START
+        self._last: tuple[int, int, int, bool] | None = None  # (wire index, timestamp_us, n, TIME_UNIX)
+        self._sum_dn, self._sum_dus = 0, 0  # contiguous packets: samples over µs, the true rate
+        self._refused: list[int] = []
+        self.stream: tuple[int, str, str, float] | None = None  # (fs_hz, fmt, lead, gain)
+        self.guard.reset()
         self.packets = self.lost = self.lost_packets = self.duplicates = self.restarts = 0
 
-    def feed(self, packet: OpenPacket) -> IndexedFrame:
-        """Index one packet (packets must be fed in arrival order)."""
-        n, period = packet.n, 1e9 / packet.fs_hz
-        stream_id = (packet.seq, packet.first_sample_index, packet.timestamp_us)
-        restart = self._end is not None and packet.stream_start and self._stream_id != stream_id
-        if self._end is None or restart:
-            first = packet.first_sample_index if self._end is None else self._end
-            self.restarts += int(restart)
-            self._stream_id = stream_id if packet.stream_start else None
-            self._accept(packet, first)
-            return IndexedFrame(first, n, 0, False, period, restart=restart)
-        delta = (packet.first_sample_index - self._wire_end) % (1 << 32)
-        if delta >= 1 << 31:
-            self.duplicates += 1
-            return IndexedFrame(self._end + delta - (1 << 32), n, 0, True, period)
-        self.lost += delta
-        self.lost_packets += (packet.seq - self._next_seq) % (1 << 16)
-        self._accept(packet, self._end + delta)
-        return IndexedFrame(self._end - n, n, delta, False, period)
+    def expect(self, config: OpenConfig) -> None:
+        """The stream's rate, format, lead and gain, from the info characteristic (read per connection)."""
+        self.stream = (config.fs_hz, config.fmt, config.lead, config.gain)
 
-    def _accept(self, packet: OpenPacket, first: int) -> None:
+    def new_connection(self) -> None:
+        """The link was re-established (the device restarts its stream with STREAM_START)."""
+        self.guard.new_connection()
+
+    def fs_true(self, fs_hz: int) -> float:
+        """The device's rate measured from its timestamps (nominal until two contiguous packets)."""
+        if self._sum_dus <= 0:
+            return float(fs_hz)
+        fs = self._sum_dn / self._sum_dus * 1e6
+        return min(max(fs, fs_hz * (1 - self.max_rate_error)), fs_hz * (1 + self.max_rate_error))
+
+    def _check_stream(self, packet: OpenPacket) -> None:
+        got = (packet.fs_hz, packet.fmt, packet.lead, packet.gain)
+        if self.stream is None:
+            self.stream = got
+        for name, want, have in zip(("fs_hz", "format", "lead", "gain"), self.stream, got):
+            if want != have:
+                raise StreamChangeError(f"open profile packet: {name}: expected {want:g} (the stream's), got {have:g}"
+                                        if isinstance(want, (int, float)) else
+                                        f"open profile packet: {name}: expected {want} (the stream's), got {have}")
+
+    def feed(self, packet: OpenPacket, host_time: float | None = None) -> IndexedFrame:
+        """Index one packet (packets must be fed in arrival order; `host_time`: its arrival,
+        `time.monotonic()`, which enables the host-clock bound)."""
+        self._check_stream(packet)
+        n, period = packet.n, 1e9 / packet.fs_hz
+        if self._end is None:
+            return self._accept(packet, packet.first_sample_index, 0, host_time)
+        stream_id = (packet.seq, packet.first_sample_index, packet.timestamp_us)
+        if packet.stream_start and self._stream_id != stream_id:
+            return self._restart(packet, host_time)
+        delta = (packet.first_sample_index - self._wire_end) % (1 << 32)
+        delta -= (1 << 32) if delta >= 1 << 31 else 0
+        why = self._implausible(packet, delta, host_time)
+        if why:
+            return self._refuse_or_resync(packet, why, host_time)
+        if delta < 0:
+            self.duplicates += 1
+            return IndexedFrame(self._end + delta, n, 0, True, period)
+        if delta == 0 and self._last is not None:
+            self._sum_dn += self._last[2]
+            self._sum_dus += packet.timestamp_us - self._last[1]
+        self.lost_packets += (packet.seq - self._next_seq) % (1 << 16)
+        return self._accept(packet, self._end + delta, delta, host_time)
+
+    def _implausible(self, packet: OpenPacket, delta: int, host_time: float | None) -> str:
+        """Why a packet `delta` samples after the expected one cannot be real ('' if it can)."""
+        wire0, t0, n0, unix0 = self._last  # type: ignore[misc]
+        fs = self.fs_true(packet.fs_hz)
+        if unix0 == bool(packet.flags & FLAG_TIME_UNIX):
+            want_us, got_us = (delta + n0) * 1e6 / fs, packet.timestamp_us - t0
+            if abs(got_us - want_us) > 0.02 * abs(want_us) + 20_000 + 2e6 / fs:
+                return (f"{got_us / 1e6:.6g} s after the previous packet, but its index says "
+                        f"{want_us / 1e6:.6g} s (a corrupt index or timestamp)")
+        return self._too_far_ahead(packet, delta, host_time) if delta > 0 else ""
+
+    def _too_far_ahead(self, packet: OpenPacket, lost: int, host_time: float | None) -> str:
+        excess = self.guard.excess_s(packet.timestamp_us * 1e-6, host_time)
+        if excess <= 0:
+            return ""
+        return (f"{lost / packet.fs_hz:.6g} s ahead, {excess:.6g} s more than the host clock allows "
+                f"(margin {self.guard.margin_s:g} s)")
+
+    def _restart(self, packet: OpenPacket, host_time: float | None) -> IndexedFrame:
+        """STREAM_START after a reconnect: the outage is the jump in device time."""
+        wire0, t0, n0, unix0 = self._last  # type: ignore[misc]
+        lost = 0
+        if unix0 == bool(packet.flags & FLAG_TIME_UNIX):
+            fs = self.fs_true(packet.fs_hz)
+            lost = max(0, round((packet.timestamp_us - t0) * fs / 1e6 - n0))  # < 0: the clock went back
+            why = self._too_far_ahead(packet, lost, host_time)
+            if why:
+                return self._refuse_or_resync(packet, why, host_time)
+        self.restarts += 1
+        self.guard.new_connection()
+        return self._accept(packet, self._end + lost, lost, host_time, restart=True)
+
+    def _refuse_or_resync(self, packet: OpenPacket, why: str, host_time: float | None) -> IndexedFrame:
+        if len(self._refused) < self.resync_after:
+            self._refused.append(packet.n)
+            raise ImplausibleFrameError(f"open profile packet: timestamp: {why}; packet refused")
+        lost = sum(self._refused)  # the timeline really changed: start over after the refused packets
+        self.restarts += 1
+        self.guard.new_connection()
+        return self._accept(packet, self._end + lost, lost, host_time, restart=True)
+
+    def _accept(self, packet: OpenPacket, first: int, lost: int, host_time: float | None,
+                restart: bool = False) -> IndexedFrame:
         self.packets += 1
+        self.lost += lost
         self._end = first + packet.n
         self._wire_end = (packet.first_sample_index + packet.n) % (1 << 32)
         self._next_seq = (packet.seq + 1) % (1 << 16)
+        if packet.stream_start:
+            self._stream_id = (packet.seq, packet.first_sample_index, packet.timestamp_us)
+        elif restart:
+            self._stream_id = None
+        self._last = (packet.first_sample_index, packet.timestamp_us, packet.n, bool(packet.flags & FLAG_TIME_UNIX))
+        self._refused = []
+        self.guard.accept(packet.timestamp_us * 1e-6, host_time)
+        return IndexedFrame(first, packet.n, lost, False, 1e9 / packet.fs_hz, restart=restart)

@@ -110,6 +110,52 @@ def as_int_samples(samples: object, bits: int, where: str) -> np.ndarray:
     return s.astype(np.int64)
 
 
+class ImplausibleFrameError(ProfileError):
+    """A well-formed frame whose timing no real stream produces (a corrupt timestamp or index):
+    refused and counted as malformed, instead of opening a gap of hours or stepping back in time."""
+
+
+class ClockGuard:
+    """How far a device's clock may run ahead of the host's: the bound that tells a real gap (a
+    disconnect, dropped notifications) from a corrupt timestamp.
+
+    Between two frames a device's clock advances by about the host time that passed, minus the
+    difference in their transport latencies. So `offset = device_s / time_scale - host_s` never
+    rises more than `margin_s` above the largest offset seen (the frame with the least latency),
+    whatever the outage; a frame beyond that bound is implausible. time_scale: device seconds per
+    host second (1 for a real wearable; the virtual wearable's `speed` when it replays faster).
+    After a reconnect the first frame is checked against the old anchor, then re-anchors (a virtual
+    device pauses its clock while the link is down; a real one does not). Without host times
+    (offline use) nothing is checked.
+    """
+
+    def __init__(self, time_scale: float = 1.0, margin_s: float = 2.0) -> None:
+        if not (time_scale > 0 and margin_s > 0):
+            raise profile_error("clock guard", "time_scale/margin_s", "> 0", (time_scale, margin_s))
+        self.time_scale, self.margin_s = float(time_scale), float(margin_s)
+        self.reset()
+
+    def reset(self) -> None:
+        self._anchor: float | None = None
+        self._reanchor = False
+
+    def new_connection(self) -> None:
+        self._reanchor = True
+
+    def excess_s(self, device_s: float, host_s: float | None) -> float:
+        """Seconds by which a frame at device time `device_s` arriving at `host_s` is ahead of the bound."""
+        if host_s is None or self._anchor is None:
+            return 0.0
+        return device_s / self.time_scale - host_s - self._anchor - self.margin_s
+
+    def accept(self, device_s: float, host_s: float | None) -> None:
+        if host_s is None:
+            return
+        offset = device_s / self.time_scale - host_s
+        self._anchor = offset if self._anchor is None or self._reanchor else max(self._anchor, offset)
+        self._reanchor = False
+
+
 @dataclass(frozen=True)
 class IndexedFrame:
     """Where a received frame sits in the device's sample count.
@@ -339,23 +385,39 @@ class PolarSampleIndexer:
     Gaps are exact while (gap samples) * (relative period error) < 0.5: about 20 minutes at 3e-6,
     but before the first contiguous pair (nominal period, 0.23 % off for a 130.3 Hz device) only
     gaps under ~215 samples (1.6 s) are.
+
+    Corrupt timestamps (given `host_time`s): a frame further ahead than the host clock allows
+    (`ClockGuard`), or, within one connection, more than `max_backstep_s` behind, raises
+    `ImplausibleFrameError` and is not indexed (its samples become part of the next gap). After
+    `resync_after` such frames in a row the device's clock really changed: the next one restarts
+    the count (`restart`), right after the last sample plus the refused frames' samples (lost).
     """
 
     def __init__(self, nominal_fs: float = HR_ECG_FS, max_rate_error: float = 0.02,
-                 max_backstep_s: float = 5.0) -> None:
+                 max_backstep_s: float = 5.0, guard: ClockGuard | None = None, resync_after: int = 3) -> None:
         if not nominal_fs > 0 or not 0 < max_rate_error < 0.5:
             raise profile_error("polar indexer", "nominal_fs/max_rate_error", "> 0 and 0..0.5",
                                 (nominal_fs, max_rate_error))
         self.nominal_period_ns = 1e9 / nominal_fs
         self.max_rate_error = max_rate_error
         self.max_backstep_ns = int(max_backstep_s * 1e9)
+        self.guard = guard or ClockGuard()
+        self.resync_after = resync_after
         self.reset()
 
     def reset(self) -> None:
         """Forget everything: the next frame starts a new stream at index 0."""
         self._last: tuple[int, int] | None = None  # (timestamp ns, index) of the last indexed sample
         self._sum_dt, self._sum_n = 0, 0
+        self._refused: list[int] = []  # sample counts of the implausible frames refused in a row
+        self._new_connection = False
+        self.guard.reset()
         self.frames = self.lost = self.duplicates = 0
+
+    def new_connection(self) -> None:
+        """The link was re-established: the next frame may follow an outage or a clock reset."""
+        self._new_connection = True
+        self.guard.new_connection()
 
     @property
     def period_ns(self) -> float:
@@ -371,28 +433,48 @@ class PolarSampleIndexer:
         """Estimated true sampling rate in Hz."""
         return 1e9 / self.period_ns
 
-    def feed(self, frame: EcgFrame) -> IndexedFrame:
-        """Index one frame (frames must be fed in arrival order)."""
+    def feed(self, frame: EcgFrame, host_time: float | None = None) -> IndexedFrame:
+        """Index one frame (frames must be fed in arrival order; `host_time`: its arrival,
+        `time.monotonic()`, which enables the plausibility checks)."""
         n, t, period = frame.n, int(frame.timestamp_ns), self.period_ns
         if self._last is None:
-            self._last = (t, n - 1)
-            self.frames += 1
-            return IndexedFrame(0, n, 0, False, period)
+            return self._accept(t, host_time, 0, n, 0, restart=False)
         last_t, last_i = self._last
         dt = t - last_t
         steps = round(dt / period)
         if dt <= 0 and -dt <= self.max_backstep_ns:
             self.duplicates += 1
             return IndexedFrame(last_i + steps - n + 1, n, 0, True, period)
-        self.frames += 1
-        if dt <= 0:  # the device clock stepped back: a reset, not a reordered frame
-            self._last = (t, last_i + n)
-            return IndexedFrame(last_i + 1, n, 0, False, period, restart=True)
+        why = self._implausible(t, dt, host_time)
+        if why and len(self._refused) < self.resync_after:
+            self._refused.append(n)
+            raise ImplausibleFrameError(f"{_ECG}: timestamp: {why}; frame refused")
+        if why or dt <= 0:  # the device clock really changed (or stepped back across a reconnect)
+            lost = sum(self._refused)
+            self.guard.new_connection()  # re-anchor on the new timeline
+            return self._accept(t, host_time, last_i + 1 + lost, n, lost, restart=True)
         lost = max(0, steps - n)
-        first = last_i + 1 + lost
-        self._last = (t, first + n - 1)
-        self.lost += lost
         if steps == n:
             self._sum_dt += dt
             self._sum_n += n
-        return IndexedFrame(first, n, lost, False, self.period_ns)
+        return self._accept(t, host_time, last_i + 1 + lost, n, lost, restart=False)
+
+    def _implausible(self, t: int, dt: int, host_time: float | None) -> str:
+        """Why a frame at device time `t`, `dt` ns after the last one, cannot be real ('' if it can)."""
+        if host_time is None:
+            return ""
+        if dt <= 0 and not self._new_connection:
+            return f"{-dt / 1e9:.6g} s behind the previous frame within one connection"
+        excess = self.guard.excess_s(t * 1e-9, host_time)
+        if excess > 0:
+            return (f"{dt / 1e9:.6g} s after the previous frame, {excess:.6g} s more than the host clock "
+                    f"allows (margin {self.guard.margin_s:g} s)")
+        return ""
+
+    def _accept(self, t: int, host_time: float | None, first: int, n: int, lost: int, restart: bool) -> IndexedFrame:
+        self.frames += 1
+        self.lost += lost
+        self._last = (t, first + n - 1)
+        self._refused, self._new_connection = [], False
+        self.guard.accept(t * 1e-9, host_time)
+        return IndexedFrame(first, n, lost, False, self.period_ns, restart=restart)

@@ -1,10 +1,19 @@
 """Accounting for every sample of a live stream: received, lost (where and how many), duplicated,
 reordered, malformed frames, reconnects, and clock estimates.
 
-The index of a sample is the device's own sample count (from Polar timestamps or open-profile
-sequence numbers), so a gap is a jump forward in that count and a duplicate a step back onto
-samples already delivered. Invariant, checked by the tests: `received + lost == span`, where `span`
-runs from the first sample ever received to one past the newest.
+The index of a sample is the device's own sample count (Polar: from device timestamps; open
+profile: from packets' first-sample indices, and across a reconnect from their device timestamps),
+so a gap is a jump forward in that count and a duplicate a step back onto samples already delivered.
+
+Invariant, checked by the tests and `bench/faults.py`: `received + lost == span` (the samples the
+device sent, from the first received to one past the newest). `lost` is every sample of that span
+not delivered, whatever the cause: notifications dropped on the air or by the bounded queue
+(`overflow`), outages while the link was down, and frames refused as `malformed` (undecodable, or
+well formed but implausible: a corrupt timestamp, index or gain) or `rejected` (a rate, format,
+lead or gain that differs from the stream's). `malformed`, `rejected` and `overflow` count frames
+(notifications), not samples: they say why part of `lost` is lost. A refused frame's samples
+become part of the gap the next good frame reveals, so they are counted exactly once, in `lost`.
+Samples after the newest delivered frame are outside the span (no later frame reveals them).
 """
 from __future__ import annotations
 
@@ -57,7 +66,9 @@ class StreamStats:
     received: samples delivered in chunks. lost: samples inside `gaps` (never received).
     duplicated: samples dropped because they had been delivered already. reordered: samples that
     arrived after later ones and filled part of a gap (delivered, no longer lost).
-    malformed: frames that failed to decode (`malformed_reasons` counts their messages).
+    malformed: frames that failed to decode or were implausible (`malformed_reasons` counts their
+    messages). rejected: frames refused for changing the stream's rate, format, lead or gain
+    (`rejected_reasons`). overflow: notifications dropped because the client's queue was full.
     frames: notifications decoded; reconnects: successful reconnections after a drop.
     """
 
@@ -66,10 +77,13 @@ class StreamStats:
     duplicated: int = 0
     reordered: int = 0
     malformed: int = 0
+    rejected: int = 0
+    overflow: int = 0
     frames: int = 0
     reconnects: int = 0
     gaps: list[Gap] = field(default_factory=list)
     malformed_reasons: Counter = field(default_factory=Counter)
+    rejected_reasons: Counter = field(default_factory=Counter)
     first_index: int | None = None
     next_index: int = 0  # one past the newest sample received
     _period: LinearFit = field(default_factory=LinearFit, repr=False)
@@ -108,6 +122,10 @@ class StreamStats:
     def bad_frame(self, reason: str) -> None:
         self.malformed += 1
         self.malformed_reasons[reason] += 1
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        self.rejected_reasons[reason] += 1
 
     def account(self, first: int, n: int, host_time: float, device_time_ns: int | None = None,
                 period_ns: float | None = None) -> tuple[int, int] | None:

@@ -9,13 +9,14 @@ Device model. The device counts samples from the first START (index 0 = `signal[
 frame carries 73 samples and the device time of its last sample, `epoch_ns + k * 1e9 / fs_true`
 with `fs_true = fs * (1 + drift_ppm * 1e-6)`; frames leave every 73 / fs_true / speed seconds.
 The count and clock keep running across disconnects: when the link drops while streaming,
-`Faults.outage_s` of signal passes unsent (the next START continues after it), so a receiver sees
-the outage as a timestamp gap. The open profile restarts its index at 0 on every START
+`Faults.outage_s` of signal passes unsent (the next START continues after it, and not before
+`outage_s / speed` host seconds have passed, as for a real device), so a receiver sees the outage
+as a timestamp gap. The open profile restarts its index at 0 on every START
 (`FLAG_STREAM_START`), as its spec says. Heart rate: one HRS notification per second of device
 time from `replay.heart_rate_plan` (R peaks of the signal, or the RR intervals given).
 
 `log` records exactly what was sent: per data notification its number, sample range and fate
-(sent, dropped, corrupt, compressed), the outages, HR values and control responses.
+(`SentFrame.status`), the outages, HR values and control responses.
 """
 from __future__ import annotations
 
@@ -57,6 +58,10 @@ class Faults:
     disconnect_at_s: drop the link before the first frame at or after these stream times (s).
     corrupt: notification numbers sent truncated by one byte. compressed: sent with the Polar
     delta-compression flag (open profile: an unknown version byte).
+    duplicate: sent twice. reorder: held back and sent just after the next notification.
+    flip_time: sent well formed but with one timestamp bit flipped (Polar: bit 48 of the ns
+    timestamp, +78 h; open profile: bit 38 of the µs timestamp, +76 h).
+    bad_gain, wrong_rate (open profile only): sent with a subnormal gain / twice the stream's rate.
     max_mtu: the largest ATT MTU the device accepts (below a frame's need it refuses START).
     outage_s: signal time that passes unsent whenever the link drops while streaming.
     """
@@ -67,6 +72,11 @@ class Faults:
     disconnect_at_s: tuple[float, ...] = ()
     corrupt: tuple[int, ...] = ()
     compressed: tuple[int, ...] = ()
+    duplicate: tuple[int, ...] = ()
+    reorder: tuple[int, ...] = ()
+    flip_time: tuple[int, ...] = ()
+    bad_gain: tuple[int, ...] = ()
+    wrong_rate: tuple[int, ...] = ()
     max_mtu: int | None = None
     outage_s: float = 2.0
 
@@ -79,6 +89,13 @@ class Faults:
             raise ConfigError(f"faults.outage_s: expected >= 0 s, got {self.outage_s!r}")
 
 
+#: Fault -> status of the notifications it damages (their samples cannot reach a receiver).
+FAULT_STATUS = {"corrupt": "corrupt", "compressed": "compressed", "flip_time": "flipped", "bad_gain": "bad_gain",
+                "wrong_rate": "wrong_rate"}
+#: Statuses of notifications that reached the receiver intact (once, twice, or late).
+DELIVERED = ("sent", "duplicated", "reordered")
+
+
 @dataclass(frozen=True)
 class SentFrame:
     """One data notification: samples [first_index, first_index + n) of the signal, and its fate."""
@@ -86,7 +103,7 @@ class SentFrame:
     seq: int
     first_index: int
     n: int
-    status: str  # "sent", "dropped", "corrupt" or "compressed"
+    status: str  # "sent", "duplicated", "reordered" (delivered); "dropped", or damaged: FAULT_STATUS
     sent_at: float = 0.0  # time.monotonic() just before the notification left the device
 
 
@@ -102,7 +119,8 @@ class WearableLog:
     disconnects: int = 0
 
     def delivered(self) -> list[SentFrame]:
-        return [f for f in self.frames if f.status == "sent"]
+        """Notifications that reached the receiver intact, in the order they were sent."""
+        return [f for f in self.frames if f.status in DELIVERED]
 
     def missing_ranges(self) -> list[tuple[int, int]]:
         """(first_index, n) of every run of samples a receiver cannot have, between the first and
@@ -110,8 +128,9 @@ class WearableLog:
         delivered = self.delivered()
         if not delivered:
             return []
-        lo, hi = delivered[0].first_index, delivered[-1].first_index + delivered[-1].n
-        runs = sorted([(f.first_index, f.n) for f in self.frames if f.status != "sent"] + self.outages)
+        lo = min(f.first_index for f in delivered)
+        hi = max(f.first_index + f.n for f in delivered)
+        runs = sorted([(f.first_index, f.n) for f in self.frames if f.status not in DELIVERED] + self.outages)
         merged: list[list[int]] = []
         for first, n in runs:
             if n <= 0 or first < lo or first >= hi:
@@ -144,6 +163,8 @@ class VirtualWearable:
             raise ConfigError(f"profile: expected 'polar' or 'open', got {profile!r}")
         if profile == "polar" and fs != polar.HR_ECG_FS:
             raise ConfigError(f"fs: a Polar H10 streams ECG at {polar.HR_ECG_FS:g} Hz, got {fs!r}")
+        if profile == "polar" and faults is not None and (faults.bad_gain or faults.wrong_rate):
+            raise ConfigError("faults.bad_gain, faults.wrong_rate: open profile only (PMD frames carry no gain or rate)")
         if not (math.isfinite(speed) and speed > 0):
             raise ConfigError(f"speed: expected a finite number > 0 (1.0 = real time), got {speed!r}")
         self.fs, self.name, self.profile, self.speed = float(fs), name, profile, float(speed)
@@ -170,6 +191,7 @@ class VirtualWearable:
         self._hr_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()  # fire-and-forget work, referenced until done
         self._stream_seq = self._stream_index = 0
+        self._resume_at = 0.0  # loop time before which a restarted stream may not send (the outage)
         self.device: Device | None = None
         self.finished: asyncio.Event | None = None
 
@@ -250,6 +272,7 @@ class VirtualWearable:
             if n > 0:
                 self.log.outages.append((self.position, n))
                 self.position += n
+                self._resume_at = asyncio.get_running_loop().time() + n / (self.fs_true * self.speed)
         self._stream_task = None
 
     def _spawn(self, coro: Any) -> asyncio.Task:
@@ -349,27 +372,31 @@ class VirtualWearable:
 
     def _fate(self, seq: int) -> str:
         dropped = self._rng.random() < self.faults.drop_fraction  # drawn for every frame: reproducible
-        if seq in self.faults.corrupt:
-            return "corrupt"
-        if seq in self.faults.compressed:
-            return "compressed"
-        return "dropped" if dropped else "sent"
+        for fault, status in FAULT_STATUS.items():
+            if seq in getattr(self.faults, fault):
+                return status
+        if dropped:
+            return "dropped"
+        return "duplicated" if seq in self.faults.duplicate else "reordered" if seq in self.faults.reorder else "sent"
 
     def _payload(self, pos: int, n: int, status: str) -> bytes:
         chunk = self.samples[pos:pos + n]
         if self.profile == "polar":
             ts = self.epoch_ns + round((pos + n - 1) * 1e9 / self.fs_true)
-            data = bytearray(polar.encode_ecg_frame(ts, chunk))
+            data = bytearray(polar.encode_ecg_frame(ts ^ (1 << 48) if status == "flipped" else ts, chunk))
             if status == "compressed":
                 data[9] |= 0x80
         else:
             ts_us = round(pos * 1e6 / self.fs_true)  # device clock since boot
             flags = op.FLAG_STREAM_START if self._stream_seq == 0 else 0
             data = bytearray(op.encode_packet(chunk, seq=self._stream_seq, first_sample_index=self._stream_index,
-                                              timestamp_us=ts_us, fs_hz=int(self.fs), gain=self.open_gain,
-                                              fmt=self.open_fmt, lead=self.lead, flags=flags))
+                                              timestamp_us=ts_us ^ (1 << 38) if status == "flipped" else ts_us,
+                                              fs_hz=int(self.fs) * (2 if status == "wrong_rate" else 1),
+                                              gain=self.open_gain, fmt=self.open_fmt, lead=self.lead, flags=flags))
             if status == "compressed":
                 data[0] = op.PROFILE_VERSION + 1
+            if status == "bad_gain":
+                data[16:20] = np.float32(1e-45).tobytes()  # subnormal: 1 count would read as 7e44 mV
         return bytes(data[:-1] if status == "corrupt" else data)
 
     def _disconnect_due(self, seq: int) -> bool:
@@ -384,7 +411,9 @@ class VirtualWearable:
     async def _stream(self, connection: Connection) -> None:
         """Send frames on the device's schedule until the signal ends or the link drops."""
         loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, self._resume_at - loop.time()))  # the outage lasts its time
         t0, pos0 = loop.time(), self.position
+        held: tuple[int, bytes] | None = None  # a notification to reorder: (log position, payload)
         while self.position < self.samples.size:
             if self._disconnect_due(self._seq):
                 self._spawn(connection.disconnect(hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR))
@@ -392,10 +421,26 @@ class VirtualWearable:
             pos, n, seq = self.position, min(self.samples_per_frame, self.samples.size - self.position), self._seq
             status = self._fate(seq)
             sent_at = time.monotonic()
-            if status != "dropped":
-                await self.device.notify_subscriber(connection, self._data_char, self._payload(pos, n, status))
+            if status == "reordered" and held is None:
+                held = (len(self.log.frames), self._payload(pos, n, status))
+                status = "dropped"  # until it is sent, after the next one
+            elif status != "dropped":
+                payload = self._payload(pos, n, status)
+                for _ in range(2 if status == "duplicated" else 1):
+                    await self.device.notify_subscriber(connection, self._data_char, payload)
             self.log.frames.append(SentFrame(seq, pos, n, status, sent_at))
+            if held is not None and held[0] < len(self.log.frames) - 1:
+                await self._send_held(connection, held)
+                held = None
             self._seq, self.position = seq + 1, pos + n
             self._stream_seq, self._stream_index = self._stream_seq + 1, self._stream_index + n
             await asyncio.sleep(max(0.0, t0 + (self.position - pos0) / (self.fs_true * self.speed) - loop.time()))
+        if held is not None:
+            await self._send_held(connection, held)
         self.finished.set()
+
+    async def _send_held(self, connection: Connection, held: tuple[int, bytes]) -> None:
+        k, payload = held
+        f = self.log.frames[k]
+        self.log.frames[k] = SentFrame(f.seq, f.first_index, f.n, "reordered", time.monotonic())
+        await self.device.notify_subscriber(connection, self._data_char, payload)

@@ -322,3 +322,134 @@ def test_a_real_polar_h10_streams_through_bluez() -> None:
     assert abs(client.stats.rate_ppm) < 10_000  # the H10 runs within 1 % of 130 Hz
     x = np.concatenate([c.samples[0] for c in chunks])
     assert np.isfinite(x).all() and 0.05 < np.ptp(x[int(2 * FS):]) < 20  # mV, past the first saturated second
+
+
+# --- reliability: outages, stream changes, corrupt frames, bounded queue (issue 16) ---------------
+
+def engine_records(chunks: list, fs: float):
+    """Feed the client's chunks to the streaming engine (beats, SQI, no model): (windows, events, stats)."""
+    from edge_runtime.beats import RPeakDetector
+    from edge_runtime.engine import Engine
+    from edge_runtime.signal import Preprocessor, PreprocessConfig
+
+    engine = Engine(Preprocessor(PreprocessConfig(), fs, ("CHEST",)), None, RPeakDetector(fs))
+    windows, events = [], []
+    for c in chunks:
+        r, e = engine.feed(c)
+        windows += r
+        events += e
+    r, e = engine.finish()
+    return windows + r, events + e, engine.stats
+
+
+def touching(windows: list, ranges: list[tuple[int, int]], fs: float) -> list:
+    """Windows whose span overlaps one of the sample ranges (first, n)."""
+    return [w for w in windows if any(w.t_start_s < (a + n) / fs and a / fs < w.t_end_s for a, n in ranges)]
+
+
+@pytest.mark.parametrize("outage_s", [2.0, 0.6])
+def test_open_profile_outages_are_counted_lost_and_flag_their_windows(outage_s: float) -> None:
+    """Open profile at 250 Hz, three forced disconnects: the samples the device measured while offline
+    are lost exactly (from the packets' device timestamps across the restart), and the engine logs a
+    gap for each and flags every window touching one (2 s: reset; 0.6 s: bridged and flagged)."""
+    fs = 250
+    signal, _ = synthetic_uv(150, fs=fs, seed=11)
+    faults = Faults(disconnect_after=(40, 120, 200), outage_s=outage_s)
+    wearable = VirtualWearable(signal, fs, profile="open", name="ECG Open VIRTUAL", speed=400.0, faults=faults,
+                               drift_ppm=200.0)
+    chunks, client, _ = run(stream_all(wearable))
+    log, st = wearable.log, client.stats
+    withheld = sum(n for _, n in log.outages)
+    assert len(log.outages) == 3 and withheld == 3 * round(outage_s * fs)
+    assert st.reconnects == 3 and st.lost == withheld
+    assert [(g.first_index, g.n) for g in st.gaps] == log.missing_ranges() == log.outages
+    assert st.received + st.lost == st.span == log.delivered()[-1].first_index + log.delivered()[-1].n
+    assert_exact(chunks, wearable.samples, scale=1000.0)  # every sample at its true device index
+    windows, events, es = engine_records(chunks, fs)
+    assert es.lost == withheld and [e.kind for e in events].count("reset" if outage_s > 1 else "gap") == 3
+    hit = touching(windows, log.outages, fs)
+    assert all(w.flags["gap"] and not w.usable for w in hit)
+    # reset: only the first window after it touches the hole (its filters' start-up); bridged: 2 per 5 s hop
+    assert len(hit) == (3 if outage_s > 1 else 6)
+    assert len(windows) > 20 and any(w.usable for w in windows)
+
+
+def test_open_profile_packets_that_change_the_stream_are_rejected_with_an_event() -> None:
+    """A packet whose rate differs from the stream's (info characteristic) is rejected, counted, and the
+    engine logs an error for it; its samples are a gap, never relabelled."""
+    fs = 250
+    signal, _ = synthetic_uv(60, fs=fs, seed=12)
+    wearable = VirtualWearable(signal, fs, profile="open", name="ECG Open VIRTUAL", speed=400.0,
+                               faults=Faults(wrong_rate=(30,)))
+    chunks, client, _ = run(stream_all(wearable))
+    st, spp = client.stats, wearable.samples_per_frame
+    assert st.rejected == 1 and st.malformed == 0
+    assert any("fs_hz: expected 250" in r and "got 500" in r for r in st.rejected_reasons)
+    assert [(g.first_index, g.n) for g in st.gaps] == [(30 * spp, spp)] and st.received + st.lost == signal.size
+    assert all(c.fs == fs for c in chunks if c.n)
+    _, events, es = engine_records(chunks, fs)
+    errors = [e for e in events if e.kind == "error"]
+    assert len(errors) == 1 and "got 500" in errors[0].detail and es.lost == spp
+
+
+@pytest.mark.parametrize("profile", ["polar", "open"])
+def test_corrupt_well_formed_frames_are_malformed_not_obeyed(profile: str) -> None:
+    """One flipped timestamp bit (Polar: 78 h; open: 76 h) and, for the open profile, a subnormal gain:
+    rejected as malformed with the reason; the frame's samples are one exact gap, nothing else lost."""
+    fs = 130 if profile == "polar" else 250
+    signal, _ = synthetic_uv(60, fs=fs, seed=13)
+    faults = Faults(flip_time=(25,), bad_gain=(50,) if profile == "open" else ())
+    wearable = VirtualWearable(signal, fs, profile=profile, name=f"{profile} VIRTUAL", speed=400.0, faults=faults)
+    chunks, client, _ = run(stream_all(wearable))
+    st, spp = client.stats, wearable.samples_per_frame
+    bad = [25] + ([50] if profile == "open" else [])
+    assert st.malformed == len(bad) and st.rejected == 0
+    assert any("timestamp" in r for r in st.malformed_reasons)
+    assert [(g.first_index, g.n) for g in st.gaps] == [(k * spp, spp) for k in bad] == wearable.log.missing_ranges()
+    assert st.lost == len(bad) * spp and st.received + st.lost == signal.size
+    assert_exact(chunks, wearable.samples, scale=1000.0)
+    _, events, es = engine_records(chunks, fs)
+    assert es.lost == st.lost and sum(e.kind == "error" for e in events) == len(bad)
+
+
+def test_duplicates_and_reordering_through_the_client() -> None:
+    """Duplicated and reordered notifications (virtual Faults): counted, nothing lost."""
+    signal, _ = synthetic_uv(60, seed=14)
+    wearable = VirtualWearable(signal, FS, speed=400.0, faults=Faults(duplicate=(10, 30), reorder=(20,)))
+    chunks, client, _ = run(stream_all(wearable))
+    st = client.stats
+    assert st.duplicated == 2 * 73 and st.reordered == 73 and st.lost == 0 and st.received == signal.size
+    assert not st.gaps and st.malformed == st.rejected == 0
+    late = [c for k, c in enumerate(chunks) if k and c.first_index < chunks[k - 1].first_index]
+    assert [(c.first_index, c.n) for c in late] == [(20 * 73, 73)]  # delivered after frame 21, in its place
+    in_order = [c for c in chunks if all(c is not x for x in late)]
+    got = np.concatenate([assert_exact(in_order, signal.astype(np.int64)), assert_exact(late, signal.astype(np.int64))])
+    assert np.array_equal(np.sort(got), np.arange(signal.size))  # every sample exactly once
+
+
+def test_a_stalled_consumer_overflows_a_bounded_queue_counted_as_lost() -> None:
+    """The notification queue holds at most `queue_size` notifications: a consumer that stalls loses the
+    overflow, counted (stats.overflow) and lost exactly, with an error chunk saying so."""
+    signal, _ = synthetic_uv(120, seed=15)
+    wearable = VirtualWearable(signal, FS, speed=100.0)  # 1.2 s of host time
+
+    async def main():
+        async with virtual_link(wearable) as vlink:
+            chunks = []
+            async with EcgClient(wearable.name, backend=vlink, queue_size=16, connect_timeout=5,
+                                 scan_timeout=5) as client:
+                chunks.append(await anext(client))
+                await asyncio.sleep(0.25)  # the consumer stalls for ~45 notifications
+                async for chunk in client:
+                    chunks.append(chunk)
+                    if chunk.end_index >= signal.size:
+                        break
+        return chunks, client
+    chunks, client = run(main())
+    st = client.stats
+    frames = len(wearable.log.delivered())
+    assert st.overflow > 0 and st.frames == frames - st.overflow
+    assert st.lost == 73 * st.overflow and st.received + st.lost == signal.size
+    notes = [c for c in chunks if c.error]
+    assert notes and all(c.n == 0 for c in notes) and "queue" in notes[0].error
+    assert_exact([c for c in chunks if not c.error], signal.astype(np.int64))

@@ -331,13 +331,86 @@ def test_open_indexer_drops_duplicates_reordering_and_wraparound() -> None:
 
 def test_open_indexer_restart_continues_the_count() -> None:
     idx = op.OpenSampleIndexer()
-    first = _packets([50, 50, 50])
+    first = _packets([50, 50, 50], t0=5_000_000)
     assert [idx.feed(p).first_index for p in first] == [0, 50, 100]
     assert idx.feed(first[0]).duplicate  # a repeat of the stream's first packet is no restart
-    again = _packets([40, 40], t0=10_000_000)  # the device was stopped and started again
+    again = _packets([40, 40], t0=15_000_000)  # stopped and started again 10 s later: 2350 samples unsent
     got = [idx.feed(p) for p in again]
-    assert [(g.first_index, g.restart, g.lost_before) for g in got] == [(150, True, 0), (190, False, 0)]
-    assert idx.restarts == 1 and idx.lost == 0
+    assert [(g.first_index, g.restart, g.lost_before) for g in got] == [(2500, True, 2350), (2540, False, 0)]
+    assert idx.restarts == 1 and idx.lost == 2350
+    rebooted = _packets([40], t0=0)  # the device clock went back (a reboot): loss unknown, count continues
+    assert [(g.first_index, g.restart, g.lost_before) for g in map(idx.feed, rebooted)] == [(2580, True, 0)]
+
+
+def test_open_indexer_counts_a_reconnect_outage_from_device_timestamps() -> None:
+    """A device restarts its index at START after a reconnect; its clock keeps running: the samples it
+    measured meanwhile (2 s at 250 Hz) are lost, placed exactly, never spliced."""
+    idx = op.OpenSampleIndexer()
+    before = _packets([100, 100, 100], t0=1_000_000)  # index 0..299, 4 ms per sample
+    assert [idx.feed(p).first_index for p in before] == [0, 100, 200]
+    after = _packets([100, 100], t0=1_000_000 + (300 + 500) * 4000)  # index 0 again, 500 samples later
+    got = [idx.feed(p) for p in after]
+    assert [(g.first_index, g.restart, g.lost_before) for g in got] == [(800, True, 500), (900, False, 0)]
+    assert idx.restarts == 1 and idx.lost == 500
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("fs_hz", 500, "fs_hz: expected 250 .*, got 500"), ("lead", "II", "lead: expected CHEST .*, got II"),
+    ("fmt", "int24", "format: expected int16 .*, got int24"), ("gain", 2000.0, "gain: expected 1000 .*, got 2000"),
+])
+def test_open_indexer_rejects_a_packet_that_changes_the_stream(field: str, value, match: str) -> None:
+    """Rate, lead, format and gain are the stream's (info characteristic or first packet): a packet
+    that differs is refused (StreamChangeError), not relabelled, and indexing is unaffected."""
+    idx = op.OpenSampleIndexer()
+    idx.expect(op.OpenConfig(250, "int16", 1000.0, "CHEST", 109))
+    pkts = _packets([50, 50, 50])
+    idx.feed(pkts[0])
+    odd = op.OpenPacket(**{**pkts[1].__dict__, field: value})
+    with pytest.raises(op.StreamChangeError, match=f"open profile packet: {match}"):
+        idx.feed(odd)
+    got = idx.feed(pkts[2])
+    assert (got.first_index, got.lost_before, idx.lost) == (100, 50, 50)
+
+
+def test_implausible_gains_are_refused() -> None:
+    """A subnormal (or absurd) gain would scale counts to 1e49 mV: refused like any malformed field."""
+    good = op.encode_packet([1000, -1000, 300], seq=1, first_sample_index=3, timestamp_us=0, fs_hz=250, gain=100.0)
+    for gain in (1e-45, 1e-30, 1e-3, 1e9):
+        bad = good[:16] + np.float32(gain).tobytes() + good[20:]
+        with pytest.raises(ProfileError, match="open profile packet: gain: expected a float32 within"):
+            op.decode_packet(bad)
+
+
+def test_open_indexer_refuses_an_index_its_timestamp_contradicts() -> None:
+    """One flipped bit in a packet's index or timestamp: the two disagree, so the packet is refused as
+    malformed (ImplausibleFrameError) instead of opening a 76-hour gap; the next packet is unharmed."""
+    pkts = _packets([100] * 6)
+    flipped_t = op.OpenPacket(**{**pkts[2].__dict__, "timestamp_us": pkts[2].timestamp_us ^ (1 << 38)})
+    flipped_i = op.OpenPacket(**{**pkts[4].__dict__, "first_sample_index": pkts[4].first_sample_index ^ (1 << 30)})
+    idx = op.OpenSampleIndexer()
+    idx.feed(pkts[0]), idx.feed(pkts[1])
+    for bad, good in ((flipped_t, pkts[3]), (flipped_i, pkts[5])):
+        with pytest.raises(polar.ImplausibleFrameError, match="open profile packet: timestamp"):
+            idx.feed(bad)
+        got = idx.feed(good)
+        assert got.lost_before == 100 and not got.duplicate
+    assert idx.lost == 200 and got.end_index == 600
+
+
+def test_polar_indexer_refuses_a_flipped_timestamp_bit() -> None:
+    """A frame whose timestamp leaps 78 h ahead of what the host clock allows (one flipped bit) is
+    refused (ImplausibleFrameError), not a 36.6 M-sample gap; real gaps within the host time pass."""
+    frames = [f for _, f in _h10_stream(20)]
+    idx = polar.PolarSampleIndexer()
+    host = [k * 73 / 130.3 + 0.03 for k in range(20)]  # arrival times, s (real time)
+    for k in range(5):
+        idx.feed(frames[k], host[k])
+    bad = polar.EcgFrame(frames[5].timestamp_ns ^ (1 << 48), frames[5].samples_uv)
+    with pytest.raises(polar.ImplausibleFrameError, match="polar pmd ecg frame: timestamp"):
+        idx.feed(bad, host[5])
+    assert idx.feed(frames[6], host[6]).lost_before == 73
+    assert idx.feed(frames[9], host[9]).lost_before == 2 * 73  # a real gap: the host clock moved as much
+    assert idx.lost == 3 * 73
 
 
 # --- hypothesis: fuzzing decoders and round-tripping encoders ------------------------------------
@@ -355,7 +428,7 @@ def open_packet_kwargs(draw) -> dict:
     return dict(samples=draw(int_samples(8 * op.FORMATS[fmt], 255)), fmt=fmt,
                 seq=draw(st.integers(0, 0xFFFF)), first_sample_index=draw(st.integers(0, 0xFFFFFFFF)),
                 timestamp_us=draw(st.integers(0, 2**64 - 1)), fs_hz=draw(st.integers(1, 0xFFFF)),
-                gain=float(np.float32(draw(st.floats(1e-3, 1e6)))),
+                gain=float(np.float32(draw(st.floats(*op.GAIN_RANGE)))),
                 lead=draw(st.sampled_from(list(op.LEAD_CODES.values()))),
                 flags=draw(st.integers(0, 255)))
 
@@ -384,7 +457,7 @@ def valid_messages():
             st.none() | st.booleans(), st.none() | st.integers(0, 0xFFFF)),
         op.decode_packet: open_packet_kwargs().map(lambda kw: op.encode_packet(**kw)),
         op.decode_config: st.builds(op.OpenConfig, st.integers(1, 0xFFFF), st.sampled_from(sorted(op.FORMATS)),
-                                    st.floats(1e-3, 1e6), st.sampled_from(list(op.LEAD_CODES.values())),
+                                    st.floats(*op.GAIN_RANGE), st.sampled_from(list(op.LEAD_CODES.values())),
                                     st.integers(1, 255), st.text(max_size=8)).map(op.encode_config),
         op.decode_command: st.one_of(st.just(op.START), st.just(op.STOP), st.builds(
             op.encode_configure, st.integers(1, 0xFFFF), st.sampled_from(sorted(op.FORMATS)))),
