@@ -334,15 +334,23 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from firmware_bridge.bundle import BundleError, verify_bundle
+    from firmware_bridge.bundle.verify import NOT_AUTHENTICATED
 
     try:
-        report = verify_bundle(args.bundle, pubkey=args.pubkey, on=args.on, tflm=args.tflm)
+        report = verify_bundle(args.bundle, pubkey=args.pubkey, on=args.on, tflm=args.tflm,
+                               require_signature=args.require_signature)
     except BundleError as exc:
         if exc.report is not None:
             _print_checks(exc.report)
         raise
     _print_checks(report)
-    print(f"{args.bundle}: bundle verified ({report.target})")
+    if report.authenticated:
+        print(f"{args.bundle}: bundle verified and authenticated ({report.target}, signed by the key {args.pubkey})")
+        return 0
+    # Keyless: integrity only. Exit 0 (README: an unsigned bundle is still checked), said where it cannot be missed.
+    print(f"{args.bundle}: integrity verified, {NOT_AUTHENTICATED} ({report.target})")
+    print(f"ecg-edge: warning: {args.bundle}: {NOT_AUTHENTICATED}; give --pubkey (and --require-signature "
+          "to make this an error)", file=sys.stderr)
     return 0
 
 
@@ -551,7 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ve = sub.add_parser("verify", help="check a vendor bundle: checksums, signature, C array, golden outputs")
     ve.add_argument("bundle", help="bundle folder from `ecg-edge package`")
-    ve.add_argument("--pubkey", help="Ed25519 public key (PEM) the manifest must be signed with")
+    ve.add_argument("--pubkey", help="Ed25519 public key (PEM) the manifest must be signed with; without it "
+                    "verify checks integrity only, NOT authenticity")
+    ve.add_argument("--require-signature", action="store_true", help="fail unless the bundle is signed and the "
+                    "signature checks with --pubkey (default: a keyless verify passes on integrity, with a warning)")
     ve.add_argument("--on", choices=("qemu",), help="also build the bundle's firmware and run it: qemu = the "
                     "Cortex-M55 image on QEMU's mps3-an547 against the same sources built for this host")
     ve.add_argument("--tflm", metavar="DIR", help="vendored TFLite Micro tree for --on (as for package)")

@@ -87,6 +87,15 @@ def missing_extra(what: str, module: str, extra: str | None, missing: str | None
     return MissingExtraError(f"{what} needs {package} ({gone}), {fix}")
 
 
+def unavailable(package: str, install: str) -> str:
+    """Why a check needing `package` did not run here, for a report row that must not fail: on aarch64
+    a package without Arm wheels cannot be installed at all, elsewhere `install` says how."""
+    machine = platform.machine()
+    if package in NO_AARCH64_WHEEL and machine.lower() in ("aarch64", "arm64"):
+        return f"not available on {machine}: {package} has x86-64 wheels only"
+    return f"not installed: {install}"
+
+
 def require(module: str, extra: str | None, what: str) -> ModuleType:
     """Import `module`, or raise `missing_extra` naming its package and the extra that installs it."""
     try:
