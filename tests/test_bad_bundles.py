@@ -191,6 +191,10 @@ CASES = [
     Case("unlisted-file", lambda b: add_unlisted(b, "extra.bin"), ("extra.bin", "not in the manifest")),
     Case("unlisted-file-in-firmware", lambda b: add_unlisted(b, "firmware/manifest.json"),
          ("firmware/manifest.json", "not in the manifest")),
+    Case("unlisted-build-output", lambda b: add_unlisted(b, "firmware/build/cm55/firmware.elf"),
+         ("firmware/build/cm55/firmware.elf", "rm -rf firmware/build")),
+    Case("unlisted-symlinked-folder", lambda b: os.symlink(b.parent, b / "escape_link"),
+         ("escape_link", "not in the manifest")),
     # --- the manifest itself
     Case("oversize-manifest", oversize_manifest, ("manifest.json", "1048576")),
     Case("nested-manifest", nested_manifest, ("manifest.json", "not valid JSON")),

@@ -36,11 +36,13 @@ def firmware_lines(man: dict[str, Any]) -> list[str]:
              "exit status 0 only when all ran (2 model checksum, 5 arena too small, 8 fault: see `main.cc`). "
              "`mps3_an547.c` is the board layer (semihosting output, SysTick, stack painting, MSPLIM); replace it "
              "with your board's (`platform.h`). Rebuild it from this bundle and the vendored TFLite Micro + CMSIS-NN "
-             "tree:", "", "```sh",
+             "tree (verify first: `ecg-edge verify` refuses any file it did not package, `firmware/build/` "
+             "included, so verify a fresh copy or `rm -rf firmware/build` before it):", "", "```sh",
+             "ecg-edge verify . --on qemu                            # both builds, compared output by output",
              "make -C firmware TFLM=/path/to/tflite-micro            # firmware/build/cm55/firmware.elf",
              "make -C firmware TFLM=/path/to/tflite-micro run        # on QEMU: qemu-system-arm -M mps3-an547",
              "make -C firmware TFLM=/path/to/tflite-micro ARCH=host  # the same sources for this computer",
-             "ecg-edge verify . --on qemu                            # both, compared output by output", "```", "",
+             "```", "",
              "`cmsis-nn-1xn-stride.patch` fixes CMSIS-NN's Helium (MVE) 1xN convolution, which read past its input "
              "for stride > 1 and changed the last output column; the Makefile applies it to a copy of the file.", ""]
     m = f.get("measured")

@@ -306,9 +306,11 @@ def _check_files(run: _Run, root: Path, man: dict[str, Any]) -> None:
         if got != want:
             run.fail(root / rel, "checksums", f"sha256 {got} differs from the manifest's {want}: the file changed")
     extra = [rel for rel in _bundle_files(root) if rel not in files and rel not in SEALS]
-    if extra:
+    if extra:  # build outputs too: a planted firmware/build/ image is what `make run` would flash
+        built = any(rel.startswith("firmware/build/") for rel in extra)
         run.fail(root, "checksums", f"{', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}: not in the "
-                                    f"manifest's files table; a bundle holds only the files it was packaged with")
+                                    "manifest's files table; a bundle holds only the files it was packaged with"
+                                    + ("; verify a fresh copy, or `rm -rf firmware/build` first" if built else ""))
     run.ok("checksums", f"{len(files)} files match manifest.json, no other file in the bundle")
 
 
