@@ -124,7 +124,7 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 #: benchmark name -> script in bench/ (no script may share a name with a package: bench/ is sys.path[0])
 BENCHMARKS = {"preprocess": "preprocess.py", "runtime": "runtime.py", "rpeaks": "rpeaks_mitbih.py", "ble": "ble.py",
               "train": "training.py", "models": "models.py", "package": "package.py",
-              "firmware": "firmware.py"}
+              "firmware": "firmware.py", "faults": "faults.py"}
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 

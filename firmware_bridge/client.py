@@ -389,7 +389,7 @@ class EcgClient:
             samples_mv, idx, t_ns = self._profile.decode(payload, host_time)
         except op.StreamChangeError as exc:
             self.stats.reject(str(exc))
-            log.warning("rejected frame: %s", exc)
+            log.info("rejected frame: %s", exc)
             return self._notice(str(exc), host_time)
         except ProfileError as exc:
             self.stats.bad_frame(str(exc))

@@ -351,8 +351,9 @@ class OpenSampleIndexer:
     The first packet keeps its device index. Later ones: delta = (index - expected) mod 2**32,
     read as signed; delta >= 0 means `delta` samples were lost, delta < 0 a duplicate or reordered
     packet (flagged, not indexed). A packet flagged STREAM_START, other than a repeat of the one
-    that started the current stream (same seq, index and timestamp), is a device restart (after a
-    reconnect): the device's clock kept running, so the samples it measured meanwhile are lost:
+    that started the current stream (same seq, index and timestamp), or the first packet after
+    `new_connection()` (its STREAM_START packet may be the one lost), is a device restart: the
+    device's clock kept running, so the samples it measured meanwhile are lost:
     `round((timestamp_us - expected_us) * fs)`, with `expected_us` the time of the sample after the
     last one indexed and `fs` the device's true rate (measured from timestamps over indices of
     contiguous packets). Only a clock that went back (a reboot) or changed base (TIME_UNIX) leaves
@@ -382,6 +383,7 @@ class OpenSampleIndexer:
         self._last: tuple[int, int, int, bool] | None = None  # (wire index, timestamp_us, n, TIME_UNIX)
         self._sum_dn, self._sum_dus = 0, 0  # contiguous packets: samples over µs, the true rate
         self._refused: list[int] = []
+        self._new_connection = False
         self.stream: tuple[int, str, str, float] | None = None  # (fs_hz, fmt, lead, gain)
         self.guard.reset()
         self.packets = self.lost = self.lost_packets = self.duplicates = self.restarts = 0
@@ -391,7 +393,9 @@ class OpenSampleIndexer:
         self.stream = (config.fs_hz, config.fmt, config.lead, config.gain)
 
     def new_connection(self) -> None:
-        """The link was re-established (the device restarts its stream with STREAM_START)."""
+        """The link was re-established: the device restarts its stream, so the next packet is placed
+        by its timestamp like a STREAM_START one (also when that first packet was lost)."""
+        self._new_connection = True
         self.guard.new_connection()
 
     def fs_true(self, fs_hz: int) -> float:
@@ -419,7 +423,7 @@ class OpenSampleIndexer:
         if self._end is None:
             return self._accept(packet, packet.first_sample_index, 0, host_time)
         stream_id = (packet.seq, packet.first_sample_index, packet.timestamp_us)
-        if packet.stream_start and self._stream_id != stream_id:
+        if (packet.stream_start and self._stream_id != stream_id) or self._new_connection:
             return self._restart(packet, host_time)
         delta = (packet.first_sample_index - self._wire_end) % (1 << 32)
         delta -= (1 << 32) if delta >= 1 << 31 else 0
@@ -488,6 +492,6 @@ class OpenSampleIndexer:
         elif restart:
             self._stream_id = None
         self._last = (packet.first_sample_index, packet.timestamp_us, packet.n, bool(packet.flags & FLAG_TIME_UNIX))
-        self._refused = []
+        self._refused, self._new_connection = [], False
         self.guard.accept(packet.timestamp_us * 1e-6, host_time)
         return IndexedFrame(first, packet.n, lost, False, 1e9 / packet.fs_hz, restart=restart)

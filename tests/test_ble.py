@@ -374,6 +374,21 @@ def test_open_profile_outages_are_counted_lost_and_flag_their_windows(outage_s: 
     assert len(windows) > 20 and any(w.usable for w in windows)
 
 
+def test_open_profile_restart_whose_first_packet_is_lost() -> None:
+    """The STREAM_START packet after a reconnect arrives damaged (and 2 % of packets are dropped): the
+    next packet is placed by its timestamp all the same, so every loss is exact."""
+    fs = 250
+    signal, _ = synthetic_uv(120, fs=fs, seed=16)
+    faults = Faults(drop_fraction=0.02, seed=3, disconnect_after=(40, 150), corrupt=(40,), outage_s=1.5)
+    wearable = VirtualWearable(signal, fs, profile="open", name="ECG Open VIRTUAL", speed=400.0, faults=faults)
+    chunks, client, _ = run(stream_all(wearable))
+    st, log = client.stats, wearable.log
+    assert st.reconnects == 2 and st.malformed == 1 and len(log.outages) == 2
+    assert [(g.first_index, g.n) for g in st.gaps] == log.missing_ranges()
+    assert st.received + st.lost == st.span and st.lost == sum(n for _, n in log.missing_ranges())
+    assert_exact(chunks, wearable.samples, scale=1000.0)
+
+
 def test_open_profile_packets_that_change_the_stream_are_rejected_with_an_event() -> None:
     """A packet whose rate differs from the stream's (info characteristic) is rejected, counted, and the
     engine logs an error for it; its samples are a gap, never relabelled."""
