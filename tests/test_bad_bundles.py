@@ -230,7 +230,7 @@ def test_bad_bundle_gives_one_error_line(case: Case, signed: dict[str, Path], tm
     case.make(b)
     args = [a.format(pub=signed["pub"], wrong_pub=signed["wrong_pub"]) for a in case.args]
     line = assert_one_error_line(["verify", str(b), *args], capsys, *case.names)
-    assert "verified" not in capsys.readouterr().out + line
+    assert "verified" not in line
 
 
 def test_keyless_verify_of_a_resealed_bundle_says_not_authenticated(signed: dict[str, Path], tmp_path: Path,
