@@ -467,5 +467,12 @@ class ArtifactModel:
         return self.artifact.preprocessor(fs_in)
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
+        return self.probabilities(self.logits(windows))
+
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """The model's raw outputs (dequantized for an int8 model) for windows (n, n_leads, window)."""
         x = np.asarray(windows, dtype=np.float32)
-        return self.backend.probabilities(self.backend.run(x[:, :, None, :]))
+        return self.backend.run(x[:, :, None, :])
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        return self.backend.probabilities(logits)

@@ -53,6 +53,9 @@ class Model(Protocol):
 
     def predict(self, windows: np.ndarray) -> np.ndarray: ...
 
+    # With `EngineConfig.audit`, the engine also calls `logits(windows)` (the raw, dequantized model
+    # outputs) and `probabilities(logits)` instead of `predict`, to keep the outputs it classified.
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -70,6 +73,9 @@ class EngineConfig:
     stall_timeout_s: float = 5.0
     beat_lead: int = 0
     noise_gate: bool = True
+    #: keep each window's model input and raw output and every R peak (`WindowResult.inputs` /
+    #: `.logits`, `Engine.audit_peaks`) to compare two machines bit for bit (`ecg-edge stream --audit`).
+    audit: bool = False
 
     def __post_init__(self) -> None:
         for name in ("bridge_max_s", "stall_timeout_s"):
@@ -133,6 +139,8 @@ class WindowResult:
     hr_bpm: float = math.nan
     n_beats: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    inputs: np.ndarray | None = None  # (n_leads, window) float32, with EngineConfig.audit
+    logits: np.ndarray | None = None  # (n_labels,) raw model output, with EngineConfig.audit
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": "window", "index": self.index, "t_start_s": round(self.t_start_s, 4),
@@ -161,6 +169,7 @@ class Engine:
         self._segment_start = 0
         self._last: np.ndarray | None = None
         self._peaks: list[np.ndarray] = []
+        self.audit_peaks: list[np.ndarray] = []  # every R peak (device sample index), with cfg.audit
         self._history: deque[np.ndarray] = deque(maxlen=self.cfg.smoothing_windows)
         self._event_state: dict[str, dict[str, Any]] = {}
         self._n_windows = 0
@@ -283,6 +292,8 @@ class Engine:
             if len(peaks):
                 peaks = np.asarray(peaks, np.int64) + self._segment_start
                 self._peaks.append(peaks)
+                if self.cfg.audit:
+                    self.audit_peaks.append(peaks)
                 self.stats.beats += len(peaks)
                 self._rhythm(peaks / self.fs_in, events)
         self._pending.extend(self._windows(win, t_pre, t_arrival))
@@ -305,11 +316,16 @@ class Engine:
             if self._segment_start != self._stream_start else np.zeros(len(win), bool)
         usable = win.usable & ~noisy & ~early
         t_quality = (self.clock() - t0) / len(win)
-        probs, t_inf = None, 0.0
+        probs, logits, t_inf = None, None, 0.0
         if self.model is not None and usable.any():
             t0 = self.clock()
             probs = np.full((len(win), len(self.model.labels)), np.nan)
-            probs[usable] = self.model.predict(win.data[usable])
+            if self.cfg.audit:
+                logits = np.full(probs.shape, np.nan, dtype=np.float32)
+                logits[usable] = self.model.logits(win.data[usable])
+                probs[usable] = self.model.probabilities(logits[usable])
+            else:
+                probs[usable] = self.model.predict(win.data[usable])
             t_inf = (self.clock() - t0) / int(usable.sum())
         results = []
         for i in range(len(win)):  # per window (one every hop), not per sample
@@ -324,6 +340,9 @@ class Engine:
                             "inference": t_inf * 1e3 if usable[i] else 0.0})
             if probs is not None and res.usable:
                 res.probabilities = {lab: float(v) for lab, v in zip(self.model.labels, probs[i])}
+            if self.cfg.audit:
+                res.inputs = np.asarray(win.data[i], dtype=np.float32)
+                res.logits = None if logits is None or not res.usable else logits[i]
             res._arrival = t_arrival  # type: ignore[attr-defined]
             self._n_windows += 1
             results.append(res)

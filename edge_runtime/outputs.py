@@ -158,3 +158,39 @@ class LiveView:
             self._live.update(self.render())
             self._live.__exit__(*exc)
             self._live = None
+
+
+class AuditSink:
+    """Every window's model input and raw output, and every R peak, in one .npz (`stream --audit`).
+
+    What two machines running the same stream must agree on (`bench/pi.py` compares an emulated
+    aarch64 run with x86): `index`, `t_start_s`, `usable` per window; `inputs` (n, n_leads, window)
+    float32; `logits` (n, n_labels) float32, NaN where no model ran; `peaks`, the R peaks as device
+    sample indices. Needs an engine built with `EngineConfig(audit=True)`; written on close.
+    """
+
+    def __init__(self, path: str | Path, engine: Any):
+        if not engine.cfg.audit:
+            raise ValueError("AuditSink needs an Engine with EngineConfig(audit=True)")
+        self.path, self.engine = Path(path), engine
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._windows: list[WindowResult] = []
+
+    def __call__(self, results: list[WindowResult], events: list[Event]) -> None:
+        self._windows += results
+
+    def close(self) -> None:
+        w, model = self._windows, self.engine.model
+        n_labels = len(model.labels) if model is not None else 0
+        shape = w[0].inputs.shape if w else (len(self.engine.leads), 0)
+        logits = np.full((len(w), n_labels), np.nan, dtype=np.float32)
+        for i, r in enumerate(w):  # per window
+            if r.logits is not None:
+                logits[i] = r.logits
+        peaks = self.engine.audit_peaks
+        np.savez(self.path, index=np.array([r.index for r in w], np.int64),
+                 t_start_s=np.array([r.t_start_s for r in w], np.float64),
+                 usable=np.array([r.usable for r in w], bool),
+                 inputs=np.stack([r.inputs for r in w]) if w else np.zeros((0, *shape), np.float32),
+                 logits=logits, labels=np.array(model.labels if model is not None else (), dtype=str),
+                 peaks=np.concatenate(peaks) if peaks else np.zeros(0, np.int64))
