@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from edge_runtime.errors import EcgEdgeError, MissingExtraError
 from edge_runtime.errors import require as _require
@@ -398,20 +399,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --- parser -----------------------------------------------------------------------------------
 
+class CliParser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: a bad flag value, an unknown flag or a missing
+    argument prints `ecg-edge: error: <what>` and exits 2, without the usage block (`--help` still
+    prints it). Subparsers are made with the parent's class, so every subcommand inherits this."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"ecg-edge: error: {' '.join(message.split())}\n")
+
+
+def _number(kind: type, expected: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """An argparse `type=`: `kind(text)` if `ok`, else "argument --x: expected <expected>, got <text>"."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+    parse.__name__ = expected  # argparse's fallback message names the type by it
+    return parse
+
+
+positive_int = _number(int, "a positive integer", lambda v: v > 0)
+non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
+positive_float = _number(float, "a positive number", lambda v: math.isfinite(v) and v > 0)
+non_negative_float = _number(float, "a non-negative number", lambda v: math.isfinite(v) and v >= 0)
+drop_fraction = _number(float, "a fraction 0 <= x < 1", lambda v: 0 <= v < 1)
+label_fraction = _number(float, "a fraction 0 < x <= 1", lambda v: 0 < v <= 1)
+
+
 def _stream_options(st: argparse.ArgumentParser) -> None:
     st.add_argument("--model", help="artifact (manifest.json, its folder or the model file); without it: beats, HR and quality only")
     st.add_argument("--backend", choices=("litert", "tflite_runtime", "tflite_micro", "executorch", "onnxruntime"),
                     help="override the artifact's runtime (tflite_micro: the host TFLite Micro interpreter)")
-    st.add_argument("--threads", type=int, default=1)
+    st.add_argument("--threads", type=positive_int, default=1)
     st.add_argument("--lead", help="lead to stream, by name (default: the record's first lead; I for synthetic)")
-    st.add_argument("--fs", type=float, help="sampling rate of a .npy replay; rate of the synthetic source (default 250)")
-    st.add_argument("--seconds", type=float, default=0.0, help="stop after this much signal; synthetic length (default 60)")
-    st.add_argument("--speed", type=float, default=1.0, help="replay speed, 1.0 = real time")
+    st.add_argument("--row", type=non_negative_int, help="row of a (k, n) .npy to stream, 0-based (required when "
+                    "k > 1; a .npy of one lead is (n,) or (1, n))")
+    st.add_argument("--fs", type=positive_float, help="sampling rate of a .npy replay; rate of the synthetic source "
+                    "(default 250)")
+    st.add_argument("--seconds", type=non_negative_float, default=0.0,
+                    help="stop after this much signal (0: all of it); synthetic length (default 60)")
+    st.add_argument("--condition", help="rhythm of the synthetic source: NORM (default), AFIB (or AF), SBRAD, STACH, "
+                    "WQRS")
+    st.add_argument("--speed", type=positive_float, default=1.0, help="replay speed, 1.0 = real time")
     st.add_argument("--fast", action="store_true", help="replay as fast as possible")
-    st.add_argument("--chunk", type=int, default=73, help="samples per chunk for replay (73 = one Polar H10 notification)")
-    st.add_argument("--seed", type=int, default=0, help="seed of the synthetic source and of injected faults")
+    st.add_argument("--chunk", type=positive_int, default=73,
+                    help="samples per chunk for replay (73 = one Polar H10 notification)")
+    st.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic source and of injected faults")
     st.add_argument("--profile", choices=("polar", "open"), default="polar", help="BLE profile")
-    st.add_argument("--bridge-max-s", type=float, default=1.0, help="longest gap bridged by interpolation (s)")
+    st.add_argument("--bridge-max-s", type=positive_float, default=1.0, help="longest gap bridged by interpolation (s)")
     st.add_argument("--jsonl", help="write windows and events as JSON lines here")
     st.add_argument("--csv", help="write one row per window here")
     st.add_argument("--no-live", action="store_true", help="no live terminal view")
@@ -419,7 +458,7 @@ def _stream_options(st: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ecg-edge", description="ECG foundation models distilled to the edge.")
+    p = CliParser(prog="ecg-edge", description="ECG foundation models distilled to the edge.")
     sub = p.add_subparsers(dest="command", required=True, metavar="<command>")
 
     data = sub.add_parser("data", help="download datasets, build preprocessed shards").add_subparsers(
@@ -430,15 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--base-url", help="mirror or local server to download from (default: physionet.org)")
     d.add_argument("--include", nargs="+", help="glob patterns of files to fetch (default: the dataset's usual set)")
     d.add_argument("--with-optional", nargs="+", metavar="GROUP", help="optional groups, e.g. records500 for PTB-XL")
-    d.add_argument("--workers", type=int, default=4)
+    d.add_argument("--workers", type=positive_int, default=4)
     d.set_defaults(func=cmd_data_download)
 
     b = data.add_parser("build", help="preprocess a dataset once into memory-mapped shards")
     b.add_argument("--config", help="pipeline TOML (default: built-in synthetic defaults; see configs/)")
     b.add_argument("--source", help="override data.source: synthetic | ptbxl:PATH | cinc2017:PATH | mitdb:PATH")
-    b.add_argument("--n-records", type=int, help="override data.n_records (synthetic)")
+    b.add_argument("--n-records", type=positive_int, help="override data.n_records (synthetic)")
     b.add_argument("--out", required=True, help="output folder (must not hold shards already)")
-    b.add_argument("--workers", type=int, default=1, help="preprocessing processes")
+    b.add_argument("--workers", type=positive_int, default=1, help="preprocessing processes")
     b.set_defaults(func=cmd_data_build)
 
     i = data.add_parser("info", help="summarise a shard folder")
@@ -454,16 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     we = sub.add_parser("wearable", help="try the stack without hardware: a virtual wearable (bumble) replays a "
                                          "recording over BLE to the runtime through bleak's API")
     we.add_argument("--replay", required=True, help="WFDB record or .npy (mV; give --fs) to replay")
-    we.add_argument("--drop", type=float, default=0.0, help="fraction of notifications the wearable drops")
-    we.add_argument("--disconnect-after", type=int, nargs="+", metavar="N", help="force disconnects after N notifications")
-    we.add_argument("--device-fs", type=float, default=250.0, help="sample rate of the open profile (Polar is 130 Hz)")
+    we.add_argument("--drop", type=drop_fraction, default=0.0, help="fraction of notifications the wearable drops")
+    we.add_argument("--disconnect-after", type=non_negative_int, nargs="+", metavar="N", help="force disconnects after N notifications")
+    we.add_argument("--device-fs", type=positive_float, default=250.0, help="sample rate of the open profile (Polar is 130 Hz)")
     _stream_options(we)
     we.set_defaults(func=cmd_wearable)
 
     ble = sub.add_parser("ble", help="Bluetooth LE wearables").add_subparsers(dest="ble_command", required=True,
                                                                              metavar="<ble command>")
     sc = ble.add_parser("scan", help="list nearby BLE devices and the ECG profile each speaks")
-    sc.add_argument("--timeout", type=float, default=5.0)
+    sc.add_argument("--timeout", type=positive_float, default=5.0)
     sc.set_defaults(func=cmd_ble_scan)
 
     pt = sub.add_parser("pretrain", help="pretrain a teacher: clip | fgclep | clef | ssl | supervised "
@@ -474,11 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--data", help="override data.source: synthetic | ptbxl:PATH | cinc2017:PATH")
     pt.add_argument("--shards", help="shard folder from `ecg-edge data build` (default: build the config's data in OUT/shards)")
     pt.add_argument("--out", help="output folder: checkpoint.pt, history.jsonl, config.json")
-    pt.add_argument("--epochs", type=int, help="override train.epochs")
-    pt.add_argument("--batch-size", type=int, help="override train.batch_size (per process)")
+    pt.add_argument("--epochs", type=positive_int, help="override train.epochs")
+    pt.add_argument("--batch-size", type=positive_int, help="override train.batch_size (per process)")
     pt.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
     pt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    pt.add_argument("--stop-after-epochs", type=int, metavar="N", help="end this run after N epochs (resume later)")
+    pt.add_argument("--stop-after-epochs", type=positive_int, metavar="N", help="end this run after N epochs (resume later)")
     pt.add_argument("--list-models", action="store_true", help="list the model registry and exit")
     pt.set_defaults(func=cmd_pretrain)
 
@@ -487,16 +526,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", nargs="+", required=True, help="pretraining checkpoint(s) (checkpoint.pt or its folder)")
     ev.add_argument("--shards", help="shard folder to evaluate on (train split for probes; --splits for figures)")
     ev.add_argument("--out", required=True, help="folder for evaluation.json, evaluation.md and the saliency PNG")
-    ev.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions of the training records")
+    ev.add_argument("--fractions", type=label_fraction, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions of the training records")
     ev.add_argument("--splits", nargs="+", default=["val", "test"], help="evaluation splits (PTB-XL: val = fold 9, test = fold 10)")
     ev.add_argument("--finetune", action="store_true", help="also fine-tune each encoder with a linear head on each fraction")
-    ev.add_argument("--finetune-epochs", type=int, default=10)
+    ev.add_argument("--finetune-epochs", type=positive_int, default=10)
     ev.add_argument("--no-random-init", action="store_true", help="skip the randomly initialised encoder baseline")
     ev.add_argument("--no-zero-shot", action="store_true")
     ev.add_argument("--no-fairness", action="store_true")
     ev.add_argument("--no-saliency", action="store_true")
-    ev.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95 %% CIs")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples for the 95 %% CIs")
+    ev.add_argument("--seed", type=non_negative_int, default=0)
     ev.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -507,23 +546,23 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--out", required=True, help="folder for distilled/, baseline/ and distill.json")
     di.add_argument("--student", help="override distill.student (student_xs | student_s | student_m | test_student)")
     di.add_argument("--lead", help="override distill.lead (the student's one lead, by name)")
-    di.add_argument("--epochs", type=int, help="override train.epochs")
-    di.add_argument("--batch-size", type=int, help="override train.batch_size")
+    di.add_argument("--epochs", type=positive_int, help="override train.epochs")
+    di.add_argument("--batch-size", type=positive_int, help="override train.batch_size")
     di.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
     di.add_argument("--no-baseline", action="store_true", help="skip the label-only student")
     di.add_argument("--no-labels", action="store_true", help="pure distillation: no ground-truth loss")
-    di.add_argument("--n-boot", type=int, default=1000)
+    di.add_argument("--n-boot", type=positive_int, default=1000)
     di.set_defaults(func=cmd_distill)
 
     def release_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--student", required=True, help="student checkpoint from `ecg-edge distill` (e.g. runs/ptbxl_students/distilled)")
         p.add_argument("--out", required=True, help="folder for the artifacts and the summary JSON")
-        p.add_argument("--fs-device", type=float, help="device input rate whose filter design goes into each "
+        p.add_argument("--fs-device", type=positive_float, help="device input rate whose filter design goes into each "
                        "manifest (default: the rate the training data was recorded at)")
-        p.add_argument("--qat-epochs", type=int, default=2, help="QAT fine-tune epochs (qat, brevitas)")
-        p.add_argument("--qat-lr", type=float, default=1e-4)
-        p.add_argument("--n-boot", type=int, default=1000)
-        p.add_argument("--threads", type=int, default=1, help="runtime threads for parity and scoring")
+        p.add_argument("--qat-epochs", type=non_negative_int, default=2, help="QAT fine-tune epochs (qat, brevitas)")
+        p.add_argument("--qat-lr", type=positive_float, default=1e-4)
+        p.add_argument("--n-boot", type=positive_int, default=1000)
+        p.add_argument("--threads", type=positive_int, default=1, help="runtime threads for parity and scoring")
 
     qu = sub.add_parser("quantize", help="int8 artifacts of a student by PT2E PTQ, PT2E QAT or Brevitas QAT, "
                         "each parity-checked and scored")
@@ -550,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--out", required=True, help="new folder for the bundle")
     pk.add_argument("--golden", help="golden windows .npy (default: golden.npy beside the artifact folder)")
     pk.add_argument("--sign", metavar="KEY", help="Ed25519 private key (PEM, from `ecg-edge keygen`) to sign the manifest")
-    pk.add_argument("--headroom", type=float, default=0.25, help="arena headroom over the measured figure (fraction)")
+    pk.add_argument("--headroom", type=non_negative_float, default=0.25, help="arena headroom over the measured figure (fraction)")
     pk.add_argument("--c-name", default="ecg_model", help="C identifier of the model array")
     pk.add_argument("--tflm", metavar="DIR", help="vendored TFLite Micro + CMSIS-NN (folder with "
                     "tflite-micro-cmsis-nn.tar.xz, or an unpacked tree; default $ECG_EDGE_TFLM or "
@@ -581,12 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--data", help="synthetic | ptbxl:PATH | cinc2017:PATH (default: the shards the student was "
                     "trained on; another dataset is preprocessed as the student's was)")
     co.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
-    co.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of records (default 1000)")
-    co.add_argument("--threads", type=int, default=1, help="CPU threads of every runtime (default 1)")
-    co.add_argument("--latency-runs", type=int, default=50, help="batch-1 calls timed per model (default 50)")
+    co.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples of records (default 1000)")
+    co.add_argument("--threads", type=positive_int, default=1, help="CPU threads of every runtime (default 1)")
+    co.add_argument("--latency-runs", type=positive_int, default=50, help="batch-1 calls timed per model (default 50)")
     co.add_argument("--no-ram", action="store_true", help="skip the per-model peak memory probes (a process each)")
     co.add_argument("--no-tflm", action="store_true", help="skip running int8 .tflite models on TFLite Micro too")
-    co.add_argument("--seed", type=int, default=0, help="seed of the teacher's probe (non-supervised teachers)")
+    co.add_argument("--seed", type=non_negative_int, default=0, help="seed of the teacher's probe (non-supervised teachers)")
     co.set_defaults(func=cmd_compare)
 
     be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")

@@ -37,12 +37,46 @@ def _pick_lead(leads: tuple[str, ...], wanted: str | None, where: str) -> int:
     return leads.index(lead)
 
 
+def check_source_flags(spec: str, *, row: int | None = None, condition: str | None = None) -> tuple[str, str]:
+    """Split a source spec into (kind, argument) and refuse flags that would do nothing with it."""
+    kind, _, arg = spec.partition(":")
+    if kind not in ("replay", "synthetic", "ble", "virtual"):
+        raise ConfigError(f"--source: expected replay:PATH, synthetic or ble:NAME_OR_ADDRESS, got {spec!r}")
+    if kind in ("replay", "virtual") and not arg.strip():
+        raise ConfigError(f"{'--replay' if kind == 'virtual' else '--source'}: expected replay:PATH (a WFDB record "
+                          f"or a .npy in mV), got {spec!r}")
+    if kind == "synthetic" and arg:
+        raise ConfigError(f"--source: synthetic takes no argument (choose its rhythm with --condition), got {spec!r}")
+    if condition is not None and kind != "synthetic":
+        raise ConfigError(f"--condition: only for --source synthetic (the source is {spec!r})")
+    if row is not None and not (kind in ("replay", "virtual") and Path(arg).suffix == ".npy"):
+        raise ConfigError(f"--row: only for a .npy replay holding several rows (the source is {spec!r})")
+    return kind, arg
+
+
+def synthetic_condition(name: str | None) -> str:
+    """The synthetic generator's condition for `--condition` (NORM when not given; AF means AFIB)."""
+    from train.data.synthetic import CONDITIONS
+
+    if name is None:
+        return "NORM"
+    key = {"AF": "AFIB"}.get(name.strip().upper(), name.strip().upper())
+    if key not in CONDITIONS:
+        raise ConfigError(f"--condition: expected one of {', '.join(CONDITIONS)} (AF for AFIB), got {name!r}")
+    return key
+
+
 def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: float, speed: float | None,
-                   chunk: int, seed: int = 0) -> ResolvedSource:
-    """Turn `replay:PATH` or `synthetic` into a chunk source (BLE sources: `open_ble_source`)."""
+                   chunk: int, seed: int = 0, row: int | None = None, condition: str | None = None) -> ResolvedSource:
+    """Turn `replay:PATH` or `synthetic` into a chunk source (BLE sources: `open_ble_source`).
+
+    A .npy replay follows `edge_runtime.sources.load_npy` (one lead in mV: (n,), (1, n), or a row
+    of (k, n) chosen by `row`); `seconds` (0: all) cuts every replay and is the synthetic length;
+    `condition` is the synthetic rhythm (`train.data.synthetic.CONDITIONS`, NORM by default).
+    """
     from edge_runtime.sources import ArraySource, load_npy
 
-    kind, _, arg = spec.partition(":")
+    kind, arg = check_source_flags(spec, row=row, condition=condition)
     if kind == "replay":
         path = Path(arg)
         if path.suffix == ".npy":
@@ -50,32 +84,44 @@ def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: fl
                 raise ConfigError(f"--fs: a .npy file carries no sampling rate; give --fs for {path}")
             if lead is None:
                 raise ConfigError(f"--lead: name the lead recorded in {path} (e.g. --lead I)")
-            x = load_npy(str(path))
-            return ResolvedSource(ArraySource(x[:1], fs, chunk, speed).__aiter__(), fs, canonical_lead(lead),
-                                  f"replay {path} ({fs:g} Hz)")
+            x = load_npy(path, row)
+            if seconds:
+                x = x[:, : int(round(seconds * fs))]
+            what = f" row {row}," if row is not None else ""
+            return ResolvedSource(ArraySource(x, fs, chunk, speed).__aiter__(), fs, canonical_lead(lead),
+                                  f"replay {path}{what} lead {canonical_lead(lead)} ({fs:g} Hz)")
         require("wfdb", "replay", "`ecg-edge stream --source replay:WFDB`")
         from train.data.wfdb_io import read_wfdb_mv
         from edge_runtime.spec import canonical_leads
 
         rec = read_wfdb_mv(path.with_suffix("") if path.suffix in (".hea", ".dat", ".mat") else path)
+        if fs is not None and not np.isclose(fs, rec.fs, rtol=1e-9, atol=0):
+            raise ConfigError(f"--fs: {rec.header} records at {rec.fs:g} Hz; --fs {fs:g} is for .npy replays and the "
+                              "synthetic source (leave it out)")
         leads = canonical_leads(rec.sig_name, where=str(rec.header))
         i = _pick_lead(leads, lead, str(rec.header))
         x = rec.signal[i:i + 1].astype(np.float64)
         if seconds:
-            x = x[:, : int(seconds * rec.fs)]
+            x = x[:, : int(round(seconds * rec.fs))]
         return ResolvedSource(ArraySource(x, rec.fs, chunk, speed).__aiter__(), rec.fs, leads[i],
                               f"replay {rec.header.name} lead {leads[i]} ({rec.fs:g} Hz)")
     if kind == "synthetic":
         require("neurokit2", "replay", "`ecg-edge stream --source synthetic`")
-        from train.data.synthetic import Synthetic
+        from train.data.synthetic import CONDITIONS, Synthetic
 
-        rate = fs or 250.0
-        ds = Synthetic(1, seed=seed, fs=rate, duration_s=seconds or 60.0)
-        rec = ds.read(ds.ids()[0])
+        rate, duration = (250.0 if fs is None else fs), (seconds or 60.0)
+        if not 100.0 <= rate <= 1000.0:
+            raise ConfigError(f"--fs: the synthetic source runs at 100..1000 Hz, got {rate:g}")
+        if duration < 2.0:
+            raise ConfigError(f"--seconds: the synthetic source makes >= 2 s of signal, got {duration:g}")
+        # record i of the generator has condition CONDITIONS[i]: NORM stays record 0 as before --condition
+        cond = synthetic_condition(condition)
+        ds = Synthetic(len(CONDITIONS), seed=seed, fs=rate, duration_s=duration)
+        rec = ds.read(ds.ids()[CONDITIONS.index(cond)])
         i = _pick_lead(rec.leads, lead or "I", "synthetic record")
         return ResolvedSource(ArraySource(rec.signal[i:i + 1], rate, chunk, speed).__aiter__(), rate, rec.leads[i],
                               f"synthetic {rec.labels['condition']} ({rate:g} Hz, seed {seed})")
-    raise ConfigError(f"--source: expected replay:PATH, synthetic or ble:NAME_OR_ADDRESS, got {spec!r}")
+    raise ConfigError(f"--source: {spec!r} is a BLE source (open_ble_source)")
 
 
 async def _until(chunks: AsyncIterator[Any], end_index: Callable[[], int | None],
@@ -122,19 +168,22 @@ async def open_ble_source(args: Any, stack: contextlib.AsyncExitStack) -> tuple[
     require("bleak", "edge", "`ecg-edge stream --source ble:...`")
     from firmware_bridge.client import EcgClient
 
-    kind, _, arg = args.source.partition(":")
+    kind, arg = check_source_flags(args.source, row=getattr(args, "row", None),
+                                   condition=getattr(args, "condition", None))
     if kind == "ble":
         client = await stack.enter_async_context(EcgClient(arg or None, args.profile))
         limit = (lambda: int(args.seconds * client.fs)) if args.seconds else (lambda: None)
         return ResolvedSource(_until(client.__aiter__(), limit), client.fs, canonical_lead(args.lead or "CHEST"),
                               f"BLE {arg or 'any'} ({args.profile})"), client
+    if Path(arg).suffix == ".npy" and args.fs is None:
+        raise ConfigError(f"--fs: a .npy file carries no sampling rate; give --fs for {arg}")
     require("bumble", "virtual", "`ecg-edge wearable`")
     from firmware_bridge.bumble_backend import virtual_link
     from firmware_bridge.virtual import Faults, VirtualWearable, replay_signal
 
     lead = args.lead or "MLII"
     signal = replay_signal(arg, fs_in=args.fs, fs_out=130.0 if args.profile == "polar" else args.device_fs,
-                           lead=lead, duration_s=args.seconds or None)
+                           lead=lead, duration_s=args.seconds or None, row=getattr(args, "row", None))
     faults = Faults(drop_fraction=args.drop, disconnect_after=tuple(args.disconnect_after or ()), seed=args.seed)
     wearable = VirtualWearable(signal, 130.0 if args.profile == "polar" else args.device_fs, profile=args.profile,
                                speed=1000.0 if args.fast else args.speed, faults=faults)
@@ -186,7 +235,8 @@ async def _run(args: Any) -> int:
             src, client = await open_ble_source(args, stack)
         else:
             src = resolve_source(args.source, lead=args.lead, fs=args.fs, seconds=args.seconds,
-                                 speed=None if args.fast else args.speed, chunk=args.chunk, seed=args.seed)
+                                 speed=None if args.fast else args.speed, chunk=args.chunk, seed=args.seed,
+                                 row=args.row, condition=args.condition)
         engine = _engine(args, src)
         sinks: list = []
         if args.jsonl:

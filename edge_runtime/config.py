@@ -77,6 +77,10 @@ def load_toml(path: str | Path, cls: type[T]) -> T:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a TOML config") from None
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(f"{path}: unreadable config file ({exc.strerror or exc}); expected a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     try:

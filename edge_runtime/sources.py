@@ -9,7 +9,9 @@ clock.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -53,6 +55,12 @@ class ArraySource:
     """
 
     def __init__(self, signal: np.ndarray, fs: float, chunk: int = 73, speed: float | None = None):
+        from edge_runtime.errors import ConfigError
+
+        if not (isinstance(chunk, (int, np.integer)) and chunk > 0):
+            raise ConfigError(f"chunk: expected a positive number of samples, got {chunk!r}")
+        if speed is not None and not speed > 0:
+            raise ConfigError(f"speed: expected a positive factor of real time (None: as fast as possible), got {speed!r}")
         sig = np.asarray(signal, dtype=np.float64)
         self.signal = sig[None, :] if sig.ndim == 1 else sig
         self.fs, self.chunk, self.speed = float(fs), int(chunk), speed
@@ -76,19 +84,86 @@ class ArraySource:
             yield Chunk(c.samples, c.first_index, c.fs, None, time.monotonic())
 
 
-def load_npy(path: str, leads: int | None = None) -> np.ndarray:
-    """Load a .npy recording in mV: 1-D for one lead, or (n_leads, n_samples)."""
-    from pathlib import Path
+def load_npy(path: str | Path, row: int | None = None) -> np.ndarray:
+    """Load a .npy recording of one lead in mV as (1, n) float64: the .npy replay contract.
 
-    from edge_runtime.errors import SignalShapeError
+    - (n,) or (1, n): one lead. (k, n) with 1 < k <= n: k leads, and `row` (0-based; `--row` on the
+      command line) says which one to stream; without it the file is refused, never row 0 guessed.
+    - (n, k) with n > k (more rows than columns, (n, 1) included) is almost surely a recording saved
+      transposed: refused with a message saying so (save `x.T`, or `x.ravel()` for one lead).
+    - an integer or floating-point dtype (no bool, complex, strings or pickled objects:
+      `allow_pickle=False`), at least one sample and at least one finite sample (NaN/inf samples
+      in an otherwise usable file are streamed and counted invalid by the engine).
+
+    Every refusal is one `SignalError` naming the file and what was expected.
+    """
+    from edge_runtime.errors import EmptySignalError, SignalShapeError, SignalValueError
 
     p = Path(path)
+    if not p.is_file():
+        raise SignalShapeError(f"{p}: .npy file not found" + (" (a folder)" if p.is_dir() else ""))
     try:
         arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SignalShapeError(f"{p}: not a readable .npy array ({exc})") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise SignalShapeError(f"{p}: not a readable numeric .npy array; expected (n,) or (k, n) samples in mV "
+                               f"({' '.join(str(exc).split())})") from None
+    what = f"{p}: expected (n,) or (1, n) samples of one lead in mV, or (k, n) with --row"
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise SignalShapeError(f"{what}; got dtype {getattr(arr, 'dtype', type(arr).__name__)} "
+                               f"(expected integers or floats)")
     if arr.ndim == 1:
         arr = arr[None, :]
-    if arr.ndim != 2 or arr.dtype.kind not in "fiu" or (leads is not None and arr.shape[0] != leads):
-        raise SignalShapeError(f"{p}: expected a numeric array (n_leads, n_samples) in mV, got {arr.dtype} {arr.shape}")
-    return arr
+    if arr.ndim != 2:
+        raise SignalShapeError(f"{what}; got a {arr.ndim}-D array of shape {tuple(arr.shape)}")
+    k, n = arr.shape
+    if k == 0 or n == 0:
+        raise EmptySignalError(f"{what}; got shape {tuple(arr.shape)}: no samples")
+    if k > n:
+        raise SignalShapeError(f"{p}: shape {tuple(arr.shape)} has more rows than samples per row: almost surely "
+                               f"transposed (n samples x {n} leads); expected (k leads, n samples): save x.T "
+                               f"(or x.ravel() for one lead)")
+    if row is None and k > 1:
+        raise SignalShapeError(f"{p}: a {tuple(arr.shape)} array holds {k} rows (leads) and no lead names; choose the "
+                               f"row to stream with --row 0..{k - 1} (and name its lead with --lead)")
+    r = 0 if row is None else int(row)
+    if not 0 <= r < k:
+        raise SignalShapeError(f"{p}: --row {r}: expected 0..{k - 1} for a {tuple(arr.shape)} array")
+    x = arr[r:r + 1].astype(np.float64)
+    if not np.isfinite(x).any():
+        raise SignalValueError(f"{p}: {'row ' + str(r) + ' holds' if k > 1 else 'holds'} no finite sample "
+                               f"(all NaN or inf); expected samples in mV")
+    return x
+
+
+def wfdb_header_rate(header: str | Path) -> float:
+    """The sampling rate (Hz) on a WFDB header's record line, checked: wfdb's reader takes a
+    missing or unparsable rate field as 250 Hz without a word, which would stream a record at the
+    wrong rate. Record line: `name[/segments] n_signals fs[/counter_fs[(base)]] [n_samples ...]`.
+
+    Raises `DatasetError` naming the header when it is missing, unreadable, has no record line, or
+    its rate is absent, not a number, or not positive and finite.
+    """
+    from edge_runtime.errors import DatasetError
+
+    p = Path(header)
+    if not p.is_file():
+        raise DatasetError(f"{p}: WFDB header not found")
+    try:
+        text = p.read_text(encoding="latin-1")
+    except OSError as exc:
+        raise DatasetError(f"{p}: unreadable WFDB header ({exc.strerror or exc})") from None
+    record = next((line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")), None)
+    if record is None or len(record) < 2:
+        raise DatasetError(f"{p}: no WFDB record line (expected 'name n_signals fs n_samples')")
+    if len(record) < 3:
+        raise DatasetError(f"{p}: no sampling rate on the record line {' '.join(record)!r}; expected the rate in "
+                           "Hz as its third field (wfdb would assume 250 Hz)")
+    token = record[2].split("/")[0]
+    try:
+        fs = float(token)
+    except ValueError:
+        fs = math.nan
+    if not (math.isfinite(fs) and fs > 0):
+        raise DatasetError(f"{p}: sampling rate {token!r} on the record line; expected a positive number of Hz "
+                           "(wfdb would assume 250 Hz)")
+    return fs

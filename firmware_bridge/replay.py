@@ -15,24 +15,38 @@ import numpy as np
 from edge_runtime.beats import RPeakDetector
 from edge_runtime.errors import DatasetError, require
 from edge_runtime.filters import PolyphaseResampler, design_resampler
+from edge_runtime.sources import load_npy, wfdb_header_rate
 
 #: Range of a Polar int24 µV sample.
 INT24_MIN, INT24_MAX = -(1 << 23), (1 << 23) - 1
 
 
 def _read_wfdb(path: Path, lead: str, start_s: float, duration_s: float | None) -> tuple[np.ndarray, float]:
+    """One lead of a WFDB record in mV and the header's rate, checked by `wfdb_header_rate` (wfdb reads
+    a missing or unparsable rate as 250 Hz). Every failure is a `DatasetError` naming the header."""
     wfdb = require("wfdb", "replay", f"replaying the WFDB record {path}")
     record_name = str(path.with_suffix("")) if path.suffix in (".hea", ".dat") else str(path)
-    header = wfdb.rdheader(record_name)
+    fs = wfdb_header_rate(f"{record_name}.hea")
+    try:
+        header = wfdb.rdheader(record_name)
+    except Exception as exc:  # noqa: BLE001 - wfdb raises many types for a damaged header; all mean the same here
+        raise DatasetError(f"{record_name}.hea: unreadable WFDB header ({_one_line(exc)})") from None
     if lead not in header.sig_name:
         raise DatasetError(f"{record_name}.hea: lead {lead!r} not in the record (it has {', '.join(header.sig_name)})")
-    start = int(round(start_s * header.fs))
-    stop = None if duration_s is None else min(header.sig_len, start + int(round(duration_s * header.fs)))
-    record = wfdb.rdrecord(record_name, channel_names=[lead], sampfrom=start, sampto=stop)
+    start = int(round(start_s * fs))
+    stop = None if duration_s is None else min(header.sig_len, start + int(round(duration_s * fs)))
+    try:
+        record = wfdb.rdrecord(record_name, channel_names=[lead], sampfrom=start, sampto=stop)
+    except Exception as exc:  # noqa: BLE001 - a missing or truncated .dat: FileNotFoundError, ValueError, ...
+        raise DatasetError(f"{record_name}.hea: unreadable WFDB record ({_one_line(exc)})") from None
     scale = {"mv": 1.0, "uv": 1e-3, "v": 1e3}.get(str(record.units[0]).lower())
     if scale is None:
         raise DatasetError(f"{record_name}.hea: lead {lead}: expected units mV, uV or V, got {record.units[0]!r}")
-    return np.nan_to_num(record.p_signal[:, 0] * scale), float(header.fs)
+    return record.p_signal[:, 0] * scale, fs
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 def resample_mv(x_mv: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -49,26 +63,33 @@ def resample_mv(x_mv: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
 
 
 def replay_signal(source: str | Path | np.ndarray, fs_in: float | None = None, fs_out: float = 130.0,
-                  lead: str = "MLII", start_s: float = 0.0, duration_s: float | None = None) -> np.ndarray:
+                  lead: str = "MLII", start_s: float = 0.0, duration_s: float | None = None,
+                  row: int | None = None) -> np.ndarray:
     """A recording as int32 µV at `fs_out`, ready for `VirtualWearable`.
 
-    source: a WFDB record path (with or without .hea), a .npy file of mV, or a 1-D mV array.
-    fs_in: the source rate (taken from the WFDB header; required otherwise). Values are clipped to
-    the int24 range of a Polar frame.
+    source: a WFDB record path (with or without .hea), a .npy file of mV under the .npy replay
+    contract (`edge_runtime.sources.load_npy`: (n,) or (1, n), or (k, n) with `row`), or a 1-D mV
+    array. fs_in: the source rate (taken from the WFDB header, where a different fs_in is an error;
+    required otherwise). A wearable sends numbers: non-finite samples go out as 0 mV. Values are
+    clipped to the int24 range of a Polar frame.
     """
     if isinstance(source, (str, Path)) and Path(source).suffix != ".npy":
         x, fs_rec = _read_wfdb(Path(source), lead, start_s, duration_s)
+        if fs_in is not None and not np.isclose(fs_in, fs_rec, rtol=1e-9, atol=0):
+            raise DatasetError(f"{Path(source).with_suffix('')}.hea: records at {fs_rec:g} Hz, not the {fs_in:g} Hz "
+                               "given (--fs is for .npy files only)")
         fs_in = fs_rec
     else:
-        x = np.load(source) if isinstance(source, (str, Path)) else np.asarray(source, dtype=np.float64)
         if fs_in is None:
-            raise DatasetError("replay_signal: fs_in: expected the rate of the .npy file or array, got None")
-        x = np.asarray(x, dtype=np.float64).ravel()
+            raise DatasetError(f"replay_signal: fs_in (--fs): expected the rate of the "
+                               f"{'.npy file ' + str(source) if isinstance(source, (str, Path)) else 'array'}, got None")
+        x = load_npy(source, row)[0] if isinstance(source, (str, Path)) else \
+            np.asarray(source, dtype=np.float64).ravel()
         start = int(round(start_s * fs_in))
         x = x[start:] if duration_s is None else x[start:start + int(round(duration_s * fs_in))]
     if x.size == 0:
         raise DatasetError(f"replay_signal: {source if not isinstance(source, np.ndarray) else 'array'}: no samples")
-    y = resample_mv(x, float(fs_in), float(fs_out))
+    y = resample_mv(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), float(fs_in), float(fs_out))
     return np.clip(np.rint(y * 1000.0), INT24_MIN, INT24_MAX).astype(np.int32)
 
 

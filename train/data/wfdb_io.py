@@ -8,6 +8,7 @@ import numpy as np
 import wfdb
 
 from edge_runtime.errors import DatasetError
+from edge_runtime.sources import wfdb_header_rate
 
 #: WFDB unit strings that mean microvolts (ASCII "u", micro sign, Greek mu).
 _MICROVOLT_UNITS = {"uv", "\u00b5v", "\u03bcv"}
@@ -29,12 +30,12 @@ def read_wfdb_mv(base: Path) -> WfdbSignal:
 
     Uses wfdb's physical units ((digital - baseline) / gain, missing samples as NaN, never
     filled in) and checks each channel's header units: "mV" is kept, microvolts are divided by
-    1000, anything else raises `DatasetError`. A missing or malformed file raises `DatasetError`
-    naming it.
+    1000, anything else raises `DatasetError`. The header's rate field is checked here
+    (`edge_runtime.sources.wfdb_header_rate`): wfdb reads a missing or unparsable rate as 250 Hz.
+    A missing or malformed file raises `DatasetError` naming it.
     """
     header = Path(f"{base}.hea")
-    if not header.is_file():
-        raise DatasetError(f"{header}: WFDB header not found")
+    fs = wfdb_header_rate(header)
     try:
         rec = wfdb.rdrecord(str(base), return_res=32)
     except Exception as exc:  # wfdb raises many types for a damaged file; all mean the same here
@@ -49,7 +50,7 @@ def read_wfdb_mv(base: Path) -> WfdbSignal:
         elif key != "mv":
             raise DatasetError(f"{header}: channel {i} units {unit!r}; expected 'mV' or 'uV'")
     signal = np.ascontiguousarray(rec.p_signal.T, dtype=np.float32) * scale[:, None]
-    return WfdbSignal(signal, float(rec.fs), tuple(rec.sig_name), tuple(rec.comments or ()), header)
+    return WfdbSignal(signal, fs, tuple(rec.sig_name), tuple(rec.comments or ()), header)
 
 
 def _one_line(exc: BaseException) -> str:
