@@ -205,16 +205,21 @@ def run(args: Any) -> int:
     return asyncio.run(_run(args))
 
 
-def _engine(args: Any, src: ResolvedSource) -> Any:
+def _engine(args: Any, src: ResolvedSource, quiet: bool = False) -> Any:
+    """The engine for the command line's model and options. `quiet` (the live view is on): the
+    runtime's native log lines (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate", written
+    by C++ to fd 2 when the interpreter allocates) are discarded while the model opens, so they do
+    not land above the panel; an error opening it is still the one `ecg-edge: error:` line."""
     from edge_runtime.engine import Engine, EngineConfig
     from edge_runtime.signal import Preprocessor, PreprocessConfig
 
     model = None
     pre = Preprocessor(PreprocessConfig(), src.fs, (src.lead,))
     if args.model:
-        from edge_runtime.backends import ArtifactModel
+        from edge_runtime.backends import ArtifactModel, _QuietStderr
 
-        model = ArtifactModel.open(args.model, backend=args.backend, threads=args.threads)
+        with _QuietStderr() if quiet else contextlib.nullcontext():
+            model = ArtifactModel.open(args.model, backend=args.backend, threads=args.threads)
         if (src.lead,) != model.leads:
             raise ConfigError(f"--model: {args.model} expects lead {', '.join(model.leads)}; the source gives {src.lead}")
         pre = model.preprocessor(src.fs)
@@ -237,14 +242,15 @@ async def _run(args: Any) -> int:
             src = resolve_source(args.source, lead=args.lead, fs=args.fs, seconds=args.seconds,
                                  speed=None if args.fast else args.speed, chunk=args.chunk, seed=args.seed,
                                  row=args.row, condition=args.condition)
-        engine = _engine(args, src)
+        live = not args.no_live and sys.stdout.isatty()
+        engine = _engine(args, src, quiet=live)
         sinks: list = []
         if args.jsonl:
             sinks.append(stack.enter_context(contextlib.closing(JsonlSink(args.jsonl))))
         if args.csv:
             sinks.append(stack.enter_context(contextlib.closing(CsvSink(args.csv, engine.model.labels if engine.model else ()))))
         view = None
-        if not args.no_live and sys.stdout.isatty():
+        if live:
             view = stack.enter_context(LiveView(engine.stats, f"ecg-edge stream: {src.describe}"))
         stats = await run_stream(src.chunks, engine, sinks + ([view] if view else []), taps=(view.tap,) if view else ())
     print(f"{src.describe}: {stats.received} samples received, {stats.lost} lost in "

@@ -88,7 +88,17 @@ def sparkline(x: np.ndarray, width: int) -> str:
 
 
 class LiveView:
-    """A live terminal view (rich): trace, heart rate, probabilities, events, sample accounting."""
+    """A live terminal view (rich): trace, heart rate, probabilities, events, sample accounting.
+
+    Fits an 80-column terminal (one line per row, long values cut with an ellipsis). The latency
+    percentiles leave out the warm-up: the stream's first window and the first window the model
+    ran on (the interpreter's first invoke), and the view says so. While it runs on a terminal, the
+    tty does not echo control characters: an echoed ^C would move the cursor under the panel and
+    leave its old top border behind when the view is stopped by Ctrl-C.
+    """
+
+    #: Windows the latency percentiles leave out (the first of the stream, and the model's first).
+    WARMUP_NOTE = "first window and first inference left out (warm-up)"
 
     def __init__(self, stats: StreamStats, title: str, trace_s: float = 5.0, console: Any | None = None):
         from rich.console import Console
@@ -101,7 +111,9 @@ class LiveView:
         self._last: WindowResult | None = None
         self._events: deque[Event] = deque(maxlen=6)
         self._latency: deque[float] = deque(maxlen=500)
+        self._model_warm = False
         self._live = None
+        self._tty: tuple[int, list] | None = None
 
     def tap(self, chunk: Chunk) -> None:
         """Keep the last `trace_s` seconds of the first lead for the trace."""
@@ -114,7 +126,11 @@ class LiveView:
     def __call__(self, results: list[WindowResult], events: list[Event]) -> None:
         if results:
             self._last = results[-1]
-            self._latency.extend(r.latency_ms.get("end_to_end", 0.0) for r in results)
+        for r in results:  # per window
+            first_inference = r.probabilities is not None and not self._model_warm
+            self._model_warm = self._model_warm or r.probabilities is not None
+            if r.index > 0 and not first_inference:
+                self._latency.append(r.latency_ms.get("end_to_end", 0.0))
         self._events.extend(events)
         if self._live is not None:
             self._live.update(self.render())
@@ -124,40 +140,85 @@ class LiveView:
         from rich.table import Table
 
         t = Table.grid(padding=(0, 1))
-        t.add_column(style="bold cyan", justify="right")
-        t.add_column()
+        t.add_column(style="bold cyan", justify="right", no_wrap=True)
+        t.add_column(no_wrap=True, overflow="ellipsis")
         trace = np.concatenate(list(self._trace)) if self._trace else np.zeros(0)
-        t.add_row("trace", sparkline(trace, 60) or "(waiting for data)")
+        width = max(10, min(60, self.console.width - 17))  # label column, padding and borders
+        t.add_row("trace", sparkline(trace, width) or "(waiting for data)")
         r, s = self._last, self.stats
         hr = "--" if r is None or math.isnan(r.hr_bpm) else f"{r.hr_bpm:.0f} bpm"
         t.add_row("heart rate", hr)
         if r is not None and r.smoothed:
             t.add_row("classes", "  ".join(f"{k} {v:.2f}" for k, v in r.smoothed.items()))
         if r is not None:
-            flags = [name for name in ("flat", "saturated") if r.flags[name]] + (["gap"] if r.flags["gap"] else [])
+            why = unusable_reasons(r)
             t.add_row("window", f"#{r.index} {r.t_start_s:.1f}-{r.t_end_s:.1f} s  " +
-                      ("usable" if r.usable else f"unusable ({', '.join(flags)})"))
-        t.add_row("samples", f"received {s.received}  lost {s.lost} ({s.bridged_gaps + s.reset_gaps} gaps)  "
-                             f"duplicate {s.duplicate}  invalid {s.invalid}  rejected {s.rejected}")
+                      ("usable" if r.usable else f"unusable ({why})" if why else "unusable"))
+        t.add_row("samples", f"received {s.received}  lost {s.lost} ({s.bridged_gaps + s.reset_gaps} gaps)")
+        t.add_row("dropped", f"duplicate {s.duplicate}  invalid {s.invalid}  rejected {s.rejected}")
         if self._latency:
             lat = np.asarray(self._latency)
             t.add_row("latency", f"p50 {np.percentile(lat, 50):.2f} ms  p99 {np.percentile(lat, 99):.2f} ms")
+            t.add_row("", self.WARMUP_NOTE, style="dim")
         for e in self._events:
-            t.add_row(e.kind, f"{e.t_start_s:.1f} s {e.label} {e.detail}".strip())
+            span = f"{e.t_start_s:.1f}" if e.t_end_s is None or e.t_end_s == e.t_start_s else \
+                f"{e.t_start_s:.1f}-{e.t_end_s:.1f}"
+            t.add_row(e.kind, " ".join(part for part in (f"{span} s", e.label, e.detail) if part))
         return Panel(t, title=self.title)
 
     def __enter__(self) -> "LiveView":
         from rich.live import Live
 
+        if self.console.is_terminal:
+            self._tty = _no_control_echo()
         self._live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
         self._live.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._live is not None:
-            self._live.update(self.render())
-            self._live.__exit__(*exc)
-            self._live = None
+        try:
+            if self._live is not None:
+                self._live.update(self.render())
+                self._live.__exit__(*exc)
+                self._live = None
+        finally:
+            if self._tty is not None:
+                _restore_tty(self._tty)
+                self._tty = None
+
+
+def unusable_reasons(r: WindowResult) -> str:
+    """Why a window was not classified: "flat II, gap", "noisy", ... (empty for a usable window)."""
+    why = [f"{name} {' '.join(r.flags[name])}" for name in ("flat", "saturated") if r.flags.get(name)]
+    return ", ".join(why + [name for name in ("gap", "noisy") if r.flags.get(name)])
+
+
+def _no_control_echo() -> tuple[int, list] | None:
+    """Stop the terminal on stdin echoing control characters (ECHOCTL: ^C); returns what to restore."""
+    import sys
+
+    try:
+        import termios
+    except ImportError:  # not a POSIX terminal
+        return None
+    try:
+        fd = sys.stdin.fileno()
+        old = termios.tcgetattr(fd)
+        new = list(old)
+        new[3] &= ~termios.ECHOCTL
+        termios.tcsetattr(fd, termios.TCSANOW, new)
+        return fd, old
+    except (AttributeError, OSError, ValueError, termios.error):  # no stdin, or not a tty
+        return None
+
+
+def _restore_tty(saved: tuple[int, list]) -> None:
+    import termios
+
+    try:
+        termios.tcsetattr(saved[0], termios.TCSANOW, saved[1])
+    except (OSError, termios.error):
+        pass
 
 
 class AuditSink:

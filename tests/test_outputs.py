@@ -12,7 +12,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from test_engine import FS, DominantFrequencyModel, _engine, _signal  # noqa: E402
 
-from edge_runtime.engine import run_stream  # noqa: E402
+from edge_runtime.engine import Event, StreamStats, WindowResult, run_stream  # noqa: E402
 from edge_runtime.outputs import CsvSink, JsonlSink, LiveView, sparkline  # noqa: E402
 from edge_runtime.sources import ArraySource, Chunk  # noqa: E402
 
@@ -57,3 +57,39 @@ def test_sparkline_shape() -> None:
     eng = _engine()
     eng.feed(Chunk(np.zeros((1, 10)), 0, FS))
     assert eng.stats.used == 10
+
+
+def _window(index: int, latency_ms: float, usable: bool = True, **flags) -> WindowResult:
+    f = {"flat": [], "saturated": [], "gap": False, "noisy": False, **flags}
+    return WindowResult(index, 5.0 * index, 5.0 * index + 10.0, usable, f, hr_bpm=72.0,
+                        latency_ms={"end_to_end": latency_ms})
+
+
+def test_live_view_fits_80_columns_and_says_what_it_shows() -> None:
+    """At 80 columns nothing wraps; an offset shows when the episode ended; an unusable window says
+    why; the first window (warm-up) stays out of the latency percentiles, and the view says so."""
+    from rich.console import Console
+
+    stats = StreamStats(received=123_456_789, used=122_000_000, lost=1_234_567, bridged_gaps=12_000, reset_gaps=345,
+                        duplicate=123_456, invalid=654_321, rejected=111_111)
+    view = LiveView(stats, "ecg-edge stream: replay /data/a/rather/long/path/to/the/record/100 lead MLII (360 Hz)",
+                    console=Console(width=80, record=True, force_terminal=False))
+    view.tap(Chunk(np.sin(np.linspace(0, 60, 1000))[None, :], 0, FS))
+    view([_window(0, 900.0)] + [_window(i, 1.0) for i in range(1, 200)], [])
+    view([_window(200, 1.0, usable=False, noisy=True)],
+         [Event("rhythm", 12.0, None, "AF (RR)", "onset"), Event("rhythm", 12.0, 45.5, "AF (RR)", "offset")])
+    view.console.print(view.render())
+    lines = view.console.export_text().splitlines()
+    assert lines and max(len(line) for line in lines) <= 80
+    for first, last in (("received 123456789", "12345 gaps)"), ("duplicate 123456", "rejected 111111")):
+        row = [line for line in lines if first in line]
+        assert row and last in row[0], (first, last, lines)  # one counters row, not wrapped onto two lines
+    assert any("unusable (noisy)" in line for line in lines)
+    offset = [line for line in lines if "offset" in line]
+    assert offset and "45.5" in offset[0]
+    latency = [line for line in lines if "p99" in line]
+    assert latency and "p99 1.00 ms" in latency[0] and "900" not in latency[0]
+    assert "warm-up" in "\n".join(lines)
+    view([_window(201, 1.0, usable=False, flat=["II"], gap=True)], [])
+    view.console.print(view.render())
+    assert "unusable (flat II, gap)" in view.console.export_text()

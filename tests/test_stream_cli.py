@@ -112,3 +112,104 @@ def test_virtual_wearable_in_real_time_ends_with_its_recording(mitdb_root: Path,
     assert "0 lost" in r.stdout
     _, events = _jsonl(out)
     assert not [e for e in events if e["kind"] == "stall"] and events[-1]["kind"] == "end"
+
+
+def _in_a_terminal(argv: list[str], ctrl_c: bool = False, timeout: float = 120) -> tuple[int, str, str]:
+    """Run `ecg-edge argv` with stdin/stdout on a pseudo-terminal of 80 columns (the live view on) and
+    stderr on a pipe; with `ctrl_c`, type Ctrl-C once the panel shows. Returns (status, tty output, stderr)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import threading
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([sys.executable, "-m", "ecg_edge", *argv], stdin=slave, stdout=slave,
+                            stderr=subprocess.PIPE, preexec_fn=controlling_terminal,
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ, "TERM": "xterm-256color"})
+    os.close(slave)
+    out = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                block = os.read(master, 65536)
+            except OSError:  # EIO once the child has closed the terminal
+                return
+            if not block:
+                return
+            out.extend(block)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        if ctrl_c:
+            deadline = time.monotonic() + timeout
+            while b"samples" not in out and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            os.write(master, b"\x03")  # the key, not a signal: the tty echoes it and signals the process group
+        err = proc.stderr.read().decode()
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        reader.join(5)
+        os.close(master)
+    return proc.returncode, out.decode(errors="replace"), err
+
+
+def test_ctrl_c_stops_the_live_view_cleanly() -> None:
+    """Ctrl-C: exit 130 with one line, the final panel whole, the cursor back, and no echoed ^C (at
+    80 columns it wrapped below the panel and the last redraw left the old top border behind)."""
+    pytest.importorskip("rich")
+    rc, out, err = _in_a_terminal(["stream", "--source", "synthetic", "--seconds", "60", "--speed", "5",
+                                   "--no-beats"], ctrl_c=True)
+    assert rc == 130 and err.strip() == "ecg-edge: interrupted", (rc, err[-2000:])
+    assert "^C" not in out, out[-600:]
+    assert out.rfind("╭") < out.rfind("╰") and out.rstrip().endswith("\x1b[?25h"), out[-600:]
+
+
+def test_live_view_keeps_litert_info_line_off_the_panel(exports) -> None:
+    """LiteRT's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2 when the
+    interpreter allocates; with the live view on it must not land above the panel."""
+    import subprocess
+    import sys
+
+    manifest = str(exports.get("tflite_int8").manifest)
+    argv = ["stream", "--source", "synthetic", "--fs", "500", "--seconds", "20", "--model", manifest, "--fast"]
+    plain = subprocess.run([sys.executable, "-m", "ecg_edge", *argv, "--no-live"], capture_output=True, text=True,
+                           timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    if "XNNPACK" not in plain.stderr:
+        pytest.skip("this LiteRT build prints no XNNPACK line")
+    rc, out, err = _in_a_terminal(argv)
+    assert rc == 0 and "samples" in out, (rc, err[-2000:])
+    assert "XNNPACK" not in err + out
+
+
+def test_synthetic_source_plays_the_condition_asked_for(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--condition picks the generator's rhythm (it always played NORM); AF (for AFIB) shows as an
+    RR-irregularity episode, the default NORM as none; the heart rate follows STACH."""
+    found = {}
+    for condition in ("AF", "NORM", "STACH"):
+        out = tmp_path / f"{condition}.jsonl"
+        rc = main(["stream", "--source", "synthetic", "--condition", condition, "--seconds", "120", "--fast",
+                   "--no-live", "--jsonl", str(out)])
+        assert rc == 0, capsys.readouterr().err
+        windows, events = _jsonl(out)
+        found[condition] = (capsys.readouterr().out, [e for e in events if e["label"] == "AF (RR)"],
+                            np.nanmedian([w["hr_bpm"] or np.nan for w in windows]))
+    assert found["AF"][0].startswith("synthetic AFIB") and found["AF"][1][0]["detail"] == "onset"
+    assert found["NORM"][0].startswith("synthetic NORM") and not found["NORM"][1]
+    assert found["STACH"][2] > 100 > found["NORM"][2]
