@@ -208,3 +208,20 @@ def test_package_and_verify_run_without_torch(bundles: dict[str, Path], student_
     assert lines[0].startswith("packaged tflm ") and (tmp_path / "tflm" / "manifest.json").is_file()
     assert lines[1] == "tflm True ['ok', 'ok']"
     assert lines[2] == "xnnpack True ['not run']"  # ExecuTorch absent: reported, not silent
+
+
+def test_no_firmware_writes_a_tflm_bundle_without_its_firmware(student_export: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """`--no-firmware` (a bundle flashed with the vendor's own firmware; bench/pi.py's): no firmware/,
+    the manifest says why, verify passes; a cortex-m55 bundle is its firmware and refuses it."""
+    from cli_errors import assert_one_error_line
+
+    out = tmp_path / "tflm"
+    assert main(["package", "--artifact", str(student_export / "tflite-int8"), "--target", "tflm",
+                 "--out", str(out), "--no-firmware"]) == 0
+    assert not (out / "firmware").exists()
+    assert _manifest(out)["firmware"] == {"folder": None, "not_written": "not asked for (--no-firmware)"}
+    assert verify_bundle(out).ok
+    assert_one_error_line(["package", "--artifact", str(student_export / "tflite-int8"), "--target", "cortex-m55",
+                           "--out", str(tmp_path / "m55"), "--no-firmware"], capsys, "--no-firmware", "cortex-m55")
+    assert not (tmp_path / "m55").exists()

@@ -110,10 +110,13 @@ def _check_target(artifact: Any, target: str, src: Path) -> None:
 
 def package(artifact_dir: str | Path, target: str, out: str | Path, *, golden: str | Path | None = None,
             sign_key: str | Path | None = None, headroom: float = 0.25, c_name: str = "ecg_model",
-            tflm: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+            tflm: str | Path | None = None, firmware: bool = True,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write a vendor bundle for `target` into `out` (module docstring); return its manifest.
 
-    tflm: the vendored TFLite Micro tree for the firmware project (`firmware.tflm_tree`)."""
+    tflm: the vendored TFLite Micro tree for the firmware project (`firmware.tflm_tree`).
+    firmware: False writes no firmware project for a tflm bundle (one flashed with the vendor's own
+    firmware, or checked only on host runtimes); a cortex-m55 bundle is its firmware, so it needs it."""
     src = Path(artifact_dir)
     artifact = load_artifact(src)  # checks the source model's sha256
     _check_target(artifact, target, src)
@@ -122,7 +125,11 @@ def package(artifact_dir: str | Path, target: str, out: str | Path, *, golden: s
     m = artifact.manifest
     x, golden_path = _golden_windows(src, golden, tuple(m.input.shape[1:]))
     tree, no_tree = None, None
-    if target in TFLM_TARGETS:  # before writing anything: cortex-m55 needs the tree, tflm says why it has none
+    if not firmware and target == "cortex-m55":
+        raise ConfigError("--no-firmware: a cortex-m55 bundle is its firmware (built and measured); use --target tflm")
+    if not firmware:
+        no_tree = "not asked for (--no-firmware)"
+    elif target in TFLM_TARGETS:  # before writing anything: cortex-m55 needs the tree, tflm says why it has none
         try:
             tree = fw.tflm_tree(tflm)
         except ConfigError as exc:
