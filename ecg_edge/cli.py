@@ -125,7 +125,8 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 #: benchmark name -> script in bench/ (no script may share a name with a package: bench/ is sys.path[0])
 BENCHMARKS = {"preprocess": "preprocess.py", "runtime": "runtime.py", "rpeaks": "rpeaks_mitbih.py", "ble": "ble.py",
               "train": "training.py", "models": "models.py", "package": "package.py",
-              "firmware": "firmware.py", "faults": "faults.py"}
+              "firmware": "firmware.py", "pi": "pi.py", "faults": "faults.py",
+              "soak": "soak.py"}
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -313,7 +314,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     from firmware_bridge.bundle import package
 
     man = package(args.artifact, args.target, args.out, golden=args.golden, sign_key=args.sign,
-                  headroom=args.headroom, c_name=args.c_name, tflm=args.tflm)
+                  headroom=args.headroom, c_name=args.c_name, tflm=args.tflm, firmware=not args.no_firmware)
     mem = man["memory"]
     print(f"{man['target']}: flash {mem['flash_bytes']} bytes ({mem['flash_what']}), RAM {mem['ram_bytes']} bytes "
           f"({mem['ram_what']})")
@@ -453,6 +454,8 @@ def _stream_options(st: argparse.ArgumentParser) -> None:
     st.add_argument("--bridge-max-s", type=positive_float, default=1.0, help="longest gap bridged by interpolation (s)")
     st.add_argument("--jsonl", help="write windows and events as JSON lines here")
     st.add_argument("--csv", help="write one row per window here")
+    st.add_argument("--audit", metavar="PATH.npz",
+                    help="write every window's model input and raw output and every R peak here (to compare two machines)")
     st.add_argument("--no-live", action="store_true", help="no live terminal view")
     st.add_argument("--no-beats", action="store_true", help="skip R-peak detection and heart rate")
 
@@ -588,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "on an emulated Cortex-M55); ethos-u*: Vela; xnnpack / cortex-m: ExecuTorch .pte")
     pk.add_argument("--out", required=True, help="new folder for the bundle")
     pk.add_argument("--golden", help="golden windows .npy (default: golden.npy beside the artifact folder)")
+    pk.add_argument("--no-firmware", action="store_true",
+                    help="tflm: write no firmware project (the vendor's own firmware flashes model_data.c)")
     pk.add_argument("--sign", metavar="KEY", help="Ed25519 private key (PEM, from `ecg-edge keygen`) to sign the manifest")
     pk.add_argument("--headroom", type=non_negative_float, default=0.25, help="arena headroom over the measured figure (fraction)")
     pk.add_argument("--c-name", default="ecg_model", help="C identifier of the model array")
@@ -631,7 +636,8 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")
     be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble | train (teacher throughput) | "
                     "models (student sizes and latency per format vs the teacher) | package (vendor bundle figures per target) | "
-                    "firmware (the bundle's firmware on the emulated Cortex-M55: flash, RAM, instructions)")
+                    "firmware (the bundle's firmware on the emulated Cortex-M55: flash, RAM, instructions) | "
+                    "soak (hours of accelerated stream: RSS and window latency per simulated hour)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 

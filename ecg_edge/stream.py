@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Callable
 import numpy as np
 
 from edge_runtime.errors import ConfigError, UnknownLeadError, require
-from edge_runtime.spec import canonical_lead
+from edge_runtime.spec import canonical_lead, canonical_leads
 
 
 @dataclass
@@ -35,6 +35,22 @@ def _pick_lead(leads: tuple[str, ...], wanted: str | None, where: str) -> int:
     if lead not in leads:
         raise UnknownLeadError(f"{where}: has no lead {lead}; it has {', '.join(leads)} (choose one with --lead)")
     return leads.index(lead)
+
+
+def _record_leads(names: tuple[str, ...], wanted: str | None, where: str) -> tuple[str, ...]:
+    """A record's leads by canonical name. A single channel named by no lead (CinC 2017's "ECG",
+    AliveCor lead I) is taken as the lead `--lead` names; without --lead that is an error saying so."""
+    if len(names) == 1 and wanted is not None:
+        try:
+            canonical_lead(names[0], where=where)
+        except UnknownLeadError:
+            return (canonical_lead(wanted, where="--lead"),)
+    try:
+        return canonical_leads(names, where=where)
+    except UnknownLeadError as exc:
+        if len(names) == 1:
+            raise UnknownLeadError(f"{exc}; for a single-channel record, --lead says which lead it is (e.g. --lead I)") from None
+        raise
 
 
 def check_source_flags(spec: str, *, row: int | None = None, condition: str | None = None) -> tuple[str, str]:
@@ -92,13 +108,12 @@ def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: fl
                                   f"replay {path}{what} lead {canonical_lead(lead)} ({fs:g} Hz)")
         require("wfdb", "replay", "`ecg-edge stream --source replay:WFDB`")
         from train.data.wfdb_io import read_wfdb_mv
-        from edge_runtime.spec import canonical_leads
 
         rec = read_wfdb_mv(path.with_suffix("") if path.suffix in (".hea", ".dat", ".mat") else path)
         if fs is not None and not np.isclose(fs, rec.fs, rtol=1e-9, atol=0):
             raise ConfigError(f"--fs: {rec.header} records at {rec.fs:g} Hz; --fs {fs:g} is for .npy replays and the "
                               "synthetic source (leave it out)")
-        leads = canonical_leads(rec.sig_name, where=str(rec.header))
+        leads = _record_leads(rec.sig_name, lead, str(rec.header))
         i = _pick_lead(leads, lead, str(rec.header))
         x = rec.signal[i:i + 1].astype(np.float64)
         if seconds:
@@ -106,7 +121,7 @@ def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: fl
         return ResolvedSource(ArraySource(x, rec.fs, chunk, speed).__aiter__(), rec.fs, leads[i],
                               f"replay {rec.header.name} lead {leads[i]} ({rec.fs:g} Hz)")
     if kind == "synthetic":
-        require("neurokit2", "replay", "`ecg-edge stream --source synthetic`")
+        require("neurokit2", "synthetic", "`ecg-edge stream --source synthetic`")
         from train.data.synthetic import CONDITIONS, Synthetic
 
         rate, duration = (250.0 if fs is None else fs), (seconds or 60.0)
@@ -227,12 +242,12 @@ def _engine(args: Any, src: ResolvedSource, quiet: bool = False) -> Any:
     if not args.no_beats:
         from edge_runtime.beats import RPeakDetector
         beats = RPeakDetector(src.fs)
-    return Engine(pre, model, beats, EngineConfig(bridge_max_s=args.bridge_max_s))
+    return Engine(pre, model, beats, EngineConfig(bridge_max_s=args.bridge_max_s, audit=bool(getattr(args, "audit", None))))
 
 
 async def _run(args: Any) -> int:
     from edge_runtime.engine import run_stream
-    from edge_runtime.outputs import CsvSink, JsonlSink, LiveView
+    from edge_runtime.outputs import AuditSink, CsvSink, JsonlSink, LiveView
 
     async with contextlib.AsyncExitStack() as stack:
         client = None
@@ -249,6 +264,8 @@ async def _run(args: Any) -> int:
             sinks.append(stack.enter_context(contextlib.closing(JsonlSink(args.jsonl))))
         if args.csv:
             sinks.append(stack.enter_context(contextlib.closing(CsvSink(args.csv, engine.model.labels if engine.model else ()))))
+        if getattr(args, "audit", None):
+            sinks.append(stack.enter_context(contextlib.closing(AuditSink(args.audit, engine))))
         view = None
         if live:
             view = stack.enter_context(LiveView(engine.stats, f"ecg-edge stream: {src.describe}"))
@@ -260,7 +277,7 @@ async def _run(args: Any) -> int:
         c = client.stats
         print(f"  link: {c.received} samples received, {c.lost} lost in {len(c.gaps)} gaps, {c.duplicated} duplicated, "
               f"{c.reordered} reordered, {c.malformed} malformed frames, {c.reconnects} reconnects")
-    for path in (args.jsonl, args.csv):
+    for path in (args.jsonl, args.csv, getattr(args, "audit", None)):
         if path:
             print(f"  {path}")
     return 0
