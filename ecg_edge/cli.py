@@ -495,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     we = sub.add_parser("wearable", help="try the stack without hardware: a virtual wearable (bumble) replays a "
                                          "recording over BLE to the runtime through bleak's API")
-    we.add_argument("--replay", required=True, help="WFDB record or .npy (mV; give --fs) to replay")
+    we.add_argument("--replay", required=True, help="WFDB record or .npy (mV; give --fs, and --row for a (k, n) "
+                    "array) to replay")
     we.add_argument("--drop", type=drop_fraction, default=0.0, help="fraction of notifications the wearable drops")
     we.add_argument("--disconnect-after", type=non_negative_int, nargs="+", metavar="N", help="force disconnects after N notifications")
     we.add_argument("--device-fs", type=positive_float, default=250.0, help="sample rate of the open profile (Polar is 130 Hz)")

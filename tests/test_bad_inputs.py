@@ -132,6 +132,7 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("source_empty_replay", (*S, "--source", "replay:"), ("--source", "replay:PATH")),
     ("source_synthetic_argument", (*S, "--source", "synthetic:AF"), ("--source", "--condition")),
     ("source_missing", ("stream", "--fast"), ("--source",)),
+    ("wearable_empty_replay", (*W, "--replay", ""), ("--replay", "expected a path")),
     ("lead_unknown", (*S, "--source", "synthetic", "--lead", "XYZ"), ("--lead", "'XYZ'")),
     ("lead_not_in_synthetic", (*S, "--source", "synthetic", "--lead", "MLII"), ("synthetic", "MLII")),
     ("condition_unknown", (*S, "--source", "synthetic", "--condition", "VFIB"), ("--condition", "'VFIB'", "AFIB")),
