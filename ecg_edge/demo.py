@@ -453,6 +453,7 @@ def run_demo(config: str | None, out: Path, progress: Callable | None = None, da
             for name, status, detail in report.rows():
                 say(f"  {name:26s} {status:8s} {detail}")
         summary["bundle"] = {"folder": str(bundle), "target": man["target"], "verified": True,
+                             "authenticated": report.authenticated,  # the demo's bundle is unsigned
                              "flash_bytes": man["memory"]["flash_bytes"], "ram_bytes": man["memory"]["ram_bytes"],
                              "ram_what": man["memory"]["ram_what"], "files": len(man["files"]),
                              "checks": {name: status for name, status, _ in report.rows()},
@@ -509,7 +510,8 @@ def run_demo(config: str | None, out: Path, progress: Callable | None = None, da
                        (out / "evaluation" / "evaluation.md", "linear probe AUROC/PRAUC with 95 % CIs, fairness gaps, saliency"),
                        (students / "distill.json", "distilled and label-only students (distilled/, baseline/) with CIs"),
                        (export / "export.json", f"artifacts: {', '.join(k for k in rel['artifacts'] if k != 'pytorch-fp32')}"),
-                       (bundle, f"TFLite Micro vendor bundle ({len(man['files'])} files, verified)"),
+                       (bundle, f"TFLite Micro vendor bundle ({len(man['files'])} files, integrity verified, "
+                                f"{'authenticated' if report.authenticated else 'unsigned: not authenticated'})"),
                        (out / "stream.jsonl", "the wearable stream's windows and events (replay: stream/record.npy)"),
                        (out / "compare" / "compare.html", "quantized vs full precision report (compare.json beside it)"),
                        (out / "config.json", "resolved config"), (out / "demo.json", "every stage's figures and seconds")):

@@ -67,7 +67,7 @@ def test_demo_runs_end_to_end_on_synthetic_data(tmp_path: Path, capsys: pytest.C
     assert {"ethos-u55-128", "cortex-m55"} <= set(export["embedded"])
     # bundle: verifies again, from the files alone
     report = verify_bundle(out / "bundle")
-    assert report.target == "tflm" and summary["bundle"]["verified"]
+    assert report.target == "tflm" and summary["bundle"]["verified"] and summary["bundle"]["authenticated"] is False
     fwr = summary["bundle"]["firmware"]  # the package stage ran the firmware on QEMU where it could
     if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
         assert fwr["board"] == "mps3-an547" and fwr["bit_exact_windows"] == fwr["windows"] > 0
