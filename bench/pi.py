@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes_after = [s["site_packages_bytes"] for s in steps if s["site_packages_bytes"] is not None]
     verify = [{"command": lines[s["index"]], "rc": s["rc"]} for s in steps if lines[s["index"]].startswith("ecg-edge verify")]
     tflm_line = next((ln for ln in output.splitlines() if "TFLite Micro" in ln or "tflite-micro" in ln), None)
+    wearable = [ln.strip() for ln in output.splitlines() if "wearable replaying" in ln or ln.strip().startswith("link:")]
     checks = {
         "every_readme_line_exit_0": all(s["rc"] == 0 for s in steps) and len(steps) == len(lines),
         "r_peaks_equal": all(s["r_peaks_equal"] for s in streams),
@@ -396,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
               "system": f"Debian 12 {SUITE} arm64 (debootstrap minbase + {', '.join(PACKAGES)})", "rootfs": rootfs,
               "installs": installs, "site_packages_mb_at_end": round(max(sizes_after) / 1e6, 1) if sizes_after else None,
               "streams": streams, "verify": verify, "tflite_micro_line": tflm_line,
+              "virtual_wearable": wearable,
               "steps": [{"command": lines[s["index"]], "rc": s["rc"], "emulated_s": round(s["ms"] / 1e3, 1)} for s in steps],
               "times_s": {"inputs_x86": round(t_build, 1), "emulated_block": round(emu_s, 1),
                           "total": round(time.perf_counter() - t_start, 1)},

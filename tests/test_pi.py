@@ -55,5 +55,6 @@ def test_readme_pi_block_on_emulated_arm64_matches_x86(mitdb_root: Path, cinc201
     for s in report["streams"]:  # real signal went through both machines: windows, beats, decisions
         assert s["windows"] == s["windows_pi"] > 0 and s["beats"] > 0 and s["decisions"] > 0
         assert s["usable_windows_equal"] and s["max_abs_window_input_diff_mv"] <= 1e-5
-    sizes = [report["installs"][v]["site_packages_mb"] for v in ("edge", "edge,replay", "edge,replay,synthetic")]
+    sizes = [report["installs"][v]["site_packages_mb"]
+             for v in ("edge", "edge,replay", "edge,replay,synthetic", "edge,replay,synthetic,virtual")]
     assert sizes == sorted(sizes) and sizes[0] > 100
