@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from edge_runtime.errors import ArtifactError, ConfigError, MissingExtraError
+from edge_runtime.errors import ArtifactError, ConfigError, missing_extra, require
 
 #: Leaf layers `to_brevitas` accepts; BatchNorm2d must directly follow a Conv2d in an nn.Sequential.
 SUPPORTED = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.Linear, nn.Identity)
@@ -39,11 +39,7 @@ OPSET = 13
 
 
 def _brevitas() -> Any:
-    try:
-        import brevitas.nn as qnn
-    except ImportError:
-        raise MissingExtraError("brevitas is not installed: pip install 'ecg-edge[export]'") from None
-    return qnn
+    return require("brevitas.nn", "export", "Brevitas QAT")
 
 
 # --------------------------------------------------------------------------- BatchNorm folding
@@ -244,7 +240,7 @@ def export_qcdq_onnx(qmodel: nn.Module, example: Tensor | np.ndarray, path: str 
     scales are the ones it holds. Export failures raise ArtifactError naming the file.
     """
     if importlib.util.find_spec("onnxoptimizer") is None:
-        raise MissingExtraError("Brevitas's ONNX export needs onnxoptimizer: pip install onnxoptimizer")
+        raise missing_extra("Brevitas's ONNX export", "onnxoptimizer", "export")
     from brevitas.export import export_onnx_qcdq
     x = _tensor(example, "example")[:1].contiguous()
     out = Path(path)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_runtime.errors import ConfigError, MissingExtraError
+from edge_runtime.errors import ConfigError, missing_extra
 
 #: Cortex-M CPUs ExecuTorch's CortexMTargetConfig knows (cortex-m55 and cortex-m85 get the MVE kernels).
 CORTEX_M_CPUS = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m23", "cortex-m33",
@@ -33,10 +33,10 @@ CORTEX_M_CPUS = ("cortex-m0", "cortex-m0plus", "cortex-m3", "cortex-m4", "cortex
 def _cortex_m() -> None:
     """The Cortex-M backend imports executorch.backends.arm, which imports tosa_serializer at load."""
     if importlib.util.find_spec("executorch") is None:
-        raise MissingExtraError("executorch is not installed: pip install 'ecg-edge[export]'")
+        raise missing_extra("ExecuTorch's Cortex-M lowering", "executorch", "export")
     if importlib.util.find_spec("tosa_serializer") is None:
-        raise MissingExtraError("executorch.backends.cortex_m needs tosa_serializer: pip install tosa-tools==2026.5.0 "
-                                "(executorch 1.5.1's ethos-u extra pins that version)")
+        raise missing_extra("executorch.backends.cortex_m (executorch 1.5.1 pins tosa-tools 2026.5.0)",
+                            "tosa_serializer", "export")
 
 
 def _dense(x: Any) -> torch.Tensor:

@@ -26,7 +26,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from edge_runtime.errors import MissingExtraError
+from edge_runtime.errors import missing_extra
 
 NA = "n/a"
 #: compare.json "decision_metric" -> (path into metrics["decisions"], column name).
@@ -183,8 +183,7 @@ def _matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise MissingExtraError(f"the HTML report needs matplotlib ({exc.name} is not installed): "
-                                "pip install 'ecg-edge[train]'") from None
+        raise missing_extra("the HTML report", "matplotlib", "train", exc.name) from None
     return Figure, FigureCanvasAgg
 
 

@@ -194,13 +194,15 @@ async def open_ble_source(args: Any, stack: contextlib.AsyncExitStack) -> tuple[
         raise ConfigError(f"--fs: a .npy file carries no sampling rate; give --fs for {arg}")
     require("bumble", "virtual", "`ecg-edge wearable`")
     from firmware_bridge.bumble_backend import virtual_link
+    from firmware_bridge.polar import HR_ECG_FS
     from firmware_bridge.virtual import Faults, VirtualWearable, replay_signal
 
     lead = args.lead or "MLII"
-    signal = replay_signal(arg, fs_in=args.fs, fs_out=130.0 if args.profile == "polar" else args.device_fs,
+    device_fs = HR_ECG_FS if args.profile == "polar" else args.device_fs
+    signal = replay_signal(arg, fs_in=args.fs, fs_out=device_fs,
                            lead=lead, duration_s=args.seconds or None, row=getattr(args, "row", None))
     faults = Faults(drop_fraction=args.drop, disconnect_after=tuple(args.disconnect_after or ()), seed=args.seed)
-    wearable = VirtualWearable(signal, 130.0 if args.profile == "polar" else args.device_fs, profile=args.profile,
+    wearable = VirtualWearable(signal, device_fs, profile=args.profile,
                                speed=1000.0 if args.fast else args.speed, faults=faults)
     vlink = await stack.enter_async_context(virtual_link(wearable))
     client = await stack.enter_async_context(EcgClient(wearable.name, args.profile, backend=vlink))

@@ -1,4 +1,4 @@
-"""Runtime side of ecg-edge: the signal contract and (later) streaming inference.
+"""Runtime side of ecg-edge: the signal contract, artifacts, inference backends and the streaming engine.
 
 Imports numpy and scipy only; an inference runtime is imported lazily when asked for.
 """

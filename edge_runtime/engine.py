@@ -162,6 +162,10 @@ class Engine:
         self.clock = clock
         self.fs_in = preprocessor.fs_in
         self.leads = preprocessor.leads
+        beats_fs = getattr(beats, "fs", None)
+        if beats_fs is not None and not math.isclose(float(beats_fs), self.fs_in, rel_tol=1e-9):
+            raise ConfigError(f"Engine: the R-peak detector runs at {beats_fs:g} Hz, the preprocessor takes "
+                              f"{self.fs_in:g} Hz; expected one device rate for both")
         self.stats = StreamStats()
         self._bridge_max = int(round(self.cfg.bridge_max_s * self.fs_in))
         self._expected: int | None = None

@@ -217,3 +217,13 @@ def test_single_label_events_follow_the_release_rule(multilabel: bool, expected:
     eng = Engine(pre, ConstantModel(multilabel), config=EngineConfig(noise_gate=False))
     _, events = _feed_all(eng, [Chunk(_signal(60), 0, FS)])
     assert {e.label for e in events if e.kind == "rhythm" and e.detail == "onset"} == expected
+
+
+def test_engine_refuses_a_beat_detector_at_another_rate() -> None:
+    from edge_runtime.beats import RPeakDetector
+    from edge_runtime.errors import ConfigError
+
+    pre = Preprocessor(PreprocessConfig(), 130.0, ("CHEST",))
+    with pytest.raises(ConfigError, match="R-peak detector runs at 360 Hz, the preprocessor takes 130 Hz"):
+        Engine(pre, None, RPeakDetector(360.0))
+    assert Engine(pre, None, RPeakDetector(130.0)).fs_in == 130.0

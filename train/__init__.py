@@ -1,1 +1,1 @@
-"""Teacher side of ecg-edge: dataset readers, synthetic data, shards (models and objectives follow)."""
+"""Teacher side of ecg-edge: dataset readers, synthetic data, shards, the model registry, the four papers' objectives, training and evaluation."""

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edge_runtime.config import to_jsonable
-from edge_runtime.errors import ConfigError, MissingExtraError
+from edge_runtime.errors import ConfigError, missing_extra
 
 #: Plain-English class prompts for zero-shot scoring, per dataset (keys of `DATASET_NAMES`), several
 #: per class (their embeddings are averaged). PTB-XL's follow its SCP statement descriptions (the
@@ -63,8 +63,7 @@ def _sklearn():
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
     except ImportError as exc:
-        raise MissingExtraError(f"linear_probe needs scikit-learn ({exc.name} is not installed): "
-                                "pip install 'ecg-edge[train]'") from None
+        raise missing_extra("linear_probe", "sklearn", "train", exc.name) from None
     return LogisticRegression, StandardScaler
 
 
@@ -262,8 +261,7 @@ def saliency(model: nn.Module, x: np.ndarray, target: int, steps: int = 64) -> n
     try:
         from captum.attr import IntegratedGradients
     except ImportError as exc:
-        raise MissingExtraError(f"saliency needs captum ({exc.name} is not installed): "
-                                "pip install 'ecg-edge[train]'") from None
+        raise missing_extra("saliency", "captum", "train", exc.name) from None
     arr = np.asarray(x, np.float32)
     if arr.ndim != 2:
         raise ConfigError(f"saliency: window of shape {arr.shape}; expected (leads, samples)")

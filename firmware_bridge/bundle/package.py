@@ -43,7 +43,7 @@ import numpy as np
 
 from edge_runtime.artifact import Artifact, load_artifact, sha256_of
 from edge_runtime.backends import executorch_planned_bytes, open_backend, quantize, tflm_arena_bytes
-from edge_runtime.errors import ArtifactError, ConfigError, MissingExtraError
+from edge_runtime.errors import ArtifactError, ConfigError, missing_extra
 from firmware_bridge.bundle import firmware as fw
 from firmware_bridge.bundle.format import (BUNDLE_FORMAT, C_ALIGNMENT, C_HEADER, C_SOURCE, GOLDEN, INT8_TOLERANCE_STEPS,
                                            MANIFEST, MANIFEST_SHA256, OPS_HEADER, README, SIGNATURE, TARGETS,
@@ -64,8 +64,7 @@ def tflite_operators(data: bytes) -> list[str]:
         from tflite_micro.python.tflite_micro import runtime
         from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
     except ImportError:
-        raise MissingExtraError("reading a .tflite's operators needs tflite-micro: pip install 'ecg-edge[export]' "
-                                "(or only pip install tflite-micro)") from None
+        raise missing_extra("reading a .tflite's operators", "tflite_micro", None) from None
     names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
     model = runtime.convert_bytearray_to_object(bytearray(data))
     out = []

