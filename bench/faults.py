@@ -98,13 +98,8 @@ def through_engine(chunks: list, fs: float) -> tuple[list, list, object]:
     from edge_runtime.signal import Preprocessor, PreprocessConfig
 
     engine = Engine(Preprocessor(PreprocessConfig(), fs, ("CHEST",)), None, RPeakDetector(fs))
-    windows, events = [], []
-    for c in chunks:
-        r, e = engine.feed(c)
-        windows += r
-        events += e
-    r, e = engine.finish()
-    return windows + r, events + e, engine.stats
+    windows, events = engine.run(chunks)
+    return windows, events, engine.stats
 
 
 def run_profile(profile: str, seconds: float, speed: float, seed: int) -> dict:

@@ -24,7 +24,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Protocol
+from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -416,6 +416,18 @@ class Engine:
             if st["run"] >= self.cfg.event_off:
                 events.append(Event("rhythm", st["open"].t_start_s, st["last_pos"], label, "offset"))
                 st["open"], st["run"] = None, 0
+
+    def run(self, chunks: Iterable[Chunk]) -> tuple[list[WindowResult], list[Event]]:
+        """Feed a whole offline stream (chunks in arrival order) and finish it: every window and event.
+        The synchronous counterpart of `run_stream`, for recordings, tests and benchmarks."""
+        results: list[WindowResult] = []
+        events: list[Event] = []
+        for chunk in chunks:  # per chunk
+            r, e = self.feed(chunk)
+            results += r
+            events += e
+        r, e = self.finish()
+        return results + r, events + e
 
     def finish(self) -> tuple[list[WindowResult], list[Event]]:
         """End of stream: release held windows, close open episodes, report what was not classified."""

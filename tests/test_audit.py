@@ -44,17 +44,10 @@ def _record(mitdb_root: Path) -> np.ndarray:
 def _stream(x: np.ndarray, audit: bool, tmp_path: Path | None = None):
     eng = Engine(Preprocessor(PreprocessConfig(hop_s=5.0), 360.0, ("MLII",)), LinearModel(), RPeakDetector(360.0),
                  EngineConfig(audit=audit))
-    sink = AuditSink(tmp_path / "audit.npz", eng) if audit else None
-    results = []
-    for chunk in ArraySource(x, 360.0, chunk=73).chunks():
-        r, e = eng.feed(chunk)
-        results += r
-        if sink:
-            sink(r, e)
-    r, e = eng.finish()
-    results += r
-    if sink:
-        sink(r, e)
+    results, events = eng.run(ArraySource(x, 360.0, chunk=73).chunks())
+    if audit:
+        sink = AuditSink(tmp_path / "audit.npz", eng)
+        sink(results, events)
         sink.close()
     return eng, results
 

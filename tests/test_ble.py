@@ -333,13 +333,8 @@ def engine_records(chunks: list, fs: float):
     from edge_runtime.signal import Preprocessor, PreprocessConfig
 
     engine = Engine(Preprocessor(PreprocessConfig(), fs, ("CHEST",)), None, RPeakDetector(fs))
-    windows, events = [], []
-    for c in chunks:
-        r, e = engine.feed(c)
-        windows += r
-        events += e
-    r, e = engine.finish()
-    return windows + r, events + e, engine.stats
+    windows, events = engine.run(chunks)
+    return windows, events, engine.stats
 
 
 def touching(windows: list, ranges: list[tuple[int, int]], fs: float) -> list:

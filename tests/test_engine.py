@@ -40,13 +40,7 @@ def _engine(**cfg) -> Engine:
 
 
 def _feed_all(engine: Engine, chunks: list[Chunk]):
-    results, events = [], []
-    for c in chunks:
-        r, e = engine.feed(c)
-        results += r
-        events += e
-    last, final = engine.finish()
-    return results + last, events + final
+    return engine.run(chunks)
 
 
 def _key(results):
