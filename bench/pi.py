@@ -156,6 +156,8 @@ set -u
 sudo() { "$@"; }  # root in the emulated system; a Pi user types sudo
 log=__LOG__; : > "$log"
 cd __WORKDIR__
+# what the emulated system is, from inside it
+python3 -c 'import json, platform; print(json.dumps({"machine": platform.machine(), "python": platform.python_version(), "libc": " ".join(platform.libc_ver())}))' > "$log.system"
 step() {  # step INDEX LINE: run LINE in this shell (so `. venv/bin/activate` carries over), log it
   local t0 t1 rc sp
   t0=$(date +%s%N)
@@ -174,8 +176,10 @@ step() {  # step INDEX LINE: run LINE in this shell (so `. venv/bin/activate` ca
 """
 
 
-def run_emulated(root: Path, lines: list[str], data: Path, timeout: float) -> tuple[list[dict], str, float]:
-    """Run the block in the emulated system (fresh venvs); returns per-line records, the output and seconds."""
+def run_emulated(root: Path, lines: list[str], data: Path,
+                 timeout: float) -> tuple[list[dict], dict[str, str], str, float]:
+    """Run the block in the emulated system (fresh venvs); returns per-line records, what the system
+    says it is (machine, Python, libc), the output and seconds."""
     for line in lines:  # every run starts from a fresh virtual environment
         m = re.match(r"python3 -m venv (\S+)", line)
         if m:
@@ -201,6 +205,9 @@ def run_emulated(root: Path, lines: list[str], data: Path, timeout: float) -> tu
     seconds = time.perf_counter() - t0
     log = root / log_name
     steps = [json.loads(s) for s in log.read_text().splitlines()] if log.is_file() else []
+    probe = log.with_name(log.name + ".system")
+    system = json.loads(probe.read_text()) if probe.is_file() and probe.read_text().strip() else {}
+    probe.unlink(missing_ok=True)
     for step in steps:
         du = log.with_name(f"{log.name}.du{step['index']}")
         if du.is_file():
@@ -208,7 +215,7 @@ def run_emulated(root: Path, lines: list[str], data: Path, timeout: float) -> tu
                                   for size, path in (ln.split("\t", 1) for ln in du.read_text().splitlines())}
             du.unlink()
     log.unlink(missing_ok=True)
-    return steps, res.stdout + res.stderr, seconds
+    return steps, system, res.stdout + res.stderr, seconds
 
 
 def build_inputs(tmp: Path) -> dict[str, Path]:
@@ -352,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         t_build = time.perf_counter() - t0
         work = stage(root, inputs)
         shutil.copy2(src / "bundle.pub", work / "bundle.pub")
-        steps, output, emu_s = run_emulated(root, lines, args.data, args.timeout)
+        steps, system, output, emu_s = run_emulated(root, lines, args.data, args.timeout)
         failed = next((s for s in steps if s["rc"] != 0), None)
         if failed is not None or len(steps) != len(lines):
             where = lines[failed["index"]] if failed else lines[len(steps)] if len(steps) < len(lines) else "?"
@@ -380,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     tflm_line = next((ln for ln in output.splitlines() if "TFLite Micro" in ln or "tflite-micro" in ln), None)
     wearable = [ln.strip() for ln in output.splitlines() if "wearable replaying" in ln or ln.strip().startswith("link:")]
     checks = {
+        "emulated_machine_is_aarch64": system.get("machine") == "aarch64",
         "every_readme_line_exit_0": all(s["rc"] == 0 for s in steps) and len(steps) == len(lines),
         "r_peaks_equal": all(s["r_peaks_equal"] for s in streams),
         "window_inputs_within_float32_rounding": all(s.get("max_abs_window_input_diff_mv", 1.0) <= 1e-5 for s in streams),
@@ -394,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     goals = {f"edge_site_packages_mb<={GOAL_EDGE_MB:g}": max(edge.get(k, 1e9) for k in (
         "site_packages_mb", "site_packages_mb_after_use")) <= GOAL_EDGE_MB}
     result = {"benchmark": "pi", "emulated": "qemu-user-static on x86: times are emulation times, not Raspberry Pi figures",
-              "system": f"Debian 12 {SUITE} arm64 (debootstrap minbase + {', '.join(PACKAGES)})", "rootfs": rootfs,
+              "system": f"Debian 12 {SUITE} arm64 (debootstrap minbase + {', '.join(PACKAGES)})", "rootfs": rootfs, "inside": system,
               "installs": installs, "site_packages_mb_at_end": round(max(sizes_after) / 1e6, 1) if sizes_after else None,
               "streams": streams, "verify": verify, "tflite_micro_line": tflm_line,
               "virtual_wearable": wearable,
