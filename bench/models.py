@@ -262,10 +262,9 @@ def export_format(fmt: str, st: Student, spec, calib, out_dir: Path) -> Path:
 def export_brevitas_onnx(st: Student, spec, calib, out_dir: Path) -> Path:
     """Brevitas PTQ (activation scales calibrated on `calib`) -> QCDQ ONNX, written as an artifact
     (float I/O: the first convolution quantizes its input itself) so that open_backend runs it."""
-    from importlib import metadata
-
     from distill.brevitas_qat import OPSET, export_qcdq_onnx, to_brevitas
     from edge_runtime.artifact import TensorSpec, write_artifact
+    from edge_runtime.provenance import package_versions
 
     qmodel = to_brevitas(st.model, calib=calib)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,12 +273,7 @@ def export_brevitas_onnx(st: Student, spec, calib, out_dir: Path) -> Path:
         data = path.read_bytes()
     finally:
         path.unlink(missing_ok=True)
-    versions = {}
-    for n in ("torch", "brevitas", "onnx"):
-        try:
-            versions[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            versions[n] = "unknown"
+    versions = package_versions(("torch", "brevitas", "onnx"))
     c, _, t = spec.input_shape
     return write_artifact(
         data, out_dir=out_dir, runtime="onnxruntime", precision="int8", spec=spec.signal, preprocess=spec.preprocess,
@@ -347,7 +341,7 @@ def _error(exc: BaseException) -> str:
 
 
 def _env(threads: int, load_start: tuple[float, ...]) -> dict[str, Any]:
-    from importlib import metadata
+    from edge_runtime.provenance import package_versions
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -355,12 +349,7 @@ def _env(threads: int, load_start: tuple[float, ...]) -> dict[str, Any]:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    versions = {}
-    for n in VERSIONS:
-        try:
-            versions[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            versions[n] = None
+    versions = package_versions(VERSIONS, missing=None)
     env = {"python": platform.python_version(), "machine": platform.machine(), "cpu": cpu,
            "cpu_count": os.cpu_count(), "threads": threads, "versions": versions}
     if hasattr(os, "sched_getaffinity"):

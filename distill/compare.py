@@ -97,15 +97,9 @@ def _torch_bytes(module: Any) -> int:
 
 
 def _versions() -> dict[str, str]:
-    from importlib import metadata
+    from edge_runtime.provenance import package_versions
 
-    out = {}
-    for name in VERSIONS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    return {k: v for k, v in package_versions(VERSIONS, missing=None).items() if v is not None}  # installed only
 
 
 # --------------------------------------------------------------------------- models

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.provenance import sha256_of
 from distill.config import DistillConfig
 
 
@@ -154,21 +155,6 @@ def teacher_from_checkpoint(ckpt: dict[str, Any], train_windows: np.ndarray, tra
 
 # --- the distillation job ---------------------------------------------------------------------
 
-def _sha256(path: str) -> str:
-    from edge_runtime.artifact import sha256_of
-
-    return sha256_of(path)
-
-
-def _scores(fn, x: np.ndarray, multilabel: bool, batch: int = 256) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch):
-            logits = fn(torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))).float()
-            out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
 def _windows(shards, splits, leads) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(windows (n, C, T) in `leads` order, targets, record rows, channel index) of the named splits."""
     from train.loader import WindowSet
@@ -176,16 +162,6 @@ def _windows(shards, splits, leads) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     sets = [WindowSet(shards, s, leads) for s in splits]
     x = np.concatenate([np.concatenate(list(s.split.windows()))[:, s._channels] for s in sets if len(s)])
     return x, np.concatenate([s.targets for s in sets]), np.concatenate([s.record_rows for s in sets]), sets[0]._channels
-
-
-def record_metrics(scores: np.ndarray, y: np.ndarray, record: np.ndarray, label_names, n_boot: int = 1000,
-                   seed: int = 0) -> dict[str, Any]:
-    """AUROC / PRAUC per class and macro with bootstrap CIs, per record (window scores averaged)."""
-    from train.metrics import aggregate_by_record, bootstrap_scores
-
-    _, s = aggregate_by_record(scores, record, "mean")
-    _, t = aggregate_by_record(y, record, "max")
-    return bootstrap_scores(t, s, n_boot=n_boot, seed=seed, label_names=tuple(label_names))
 
 
 def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, baseline: bool = True,
@@ -199,10 +175,12 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
     """
     from pathlib import Path
 
+    from edge_runtime.backends import probabilities
     from edge_runtime.config import to_jsonable, write_json
     from train.data.shards import open_shards
-    from train.engine import fit, load_checkpoint, seed_everything
+    from train.engine import fit, load_checkpoint, predict, seed_everything
     from train.loader import WindowSet, data_hash
+    from train.metrics import score_records
     from train.models import create_model
 
     shards, out = Path(shards), Path(out)
@@ -214,7 +192,7 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
         t_leads = tuple(ckpt["meta"]["encoder"]["kwargs"]["leads"])
         x_tr, y_tr, _, ch = _windows(shards, ("train",), t_leads)
         teacher, tmeta = teacher_from_checkpoint(ckpt, x_tr, y_tr, None, seed=tcfg.seed)
-        tmeta = tmeta | {"checkpoint_sha256": _sha256(ckpt["path"])}
+        tmeta = tmeta | {"checkpoint_sha256": sha256_of(ckpt["path"])}
     if dcfg.lead not in t_leads:
         raise ConfigError(f"distill.lead: {dcfg.lead!r} is not among the teacher's leads {list(t_leads)}")
     lead_index = t_leads.index(dcfg.lead)
@@ -226,7 +204,8 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
     if teacher is not None:
         results["models"]["teacher"] = {
             "what": f"{tmeta['objective']} {tmeta['encoder']['name']} over {len(t_leads)} leads ({tmeta['teacher_logits']})",
-            "metrics": record_metrics(_scores(lambda x: teacher(x)[0], x_ev, multilabel), y_ev, r_ev, label_names, n_boot)}
+            "metrics": score_records(probabilities(predict(teacher, x_ev), multilabel), y_ev, r_ev, label_names,
+                                     n_boot=n_boot)["ranking"]}
     scores: dict[str, np.ndarray] = {}
     runs = [("distilled", dcfg)] if teacher is not None else []
     runs += [("baseline", dcfg.baseline())] if baseline or teacher is None else []
@@ -246,13 +225,14 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
                 "preprocess": info["preprocess"], "label_names": list(label_names), "multilabel": multilabel}
         summary = fit(model, data, tcfg, out / name, meta=meta, progress=progress)
         student.eval()
-        scores[name] = _scores(lambda x: student(x[:, lead_index:lead_index + 1, None, :]), x_ev, multilabel)
+        logits = predict(student, x_ev, channels=[lead_index], forward=lambda x: student(x[:, :, None, :]))
+        scores[name] = probabilities(logits, multilabel)
         results["models"][name] = {
             "what": f"{cfg.student} on lead {cfg.lead}" + (" distilled from the teacher" if name == "distilled"
                                                             else " trained from labels alone"),
             "checkpoint": summary["checkpoint"], "parameters": sum(p.numel() for p in student.parameters()),
             "final_loss": summary["history"][-1]["loss"],
-            "metrics": record_metrics(scores[name], y_ev, r_ev, label_names, n_boot)}
+            "metrics": score_records(scores[name], y_ev, r_ev, label_names, n_boot=n_boot)["ranking"]}
     if "distilled" in results["models"] and "baseline" in results["models"]:
         from train.metrics import aggregate_by_record, paired_difference
 
@@ -278,4 +258,4 @@ def load_student(checkpoint) -> tuple[nn.Module, dict[str, Any]]:
     student = create_model(meta["encoder"]["name"], **meta["encoder"]["kwargs"])
     prefix = "student."
     student.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
-    return student.eval(), meta | {"checkpoint_sha256": _sha256(ckpt["path"])}
+    return student.eval(), meta | {"checkpoint_sha256": sha256_of(ckpt["path"])}

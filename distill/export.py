@@ -28,7 +28,6 @@ import hashlib
 import json
 import platform
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from torch import nn
 from edge_runtime.artifact import TensorSpec, write_artifact
 from edge_runtime.errors import ArtifactError, ConfigError
 from edge_runtime.filters import FilterDesign
+from edge_runtime.provenance import package_versions
 from edge_runtime.signal import PreprocessConfig, check_fs
 from edge_runtime.spec import SignalSpec, canonical_leads
 
@@ -266,14 +266,8 @@ def _calib_provenance(calib: np.ndarray) -> dict[str, Any]:
     return {"calibration_windows": int(len(calib)), "calibration_sha256": hashlib.sha256(calib.tobytes()).hexdigest()}
 
 
-def _versions(*names: str) -> dict[str, str]:
-    out = {}
-    for n in ("torch", *names):
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            out[n] = "unknown"
-    return out
+def _versions(*names: str) -> dict[str, str | None]:
+    return package_versions(("torch", *names))
 
 
 def _write(data: bytes, spec: ExportSpec, out_dir: str | Path, runtime: str, precision: str, inp: TensorSpec,

@@ -26,13 +26,13 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from edge_runtime.config import from_dict
 from edge_runtime.errors import ArtifactError, ConfigError, EcgEdgeError
 from edge_runtime.filters import FilterDesign
+from edge_runtime.provenance import package_versions, sha256_of
 from edge_runtime.signal import PreprocessConfig, Preprocessor, check_fs
 from edge_runtime.spec import SignalSpec
 
@@ -278,12 +278,6 @@ class Artifact:
         return Preprocessor(self.manifest.preprocess, fs_in, self.manifest.spec.leads, design=design)
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def write_artifact(model: bytes | str | Path, *, out_dir: str | Path, runtime: str, precision: str,
                    spec: SignalSpec, preprocess: PreprocessConfig, labels: tuple[str, ...],
                    input: TensorSpec | dict[str, Any], output: TensorSpec | dict[str, Any],
@@ -323,10 +317,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 def _own_version() -> str:
-    try:
-        return metadata.version("ecg-edge")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"
+    return str(package_versions(("ecg-edge",))["ecg-edge"])  # "unknown" from a source tree not installed
 
 
 def load_artifact(path: str | Path) -> Artifact:

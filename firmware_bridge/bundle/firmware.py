@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import ArtifactError, ConfigError, EcgEdgeError
+from edge_runtime.provenance import sha256_of
 from firmware_bridge.bundle.elf import elf_memory
 
 FIRMWARE_DIR = "firmware"
@@ -131,8 +132,7 @@ def tflm_tree(vendor: str | Path | None = None) -> TflmTree:
 
 
 def _unpack(tarball: Path, host_platform: Path) -> TflmTree:
-    with open(tarball, "rb") as fh:
-        sha = hashlib.file_digest(fh, "sha256").hexdigest()
+    sha = sha256_of(tarball)
     dest = cache_root() / "tflm" / sha[:16]
     root = dest / "tflite-micro"
     if not (dest / "unpacked").is_file():

@@ -35,15 +35,15 @@ import hashlib
 import json
 import math
 import shutil
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edge_runtime.artifact import Artifact, load_artifact, sha256_of
+from edge_runtime.artifact import Artifact, load_artifact
 from edge_runtime.backends import executorch_planned_bytes, open_backend, quantize, tflm_arena_bytes
 from edge_runtime.errors import ArtifactError, ConfigError, missing_extra
+from edge_runtime.provenance import package_versions, sha256_of
 from firmware_bridge.bundle import firmware as fw
 from firmware_bridge.bundle.format import (BUNDLE_FORMAT, C_ALIGNMENT, C_HEADER, C_SOURCE, GOLDEN, INT8_TOLERANCE_STEPS,
                                            MANIFEST, MANIFEST_SHA256, OPS_HEADER, README, SIGNATURE, TARGETS,
@@ -76,14 +76,9 @@ def tflite_operators(data: bytes) -> list[str]:
     return out
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for n in ("ecg-edge", "numpy", "tflite-micro", "ai-edge-litert", "ethos-u-vela", "executorch", "cryptography"):
-        try:
-            out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            out[n] = "not installed"
-    return out
+def _versions() -> dict[str, str | None]:
+    return package_versions(("ecg-edge", "numpy", "tflite-micro", "ai-edge-litert", "ethos-u-vela", "executorch",
+                             "cryptography"), missing="not installed")
 
 
 def _golden_windows(artifact_dir: Path, golden: str | Path | None, shape: tuple[int, ...]) -> tuple[np.ndarray, Path]:

@@ -45,6 +45,7 @@ import numpy as np
 
 from edge_runtime.artifact import MANIFEST_MAX_BYTES, Artifact, Manifest, inside, read_manifest
 from edge_runtime.errors import ArtifactError, EcgEdgeError, MissingExtraError, missing_extra, unavailable
+from edge_runtime.provenance import sha256_of
 from firmware_bridge.bundle.format import (BUNDLE_FORMAT, MANIFEST, MANIFEST_SHA256, SEALS, SIGNATURE, TFLM_TARGETS,
                                            parse_c_array)
 
@@ -101,11 +102,6 @@ class BundleReport:
 
     def rows(self) -> list[tuple[str, str, str]]:
         return [(c.name, c.status, c.detail) for c in self.checks]
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class _Run:
@@ -302,7 +298,7 @@ def _check_files(run: _Run, root: Path, man: dict[str, Any]) -> None:
             run.fail(root / MANIFEST, "checksums", str(exc))
         if not f.is_file():
             run.fail(root / rel, "checksums", "listed in manifest.json files but not found")
-        got = _sha256(f)
+        got = sha256_of(f)
         if got != want:
             run.fail(root / rel, "checksums", f"sha256 {got} differs from the manifest's {want}: the file changed")
     extra = [rel for rel in _bundle_files(root) if rel not in files and rel not in SEALS]
@@ -337,7 +333,7 @@ def bundle_artifact(root: Path, man: dict[str, Any], model_file: str) -> Artifac
     (stored whole in the bundle) pointed at the bundle's model file."""
     model = root / model_file
     try:
-        manifest = Manifest.from_dict({**man["source_artifact"], "model_file": model.name, "sha256": _sha256(model)})
+        manifest = Manifest.from_dict({**man["source_artifact"], "model_file": model.name, "sha256": sha256_of(model)})
     except (EcgEdgeError, KeyError, TypeError) as exc:
         raise BundleError(f"{root / MANIFEST}: source_artifact: not an artifact manifest ({exc})") from None
     return Artifact(manifest, model.resolve(), (root / MANIFEST).resolve())

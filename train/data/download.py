@@ -38,7 +38,6 @@ path segment, `**` crosses segments, and a pattern matching a directory (`record
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from edge_runtime.errors import ChecksumError, ConfigError, DownloadError
+from edge_runtime.provenance import sha256_of
 
 Progress = Callable[[str, int, int], None]
 """`progress(relative_path, bytes_done, bytes_total)`; `bytes_total` is -1 when unknown."""
@@ -247,14 +247,6 @@ def _retrying(url: str, retries: int, backoff: float, action: Callable[[], objec
     raise DownloadError(f"{url}: failed after {retries + 1} attempts: {last}") from last
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _content_range_start(resp: http.client.HTTPResponse) -> int | None:
     match = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
     return int(match.group(1)) if match else None
@@ -310,7 +302,7 @@ def _transfer(job: _Job, part: Path) -> None:
 
 def _fetch_file(job: _Job) -> str:
     """Make `job.target` a verified copy; returns 'skipped' or 'downloaded'."""
-    if job.target.is_file() and _sha256(job.target) == job.sha256:
+    if job.target.is_file() and sha256_of(job.target) == job.sha256:
         if job.progress:
             size = job.target.stat().st_size
             job.progress(job.rel, size, size)
@@ -318,7 +310,7 @@ def _fetch_file(job: _Job) -> str:
     job.target.parent.mkdir(parents=True, exist_ok=True)
     part = job.target.with_name(job.target.name + ".part")
     _retrying(job.url, job.retries, job.backoff, lambda: _transfer(job, part))
-    actual = _sha256(part)
+    actual = sha256_of(part)
     if actual != job.sha256:
         part.unlink(missing_ok=True)
         raise ChecksumError(

@@ -17,7 +17,6 @@ numpy, so a million-record set streams without a loader server.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -29,6 +28,7 @@ import numpy as np
 
 from edge_runtime.config import to_jsonable
 from edge_runtime.errors import DatasetError, EcgEdgeError
+from edge_runtime.provenance import sha256_of
 from edge_runtime.signal import Preprocessor, PreprocessConfig
 from train.data.sources import SPLITS, DataConfig, Dataset, open_dataset
 
@@ -101,14 +101,6 @@ def _process(record_id: str) -> dict[str, Any]:
             "labels": _jsonable_labels(rec.labels), "meta": rec.meta}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def build_shards(data_cfg: DataConfig, pre_cfg: PreprocessConfig, out: str | Path, *,
                  shard_windows: int = 8192, workers: int = 1,
                  progress: Callable[[Iterable], Iterable] | None = None) -> dict[str, Any]:
@@ -144,7 +136,7 @@ def build_shards(data_cfg: DataConfig, pre_cfg: PreprocessConfig, out: str | Pat
         "label_names": list(dataset.label_names), "multilabel": dataset.multilabel,
         "spec": pre_cfg.spec(data_cfg.leads).to_dict(), "preprocess": pre_cfg.to_dict(),
         "filter_designs": designs, "windows": counts, "records": len(records), "skipped": skipped,
-        "sha256": {str(p.relative_to(out)): _sha256(p) for p in files},
+        "sha256": {str(p.relative_to(out)): sha256_of(p) for p in files},
     }
     (out / "dataset.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     return info
