@@ -128,9 +128,10 @@ def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs:
              log: Callable[[str], None]) -> Entry:
     import torch
 
-    from distill.distill import _scores, _windows, teacher_from_checkpoint
+    from distill.distill import _windows, teacher_from_checkpoint
     from distill.release import single_label_thresholds
-    from train.engine import load_checkpoint
+    from edge_runtime.backends import probabilities
+    from train.engine import load_checkpoint, predict
     from train.metrics import operating_thresholds
 
     ckpt = load_checkpoint(path)
@@ -143,7 +144,7 @@ def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs:
                           f"{list(data.labels)}")
     fn = lambda x: teacher(x)[0]  # noqa: E731
     x_val, y_val, r_val, _ = _windows(shards, ("val",), leads)
-    p_val = _scores(fn, x_val, data.multilabel)
+    p_val = probabilities(predict(teacher, x_val), data.multilabel)
     if data.multilabel:
         thr = tuple(float(t) if np.isfinite(t) else 0.5 for t in operating_thresholds(y_val, p_val, "youden"))
     else:
@@ -152,7 +153,7 @@ def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs:
     if not (np.array_equal(r_ev, data.eval_records) and np.array_equal(y_ev, data.eval_y)):
         raise ConfigError(f"--teacher: its windows of {shards} do not line up with the student's")
     log(f"teacher: {tmeta['objective']} {tmeta['encoder']['name']} over {len(leads)} leads, {len(x_ev)} windows")
-    probs = _scores(fn, x_ev, data.multilabel)
+    probs = probabilities(predict(teacher, x_ev), data.multilabel)
     one = torch.from_numpy(np.ascontiguousarray(x_ev[:1]))
     with torch.inference_mode():
         lat = _latency(lambda: fn(one), runs)

@@ -211,7 +211,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     require("sklearn", "train", "evaluate")
-    from ecg_edge.evaluate import EvalOptions, run_evaluate
+    from train.protocol import EvalOptions, run_evaluate
     from edge_runtime.errors import ConfigError
     from train.evaluate import fmt_ci
 

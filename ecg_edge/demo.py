@@ -340,7 +340,7 @@ def _firmware_summary(r: dict[str, Any] | None) -> dict[str, Any] | None:
 def run_demo(config: str | None, out: Path, progress: Callable | None = None, data: str | None = None) -> int:
     from distill.distill import distill_students
     from distill.release import release
-    from ecg_edge.evaluate import EvalOptions, run_evaluate
+    from train.protocol import EvalOptions, run_evaluate
     from firmware_bridge.bundle import BundleError, package, verify_bundle
     from firmware_bridge.bundle.vela import vela_compile
     from train.data.shards import build_shards

@@ -11,6 +11,9 @@ forward / backward / clip / step -> checkpoint after every epoch (atomic) -> res
 - A checkpoint holds the weights, optimizer and scheduler state, the epoch, the history and
   whatever the caller puts in `meta` (model names and arguments, config, signal spec, data hash);
   resuming checks that the model and data are the same before continuing.
+
+`predict` is its counterpart for inference: the one batched loop that runs a torch module over
+windows (evaluation, distillation, export, parity, Brevitas all call it).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -253,3 +256,39 @@ def fit(model: nn.Module, train_set: Dataset, cfg: TrainConfig, out: str | Path 
     return {"history": history, "epochs_done": history[-1]["epoch"] if history else 0,
             "checkpoint": str(ckpt_path) if ckpt_path else None, "world_size": dist.world, "rank": dist.rank,
             "device": str(dist.device), "bf16": bf16}
+
+
+def predict(module: nn.Module, x: np.ndarray, *, batch_size: int = 256, device: str | torch.device | None = None,
+            channels: Sequence[int] | None = None, forward: Callable[[torch.Tensor], Any] | None = None) -> np.ndarray:
+    """Outputs (n, ...) float32 of `module` on the windows `x` (n, ...), batch by batch, in eval mode
+    (the module's mode restored afterwards) under `torch.inference_mode`.
+
+    A memory map is read one batch at a time; `channels` picks axis-1 indices per batch (e.g. a
+    model's leads out of a shard's). `forward` is called on each batch instead of `module` (e.g.
+    `objective.encode_ecg`, or a lambda taking a Brevitas QuantTensor's `.value`); a tuple output
+    gives its first element. `device`: None runs where the module's parameters are (CPU without
+    any). An exported graph (torch.export, convert_pt2e) refuses `.eval()`: it runs as exported.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"predict: batch_size {batch_size}; expected >= 1")
+    if device is None:
+        param = next(module.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    fn = module if forward is None else forward
+    was_training = module.training
+    try:
+        module.eval()
+    except NotImplementedError:  # an exported graph keeps the mode it was exported in
+        was_training = False
+    out: list[np.ndarray] = []
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                batch = x[i:i + batch_size] if channels is None else x[i:i + batch_size][:, list(channels)]
+                y = fn(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device))
+                y = y[0] if isinstance(y, (list, tuple)) else y
+                out.append(y.float().cpu().numpy())
+    finally:
+        if was_training:
+            module.train()
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

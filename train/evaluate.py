@@ -69,38 +69,26 @@ def _sklearn():
 
 # ---------------------------------------------------------------------------------------- embeddings
 
-def _batches(windows: np.ndarray | Iterable[np.ndarray], batch_size: int) -> Iterable[np.ndarray]:
-    arrays = [windows] if isinstance(windows, np.ndarray) else windows
-    for arr in arrays:
-        if arr.ndim != 3:
-            raise ConfigError(f"embed: windows of shape {arr.shape}; expected (n, leads, samples)")
-        for i in range(0, len(arr), batch_size):
-            yield arr[i:i + batch_size]
-
-
 def embed(encoder: nn.Module, windows: np.ndarray | Iterable[np.ndarray], batch_size: int = 256,
           device: str | torch.device = "cpu", channels: Sequence[int] | None = None) -> np.ndarray:
-    """Encoder embeddings (n, embed_dim) float32, in eval mode without gradients, batch by batch.
+    """Encoder embeddings (n, embed_dim) float32, in eval mode without gradients, batch by batch
+    (`train.engine.predict`).
 
     windows: an (n, C, T) array (a memory map is read one batch at a time) or an iterable of them,
     e.g. `ShardSplit.windows()`. channels: input channels to keep, in the encoder's lead order
     (e.g. `[shard_leads.index(l) for l in encoder.leads]`); None keeps all. The encoder's training
     mode is restored afterwards.
     """
+    from train.engine import predict
+
     if batch_size < 1:
         raise ConfigError(f"embed: batch_size {batch_size}; expected >= 1")
-    was_training = encoder.training
-    encoder.eval()
     out: list[np.ndarray] = []
-    try:
-        with torch.inference_mode():
-            for batch in _batches(windows, batch_size):
-                if channels is not None:
-                    batch = batch[:, list(channels)]
-                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
-                out.append(encoder(x).float().cpu().numpy())
-    finally:
-        encoder.train(was_training)
+    for arr in [windows] if isinstance(windows, np.ndarray) else windows:
+        if arr.ndim != 3:
+            raise ConfigError(f"embed: windows of shape {arr.shape}; expected (n, leads, samples)")
+        if len(arr):
+            out.append(predict(encoder, arr, batch_size=batch_size, device=device, channels=channels))
     if not out:
         return np.zeros((0, int(getattr(encoder, "embed_dim", 0))), np.float32)
     return np.concatenate(out)

@@ -2,8 +2,9 @@
 thresholds, and TPR/FPR gaps between patient groups.
 
 Every metric is computed per *record*: pass one row per record (`aggregate_by_record` turns window
-scores into record scores), so the bootstrap resamples patients' recordings, not overlapping windows
-of the same recording (which would make the intervals far too narrow).
+scores into record scores; `score_records`, the scoring every report uses, does that first), so
+the bootstrap resamples patients' recordings, not overlapping windows of the same recording
+(which would make the intervals far too narrow).
 
 Point estimates come from `sklearn.metrics.roc_auc_score` / `average_precision_score`. The bootstrap
 does not call them 1000 x K times (~2 ms a call: 10 s for 5 classes); a resample of records is a
@@ -391,6 +392,36 @@ def decision_scores(y: np.ndarray, pred: np.ndarray, label_names: Sequence[str],
         with np.errstate(invalid="ignore"):
             out["challenge_f1"] = {"value": float(np.mean(point["f1"][0, idx])),
                                    "ci": _ci(b[:, idx].mean(axis=1), level)[0], "classes": list(CHALLENGE_2017)}
+    return out
+
+
+def score_records(scores: np.ndarray, y: np.ndarray, record: np.ndarray, label_names: Sequence[str], *,
+                  n_boot: int = 1000, seed: int = 0, thresholds: Sequence[float] | None = None,
+                  multilabel: bool = True, reference: np.ndarray | None = None) -> dict[str, Any]:
+    """The one per-record scoring of window scores (evaluation, distillation, export, compare).
+
+    Window scores are averaged per record, labels OR-ed (`aggregate_by_record`); returns
+    {"ranking": `bootstrap_scores`}, and with `thresholds` "decisions": `decision_scores` of the
+    artifact's decision rule (`edge_runtime.backends.decide`) on the record scores; with
+    `reference` too (another model's window scores, same windows) "agreement": the fractions of
+    windows and of records on which both decide alike.
+    """
+    _, s = aggregate_by_record(scores, record, "mean")
+    _, t = aggregate_by_record(y, record, "max")
+    names = tuple(label_names)
+    out: dict[str, Any] = {"ranking": bootstrap_scores(t, s, n_boot=n_boot, seed=seed, label_names=names)}
+    if thresholds is None:
+        return out
+    from edge_runtime.backends import decide
+
+    dec = decide(s, thresholds, multilabel)
+    out["decisions"] = decision_scores(t, dec, names, n_boot=n_boot, seed=seed)
+    if reference is not None:
+        _, r = aggregate_by_record(reference, record, "mean")
+        windows = decide(scores, thresholds, multilabel) == decide(reference, thresholds, multilabel)
+        out["agreement"] = {"windows": float(windows.all(axis=1).mean()),
+                            "records": float((dec == decide(r, thresholds, multilabel)).all(axis=1).mean()),
+                            "n_windows": int(len(scores)), "n_records": int(len(s))}
     return out
 
 

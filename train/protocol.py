@@ -1,4 +1,5 @@
-"""`ecg-edge evaluate`: pretrained teachers (and the same encoders randomly initialised) on held-out data.
+"""The teacher evaluation protocol behind `ecg-edge evaluate`: pretrained teachers (and the same
+encoders randomly initialised) on held-out data.
 
 For every model: frozen embeddings -> logistic-regression linear probe trained on 1 %, 10 % and
 100 % of the training records; optional fine-tuning of the whole encoder (supervised objective,
@@ -8,7 +9,8 @@ evaluation splits (PTB-XL: folds 9 and 10), AUROC and PRAUC per class and macro 
 95 % CIs. Fairness: TPR and FPR gaps by sex and age group at thresholds chosen on out-of-fold
 probe scores of the training records (never on the evaluation records). Saliency: integrated
 gradients of the 100 % probe for one evaluation record, rendered over its leads.
-Writes evaluation.json (every figure) and evaluation.md (tables).
+Writes evaluation.json (every figure) and evaluation.md (tables). The pieces (embeddings, probes,
+zero-shot, saliency, summary files) are `train.evaluate`'s, the metrics `train.metrics`'s.
 """
 from __future__ import annotations
 
@@ -22,14 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_runtime.backends import probabilities
 from edge_runtime.errors import ConfigError
 from train.config import TrainConfig
 from train.data.shards import open_shards
-from train.engine import fit, seed_everything
+from train.engine import fit, predict, seed_everything
 from train.evaluate import (CLASS_PROMPTS, embed, label_fraction, linear_probe, probe_module, prompt_embeddings,
                             render_saliency_png, saliency, write_summary, zero_shot)
 from train.loader import WindowSet, read_records
-from train.metrics import aggregate_by_record, bootstrap_scores, fairness_gaps, meta_groups, operating_thresholds
+from train.metrics import aggregate_by_record, fairness_gaps, meta_groups, operating_thresholds, score_records
 from train.models import create_model
 from train.objectives import build_objective
 from train.pretrain import load_teacher
@@ -79,11 +82,8 @@ def _oof_thresholds(emb: np.ndarray, y: np.ndarray, record: np.ndarray, multilab
 
 def _scored(name: str, setting: str, scores: np.ndarray, ev: _Split, label_names: tuple[str, ...],
             opts: EvalOptions, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    _, s = aggregate_by_record(scores, ev.record, "mean")
-    _, y = aggregate_by_record(ev.y, ev.record, "max")
-    run = {"model": name, "setting": setting,
-           "metrics": bootstrap_scores(y, s, n_boot=opts.n_boot, seed=opts.seed, label_names=label_names)}
-    return run | (extra or {})
+    metrics = score_records(scores, ev.y, ev.record, label_names, n_boot=opts.n_boot, seed=opts.seed)["ranking"]
+    return {"model": name, "setting": setting, "metrics": metrics} | (extra or {})
 
 
 def _finetune(encoder: nn.Module, shards: Path, subset: np.ndarray, ev: _Split, n_classes: int, multilabel: bool,
@@ -95,14 +95,7 @@ def _finetune(encoder: nn.Module, shards: Path, subset: np.ndarray, ev: _Split, 
     cfg = TrainConfig(epochs=opts.finetune_epochs, batch_size=min(32, len(data)), lr=3e-4, seed=opts.seed,
                       device=device, warmup_frac=0.1)
     fit(model, data, cfg, None, meta={"task": "finetune"}, progress=False)
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(ev.x), 128):
-            x = torch.from_numpy(np.ascontiguousarray(ev.x[i:i + 128][:, ev.channels])).to(next(model.parameters()).device)
-            logits = model.logits(x).float()
-            out.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)).cpu().numpy())
-    return np.concatenate(out)
+    return probabilities(predict(model, ev.x, batch_size=128, channels=ev.channels, forward=model.logits), multilabel)
 
 
 def _models(checkpoints: Sequence[Path], random_init: bool) -> list[tuple[str, nn.Module, dict[str, Any], nn.Module | None]]:
@@ -165,9 +158,8 @@ def run_evaluate(checkpoints: Sequence[str | Path], shards: str | Path, out: str
                 runs.append(_scored(name, f"fine-tune {frac:.0%}", ft, ev, label_names, opts,
                                     {"fraction": frac, "train_records": len(chosen), "epochs": opts.finetune_epochs}))
         if opts.zero_shot and objective is not None and hasattr(objective, "encode_text") and dataset in CLASS_PROMPTS:
-            with torch.inference_mode():
-                z = np.concatenate([objective.encode_ecg(torch.from_numpy(np.ascontiguousarray(ev.x[i:i + 128][:, ev.channels])).to(device)).float().cpu().numpy()
-                                    for i in range(0, len(ev.x), 128)])
+            z = predict(objective, ev.x, batch_size=128, device=device, channels=ev.channels,
+                        forward=objective.encode_ecg)
             prompts = prompt_embeddings(_TextInJointSpace(objective), CLASS_PROMPTS[dataset], label_names)
             runs.append(_scored(name, "zero-shot", zero_shot(z, prompts), ev, label_names, opts,
                                 {"prompts": {k: list(CLASS_PROMPTS[dataset][k]) for k in label_names}}))
@@ -203,9 +195,7 @@ def _saliency_png(name: str, encoder: nn.Module, e_tr: np.ndarray, tr: _Split, e
         pos = np.flatnonzero(ev.y[:, k] > 0.5)
         if len(pos) == 0:
             continue
-        x = np.ascontiguousarray(ev.x[pos][:, ev.channels])
-        with torch.inference_mode():
-            logit = model(torch.from_numpy(x))[:, k].numpy()
+        logit = predict(model, ev.x[pos], batch_size=len(pos), channels=ev.channels)[:, k]
         i = int(pos[int(np.argmax(logit))])
         window = np.ascontiguousarray(ev.x[i][ev.channels])
         attr = saliency(model, window, k)
