@@ -54,7 +54,7 @@ def _probe(kind: str, path: str, backend: str | None) -> dict[str, Any]:
         from edge_runtime.backends import BACKENDS, interpreter_class, open_backend
 
         name = backend or load_artifact(path).manifest.runtime
-        if BACKENDS.get(name) == "litert" and name != "tflite_micro":
+        if name in BACKENDS and BACKENDS.entry(name).runtime == "litert" and name != "tflite_micro":
             interpreter_class(name)
         runtime_modules = {"tflite_micro": ("tflite_micro.python.tflite_micro.runtime",),
                            "executorch": ("torch", "executorch.extension.pybindings.portable_lib", "executorch.runtime"),

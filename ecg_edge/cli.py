@@ -17,9 +17,6 @@ from typing import Any, Callable, NoReturn, Sequence
 from edge_runtime.errors import EcgEdgeError, MissingExtraError
 from edge_runtime.errors import require as _require
 
-DATASETS = ("ptbxl", "cinc2017", "mitdb")
-
-
 def require(module: str, extra: str, command: str) -> Any:
     """Import `module` for `ecg-edge <command>`, or raise MissingExtraError naming its package and extra."""
     return _require(module, extra, f"`ecg-edge {command}`")
@@ -467,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="download datasets, build preprocessed shards").add_subparsers(
         dest="data_command", required=True, metavar="<data command>")
     d = data.add_parser("download", help="download a PhysioNet dataset (resumable, SHA-256 verified)")
-    d.add_argument("dataset", choices=DATASETS)
+    from train.data.sources import DOWNLOADABLE  # the dataset registry: torch-free, numpy only
+
+    d.add_argument("dataset", choices=DOWNLOADABLE)
     d.add_argument("dest", help="destination folder")
     d.add_argument("--base-url", help="mirror or local server to download from (default: physionet.org)")
     d.add_argument("--include", nargs="+", help="glob patterns of files to fetch (default: the dataset's usual set)")

@@ -41,7 +41,7 @@ from edge_runtime.config import to_jsonable, write_json
 from edge_runtime.errors import ConfigError, DatasetError
 from edge_runtime.signal import Preprocessor, Windows
 from ecg_edge.config import load_pipeline_config
-from train.data.sources import open_dataset
+from train.data.sources import DEMO_DATASETS, open_dataset
 
 #: Samples per streamed chunk: one Polar H10 ECG notification carries 73 samples.
 STREAM_CHUNK = 73
@@ -58,7 +58,7 @@ LATENCY_RUNS = 20
 #: Below this macro AUROC the distilled student has learned next to nothing: the demo warns.
 MIN_STUDENT_AUROC = 0.6
 #: `--data` choices: the dataset kinds the demo runs on.
-DATA_KINDS = ("synthetic", "ptbxl", "cinc2017")
+DATA_KINDS = DEMO_DATASETS
 #: Datasets with fewer leads than a 12-lead teacher wants: the demo narrows the leads to these.
 DATASET_LEADS = {"cinc2017": ("I",)}
 

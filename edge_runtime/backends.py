@@ -35,11 +35,12 @@ from scipy.special import expit, softmax
 from edge_runtime.artifact import Artifact, TensorSpec, load_artifact
 from edge_runtime.errors import (ArtifactError, ConfigError, MissingExtraError, SignalShapeError, SignalValueError,
                                  missing_extra)
+from edge_runtime.registry import Registry
 from edge_runtime.signal import Preprocessor
 
-#: Backend name -> the manifest runtime (model format) it runs.
-BACKENDS: dict[str, str] = {"litert": "litert", "tflite_runtime": "litert", "tflite_micro": "litert",
-                            "executorch": "executorch", "onnxruntime": "onnxruntime"}
+#: The backends by name (`edge_runtime.registry.Registry`, the project's one registry style), each
+#: class registered with the tag `runtime`: the manifest runtime (model format) it runs.
+BACKENDS: Registry[type["Backend"]] = Registry("backend")
 
 
 def probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
@@ -85,6 +86,11 @@ class Backend:
         self.manifest = artifact.manifest
         self.threads = threads
         self._model_batch = -1  # set by subclasses from the model file: -1 dynamic, else fixed
+
+    @classmethod
+    def open(cls, artifact: Artifact, threads: int, name: str, arena: int | None) -> "Backend":
+        """How `open_backend` builds a registered backend: `name` as registered, `arena` for TFLite Micro."""
+        return cls(artifact, threads)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -194,8 +200,14 @@ def interpreter_class(name: str) -> Callable[..., Any]:
         raise _missing(name, "tflite_runtime", exc) from None
 
 
+@BACKENDS.register("tflite_runtime", runtime="litert")
+@BACKENDS.register("litert", runtime="litert")  # decorators apply bottom-up: "litert" is registered first
 class LiteRTBackend(Backend):
     """A .tflite model on the LiteRT interpreter; tensors allocated once at open."""
+
+    @classmethod
+    def open(cls, artifact: Artifact, threads: int, name: str, arena: int | None) -> Backend:
+        return cls(artifact, threads, name)
 
     def __init__(self, artifact: Artifact, threads: int, name: str = "litert") -> None:
         super().__init__(artifact, threads)
@@ -228,6 +240,7 @@ class LiteRTBackend(Backend):
         return it.get_tensor(self._out)
 
 
+@BACKENDS.register("tflite_micro", runtime="litert")
 class TflmBackend(Backend):
     """A .tflite model on the host build of the TensorFlow Lite Micro interpreter (the `tflite-micro`
     package): the kernels a microcontroller runs (reference kernels, not CMSIS-NN), one window per
@@ -237,6 +250,10 @@ class TflmBackend(Backend):
     #: Arena when none is given: ample for students (they need tens of KiB; `ecg-edge package`
     #: measures the exact figure).
     ARENA = 4 << 20
+
+    @classmethod
+    def open(cls, artifact: Artifact, threads: int, name: str, arena: int | None) -> Backend:
+        return cls(artifact, threads, arena)
 
     def __init__(self, artifact: Artifact, threads: int, arena: int | None = None) -> None:
         super().__init__(artifact, threads)
@@ -331,6 +348,7 @@ def executorch_planned_bytes(pte: bytes) -> int:
     return int(sum(sum(plan.non_const_buffer_sizes) for plan in program.execution_plan))
 
 
+@BACKENDS.register("executorch", runtime="executorch")
 class ExecuTorchBackend(Backend):
     """A .pte program's "forward" method on the ExecuTorch runtime (XNNPACK threadpool sized to `threads`)."""
 
@@ -382,6 +400,7 @@ def qdq_session_options(ort: Any) -> Any:
     return opts
 
 
+@BACKENDS.register("onnxruntime", runtime="onnxruntime")
 class OnnxRuntimeBackend(Backend):
     """An .onnx model on ONNX Runtime's CPU provider (intra-op threads = `threads`, inter-op 1)."""
 
@@ -428,19 +447,13 @@ def open_backend(artifact: Artifact | str | Path, backend: str | None = None, th
     name = runtime if backend is None else backend
     if name not in BACKENDS:
         raise ConfigError(f"backend: expected one of {tuple(BACKENDS)}, got {name!r}")
-    if BACKENDS[name] != runtime:
-        runs = [b for b, fmt in BACKENDS.items() if fmt == runtime]
+    entry = BACKENDS.entry(name)
+    if entry.runtime != runtime:
         raise ConfigError(f"backend: {name!r} cannot run {artifact.model_path.name} (a {runtime!r} model); "
-                          f"expected one of {runs}")
+                          f"expected one of {BACKENDS.names(runtime=runtime)}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads: expected an integer >= 1, got {threads!r}")
-    if name == "tflite_micro":
-        return TflmBackend(artifact, threads, arena)
-    if BACKENDS[name] == "litert":
-        return LiteRTBackend(artifact, threads, name)
-    if name == "executorch":
-        return ExecuTorchBackend(artifact, threads)
-    return OnnxRuntimeBackend(artifact, threads)
+    return entry.obj.open(artifact, threads, name, arena)
 
 
 class ArtifactModel:

@@ -6,13 +6,50 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Callable, Iterator, Protocol, runtime_checkable
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.registry import Registry
 from edge_runtime.spec import STANDARD_LEADS, Record, canonical_leads
 
-DATASET_NAMES = ("synthetic", "ptbxl", "cinc2017", "mitdb")
 SPLITS = ("train", "val", "test")
+
+#: The datasets by name (`edge_runtime.registry.Registry`, the project's one registry style): each
+#: entry opens its reader from `(DataConfig, root folder)`, importing only that reader's
+#: dependencies. Tags: `folder` (named "NAME:PATH"), `download` (fetched by `ecg-edge data
+#: download`; its remote files: `train.data.download.DATASETS`), `demo` (record-level labels the
+#: demo's teacher and students learn: not MIT-BIH, whose labels are beats).
+DATASETS: Registry[Callable[["DataConfig", Path], "Dataset"]] = Registry("dataset")
+
+
+@DATASETS.register("synthetic", folder=False, download=False, demo=True)
+def _synthetic(cfg: DataConfig, root: Path) -> Dataset:
+    from train.data.synthetic import Synthetic
+    return Synthetic(cfg.n_records, seed=cfg.seed, fs=cfg.fs or 500.0, duration_s=cfg.duration_s)
+
+
+@DATASETS.register("ptbxl", folder=True, download=True, demo=True)
+def _ptbxl(cfg: DataConfig, root: Path) -> Dataset:
+    from train.data.ptbxl import PtbXl
+    return PtbXl(root, fs=int(cfg.fs or 100))
+
+
+@DATASETS.register("cinc2017", folder=True, download=True, demo=True)
+def _cinc2017(cfg: DataConfig, root: Path) -> Dataset:
+    from train.data.cinc2017 import Cinc2017
+    return Cinc2017(root)
+
+
+@DATASETS.register("mitdb", folder=True, download=True, demo=False)
+def _mitdb(cfg: DataConfig, root: Path) -> Dataset:
+    from train.data.mitdb import MitBih
+    return MitBih(root)
+
+
+#: The one list of dataset names, and the two subsets the CLI offers (`data download`, `demo --data`).
+DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)
+DOWNLOADABLE: tuple[str, ...] = tuple(DATASETS.names(download=True))
+DEMO_DATASETS: tuple[str, ...] = tuple(DATASETS.names(demo=True))
 
 
 def check_split(split: str | None) -> None:
@@ -52,9 +89,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         name = self.source.split(":", 1)[0]
-        if name not in DATASET_NAMES:
+        if name not in DATASETS:
             raise ConfigError(f"data.source: unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
-        if name != "synthetic" and ":" not in self.source:
+        if DATASETS.entry(name).folder and ":" not in self.source:
             raise ConfigError(f"data.source: expected '{name}:PATH' (the folder holding the dataset)")
         if self.n_records < 1:
             raise ConfigError(f"data.n_records: expected >= 1, got {self.n_records}")
@@ -64,15 +101,4 @@ class DataConfig:
 def open_dataset(cfg: DataConfig) -> Dataset:
     """Open the reader named by `cfg.source` (imports only that reader's dependencies)."""
     name, _, path = cfg.source.partition(":")
-    root = Path(path).expanduser()
-    if name == "synthetic":
-        from train.data.synthetic import Synthetic
-        return Synthetic(cfg.n_records, seed=cfg.seed, fs=cfg.fs or 500.0, duration_s=cfg.duration_s)
-    if name == "ptbxl":
-        from train.data.ptbxl import PtbXl
-        return PtbXl(root, fs=int(cfg.fs or 100))
-    if name == "cinc2017":
-        from train.data.cinc2017 import Cinc2017
-        return Cinc2017(root)
-    from train.data.mitdb import MitBih
-    return MitBih(root)
+    return DATASETS.get(name)(cfg, Path(path).expanduser())

@@ -21,43 +21,15 @@ Contracts every entry keeps (the tests loop over `list_models`):
 """
 from __future__ import annotations
 
-import fnmatch
 import importlib
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.registry import Entry, Registry
 
 KINDS = ("ecg", "text", "student")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    kind: str
-    factory: Callable[..., Any]
-    doc: str
-
-
-_REGISTRY: dict[str, ModelEntry] = {}
 #: Modules whose @register_model factories fill the registry (each imports torch, nothing heavier).
 _MODULES = ("resnet1d", "transformer", "text", "student")
-
-
-def register_model(name: str | None = None, *, kind: str) -> Callable:
-    """Decorator: register a factory under `name` (default: the function's name)."""
-    if kind not in KINDS:
-        raise ConfigError(f"register_model: kind {kind!r}; expected one of {', '.join(KINDS)}")
-
-    def wrap(factory: Callable) -> Callable:
-        key = name or factory.__name__
-        if key in _REGISTRY and _REGISTRY[key].factory is not factory:
-            raise ConfigError(f"register_model: {key!r} is registered twice")
-        doc = (factory.__doc__ or "").strip().splitlines()
-        _REGISTRY[key] = ModelEntry(key, kind, factory, doc[0] if doc else "")
-        return factory
-
-    return wrap
 
 
 def _load_all() -> None:
@@ -65,25 +37,32 @@ def _load_all() -> None:
         importlib.import_module(f"train.models.{module}")
 
 
+#: The table (`edge_runtime.registry.Registry`, the project's one registry style); entries carry the tag `kind`.
+MODELS: Registry[Callable[..., Any]] = Registry("model", load=_load_all)
+
+
+def register_model(name: str | None = None, *, kind: str) -> Callable:
+    """Decorator: register a factory under `name` (default: the function's name)."""
+    if kind not in KINDS:
+        raise ConfigError(f"register_model: kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return MODELS.register(name, kind=kind)
+
+
 def list_models(pattern: str = "*", kind: str | None = None) -> list[str]:
     """Registered names matching the fnmatch `pattern` (and `kind`), sorted."""
-    _load_all()
-    return sorted(n for n, e in _REGISTRY.items()
-                  if fnmatch.fnmatchcase(n, pattern) and (kind is None or e.kind == kind))
+    return sorted(MODELS.names(pattern, **({} if kind is None else {"kind": kind})))
 
 
-def model_entry(name: str) -> ModelEntry:
-    _load_all()
-    if name not in _REGISTRY:
-        raise ConfigError(f"model: unknown name {name!r}; expected one of {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+def model_entry(name: str) -> Entry[Callable[..., Any]]:
+    """The registry entry of `name`: `.obj` (the factory), `.kind`, `.doc` (first docstring line)."""
+    return MODELS.entry(name)
 
 
 def create_model(name: str, **kwargs: Any) -> Any:
     """Build the registered model `name`; remembers name and arguments on the module."""
-    entry = model_entry(name)
+    factory = MODELS.get(name)
     try:
-        model = entry.factory(**kwargs)
+        model = factory(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from None
     model.model_name = name

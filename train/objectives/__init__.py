@@ -15,6 +15,8 @@
 Every objective takes `(encoder, text_tower=None, *, n_classes, multilabel, embed_dim=128, augment,
 seed, **its own params)`; `needs` names the batch keys beyond x. Objectives that do not use text
 ignore `text_tower` (it is not registered, so its parameters never reach the optimiser or DDP).
+`OBJECTIVES` is the registry (`edge_runtime.registry`, the models' style): each class is decorated
+`@register_objective` in its module and registered under its `name`.
 Augmentation (`train.augment`) runs in training mode only, from a generator seeded by `seed`
 (`Objective.gen`, not in the state dict). The losses are plain functions in
 `train.objectives.losses`, testable on hand-built embeddings.
@@ -27,24 +29,21 @@ from typing import Any
 from torch import nn
 
 from edge_runtime.errors import ConfigError
-from train.objectives.base import Objective, as_augment_config, mlp_head
+from train.objectives.base import OBJECTIVES, Objective, as_augment_config, mlp_head, register_objective
+# imported in the table's order above: registration order is the order the choices are named in
+from train.objectives.text import ClipObjective, FgClepObjective
 from train.objectives.clinical import ClefObjective
 from train.objectives.losses import (RISK_MODEL, info_nce, masked_mse, risk_score, risk_weights, sigmoid_loss,
                                      soft_targets, weighted_info_nce)
 from train.objectives.ssl import LeadDecoder, SslObjective, random_lead_mask
 from train.objectives.supervised import SupervisedObjective
-from train.objectives.text import ClipObjective, FgClepObjective
 
 __all__ = [
     "OBJECTIVES", "build_objective", "objective_params", "Objective", "ClipObjective", "FgClepObjective",
     "ClefObjective", "SslObjective", "SupervisedObjective", "LeadDecoder", "info_nce", "weighted_info_nce",
     "sigmoid_loss", "soft_targets", "risk_score", "risk_weights", "masked_mse", "random_lead_mask",
-    "RISK_MODEL", "as_augment_config", "mlp_head",
+    "RISK_MODEL", "as_augment_config", "mlp_head", "register_objective",
 ]
-
-OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (ClipObjective, FgClepObjective, ClefObjective, SslObjective, SupervisedObjective)
-}
 
 
 def objective_params(name: str) -> tuple[str, ...]:
@@ -55,9 +54,7 @@ def objective_params(name: str) -> tuple[str, ...]:
 
 
 def _lookup(name: str) -> type[Objective]:
-    if name not in OBJECTIVES:
-        raise ConfigError(f"objective: unknown name {name!r}; expected one of {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]
+    return OBJECTIVES.get(name)  # ConfigError naming the registered objectives
 
 
 def build_objective(name: str, encoder: nn.Module, text_tower: nn.Module | None = None, **kw: Any) -> Objective:

@@ -8,9 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.registry import Registry
 from train.augment import AugmentConfig, augment
 
-__all__ = ["Objective", "as_augment_config", "mlp_head"]
+__all__ = ["OBJECTIVES", "Objective", "as_augment_config", "mlp_head", "register_objective"]
 
 
 def as_augment_config(value: Any, where: str) -> AugmentConfig | None:
@@ -101,3 +102,13 @@ class Objective(nn.Module):
         if not self.training or cfg is None:
             return x
         return augment(x, cfg, self.generator(x.device))
+
+
+#: The objectives by name (`edge_runtime.registry.Registry`, the project's one registry style),
+#: filled by `@register_objective` in each objective's module.
+OBJECTIVES: Registry[type[Objective]] = Registry("objective")
+
+
+def register_objective(cls: type[Objective]) -> type[Objective]:
+    """Class decorator: register an objective under its `name`."""
+    return OBJECTIVES.register(cls.name)(cls)

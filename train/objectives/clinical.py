@@ -18,12 +18,13 @@ from torch import Tensor, nn
 from edge_runtime.errors import ConfigError
 from edge_runtime.spec import canonical_lead
 from train.augment import AugmentConfig, keep_leads
-from train.objectives.base import Objective, mlp_head
+from train.objectives.base import Objective, mlp_head, register_objective
 from train.objectives.losses import risk_score, risk_weights, weighted_info_nce
 
 __all__ = ["ClefObjective"]
 
 
+@register_objective
 class ClefObjective(Objective):
     """12-lead vs single-lead InfoNCE with negatives weighted by clinical-risk difference.
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from edge_runtime.errors import ConfigError
 from train.augment import AugmentConfig, augment, crop
-from train.objectives.base import Objective, mlp_head
+from train.objectives.base import Objective, mlp_head, register_objective
 from train.objectives.losses import info_nce, masked_mse
 
 __all__ = ["SslObjective", "LeadDecoder", "random_lead_mask"]
@@ -44,6 +44,7 @@ class LeadDecoder(nn.Module):
         return F.interpolate(self.net(features), size=length, mode="linear", align_corners=False)
 
 
+@register_objective
 class SslObjective(Objective):
     """Segment/lead contrastive InfoNCE + `mlm_weight` * masked-lead reconstruction MSE.
 

@@ -9,11 +9,12 @@ from torch import Tensor, nn
 
 from edge_runtime.errors import ConfigError
 from train.augment import AugmentConfig
-from train.objectives.base import Objective
+from train.objectives.base import Objective, register_objective
 
 __all__ = ["SupervisedObjective"]
 
 
+@register_objective
 class SupervisedObjective(Objective):
     """Linear head on the encoder's embedding. Multilabel: BCE-with-logits over the multi-hot target
     (optional `pos_weight`, one positive number per class, for rare labels); multiclass:

@@ -15,12 +15,13 @@ from torch import Tensor, nn
 
 from edge_runtime.errors import ConfigError
 from train.augment import AugmentConfig
-from train.objectives.base import Objective
+from train.objectives.base import Objective, register_objective
 from train.objectives.losses import info_nce, sigmoid_loss, soft_targets
 
 __all__ = ["ClipObjective", "FgClepObjective"]
 
 
+@register_objective
 class ClipObjective(Objective):
     """ECGCLIP: symmetric InfoNCE between ECG and report embeddings with a learned temperature.
 
@@ -72,6 +73,7 @@ class ClipObjective(Objective):
         return loss, {"loss": float(loss.detach()), "logit_scale": float(scale.detach())}
 
 
+@register_objective
 class FgClepObjective(ClipObjective):
     """FG-CLEP: SigLIP-style sigmoid loss with soft targets from report-report similarity.
 

@@ -1,0 +1,112 @@
+"""One registry style (edge_runtime.registry) behind models, objectives, backends and datasets, and
+one definition of each small helper (file digest, package versions, WFDB reader, stream accounting)."""
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.errors import ConfigError
+from edge_runtime.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("edge_runtime", "firmware_bridge", "train", "distill", "ecg_edge", "bench", "tests")
+
+
+def _sources() -> list[Path]:
+    return [p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))]
+
+
+def _calls(name: str) -> list[str]:
+    """'path:line' of every call whose dotted callee ends with `name` (e.g. 'metadata.version')."""
+    found = []
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith(name):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    return found
+
+
+def _definitions(name: str) -> list[str]:
+    """'path' of every class or function definition called `name`."""
+    return [str(path.relative_to(REPO)) for path in _sources()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name]
+
+
+def test_registry_decorator_lookup_tags_and_errors() -> None:
+    reg: Registry = Registry("widget")
+
+    @reg.register("b", size=2)
+    @reg.register("a", size=1)
+    def make() -> str:
+        """Make a widget.
+
+        More text."""
+        return "w"
+
+    assert list(reg) == ["a", "b"] and reg.names(size=2) == ["b"] and reg.names("a*") == ["a"]
+    assert reg.get("a") is make and reg.entry("b").size == 2 and reg.entry("a").doc == "Make a widget."
+    with pytest.raises(ConfigError, match=r"widget: unknown name 'c'; expected one of a, b"):
+        reg.get("c")
+    with pytest.raises(ConfigError, match="registered twice"):
+        reg.register("a")(lambda: None)
+    with pytest.raises(AttributeError, match="colour"):
+        reg.entry("a").colour
+
+
+def test_the_four_tables_are_registries() -> None:
+    pytest.importorskip("torch")
+    from edge_runtime.backends import BACKENDS
+    from train.data.sources import DATASETS
+    from train.models import MODELS
+    from train.objectives import OBJECTIVES
+
+    for table in (MODELS, OBJECTIVES, BACKENDS, DATASETS):
+        assert isinstance(table, Registry) and len(table) > 0
+    assert BACKENDS.names(runtime="litert") == ["litert", "tflite_runtime", "tflite_micro"]
+    assert all(e == OBJECTIVES.get(e).name for e in OBJECTIVES)
+
+
+def test_one_list_of_dataset_names() -> None:
+    from ecg_edge import demo
+    from train.data import download
+    from train.data.sources import DATASET_NAMES, DATASETS, DEMO_DATASETS, DOWNLOADABLE
+
+    assert DATASET_NAMES == tuple(DATASETS) and set(DOWNLOADABLE) | set(DEMO_DATASETS) <= set(DATASET_NAMES)
+    assert set(download.DATASETS) == set(DOWNLOADABLE)  # every downloadable dataset has its remote files
+    assert demo.DATA_KINDS is DEMO_DATASETS
+    cli = (REPO / "ecg_edge" / "cli.py").read_text(encoding="utf-8")
+    assert "choices=DOWNLOADABLE" in cli and '"cinc2017", "mitdb"' not in cli
+
+
+def test_torch_free_copies_agree_with_the_registries() -> None:
+    """train.config and the CLI name objectives and backends without importing torch or scipy: they
+    must list exactly what the registries hold."""
+    pytest.importorskip("torch")
+    from ecg_edge.cli import build_parser
+    from edge_runtime.backends import BACKENDS
+    from train.config import OBJECTIVE_NAMES, TEXT_OBJECTIVES
+    from train.objectives import OBJECTIVES
+
+    assert OBJECTIVE_NAMES == tuple(OBJECTIVES)
+    assert TEXT_OBJECTIVES == tuple(n for n in OBJECTIVES if "text" in OBJECTIVES.get(n).needs)
+    choices = {a.dest: a.choices for p in _subparsers(build_parser()) for a in p._actions if a.choices}
+    assert tuple(choices["backend"]) == tuple(BACKENDS) and tuple(choices["objective"]) == tuple(OBJECTIVES)
+
+
+def _subparsers(parser):  # every (sub)parser of the CLI
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _subparsers(sub)
+
+
+def test_one_file_digest_and_one_version_lookup() -> None:
+    assert _definitions("sha256_of") == ["edge_runtime/provenance.py"] and not _definitions("_sha256")
+    for call in ("file_digest", "metadata.version"):
+        where = _calls(call)
+        assert where and all(c.startswith("edge_runtime/provenance.py:") for c in where), where
