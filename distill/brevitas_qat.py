@@ -12,7 +12,8 @@ exported graph does not reproduce (3.7e-3 off on the test model), so it is not u
 
 Brevitas modules cannot be captured by `torch.export` (FACTS.md), so the QAT result leaves through
 ONNX only: `export_qcdq_onnx` writes QuantizeLinear/DequantizeLinear ("QCDQ") ONNX with Brevitas's
-TorchScript exporter (which needs the `onnxoptimizer` package), and `onnx_parity` checks ONNX Runtime against the Brevitas module. The .pte
+TorchScript exporter (which needs the `onnxoptimizer` package), and `onnx_parity` checks ONNX Runtime
+against the Brevitas module, deciding as the artifact does (`edge_runtime.backends.decide`). The .pte
 and .tflite int8 paths use PT2E instead (`distill.export`).
 
 `qat_finetune` is a plain loop, not `train.engine`: a few epochs on one process need neither the
@@ -172,7 +173,10 @@ def _tensor(x: Any, where: str) -> Tensor:
 
 @torch.no_grad()
 def calibrate(qmodel: nn.Module, windows: np.ndarray, batch_size: int = 64) -> nn.Module:
-    """Set every activation scale from statistics over `windows` (Brevitas `calibration_mode`)."""
+    """Set every activation scale from statistics over `windows` (Brevitas `calibration_mode`).
+
+    Not an inference pass (so not `train.engine.predict`): calibration mode puts the activation
+    quantizers in training mode to collect statistics, and predict's `eval()` would switch that off."""
     from brevitas.graph.calibrate import calibration_mode
     x = _tensor(windows, "calib")
     qmodel.eval()
@@ -255,13 +259,15 @@ def export_qcdq_onnx(qmodel: nn.Module, example: Tensor | np.ndarray, path: str 
     return out
 
 
-def onnx_parity(path: str | Path, qmodel: nn.Module, windows: np.ndarray, *, multilabel: bool = False,
-                tol: float = 1e-5, batch_size: int = 256) -> dict[str, Any]:
+def onnx_parity(path: str | Path, qmodel: nn.Module, windows: np.ndarray, *, multilabel: bool | None = None,
+                thresholds: tuple[float, ...] | None = None, tol: float = 1e-5, batch_size: int = 256) -> dict[str, Any]:
     """ONNX Runtime against the Brevitas module on `windows`.
 
-    Returns {"max_abs_diff", "frac_within_tol" (windows whose logits all agree to `tol`),
-    "decision_agreement" (argmax per window; for `multilabel`, logit > 0 per window and label),
-    "n", "onnx_ops" (op type -> count), "qdq_nodes" (QuantizeLinear + DequantizeLinear count)}.
+    `path`: the .onnx, or an artifact (its manifest.json or folder), whose head (`multilabel`) and
+    `thresholds` are then used unless given. Returns {"max_abs_diff", "frac_within_tol" (windows
+    whose logits all agree to `tol`), "decision_agreement" (windows on which every label's decision,
+    `edge_runtime.backends.decide` at `thresholds` (None: 0.5 each), is the same), "n", "onnx_ops"
+    (op type -> count), "qdq_nodes" (QuantizeLinear + DequantizeLinear count)}.
 
     Both sides compute each layer in float between quantizers, in a different summation order, so
     a pre-activation that lands within float noise of a rounding boundary can round one step apart
@@ -271,27 +277,29 @@ def onnx_parity(path: str | Path, qmodel: nn.Module, windows: np.ndarray, *, mul
     import onnx
     import onnxruntime as ort
 
-    from edge_runtime.backends import qdq_session_options
+    from edge_runtime.backends import decide, probabilities, qdq_session_options
+    from train.engine import predict
     p = Path(path)
+    if p.is_dir() or p.suffix == ".json":
+        from edge_runtime.artifact import load_artifact
+        art = load_artifact(p)
+        p, multilabel = art.model_path, art.manifest.multilabel if multilabel is None else multilabel
+        thresholds = art.manifest.thresholds if thresholds is None else thresholds
+    multilabel = bool(multilabel)
     try:
         graph = onnx.load(str(p)).graph
         sess = ort.InferenceSession(str(p), sess_options=qdq_session_options(ort), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnx / onnxruntime raise their own types for unreadable models
         raise ArtifactError(f"{p}: cannot load the ONNX model ({str(exc).splitlines()[0]})") from None
-    x = _tensor(windows, "windows")
+    x = _tensor(windows, "windows").detach().numpy()
     name = sess.get_inputs()[0].name
-    got, ref = [], []
-    qmodel.eval()
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            chunk = x[i:i + batch_size]
-            got.append(sess.run(None, {name: chunk.numpy()})[0])
-            ref.append(_value(qmodel(chunk)).numpy())
-    a, b = np.concatenate(got), np.concatenate(ref)
+    a = np.concatenate([sess.run(None, {name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)])
+    b = predict(qmodel, x, batch_size=batch_size, forward=lambda t: _value(qmodel(t)))
     ops: dict[str, int] = {}
     for node in graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    agree = (a > 0) == (b > 0) if multilabel else a.argmax(1) == b.argmax(1)
+    agree = (decide(probabilities(a, multilabel), thresholds, multilabel)
+             == decide(probabilities(b, multilabel), thresholds, multilabel)).all(axis=1)
     diff = np.abs(a - b).max(axis=1)
     return {"max_abs_diff": float(diff.max()), "frac_within_tol": float((diff <= tol).mean()),
             "decision_agreement": float(agree.mean()),

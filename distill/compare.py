@@ -166,10 +166,11 @@ def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs:
 def _student(path: Path, data: Any, threads: int, runs: int) -> Entry:
     import torch
 
-    from distill.release import _logits
+    from distill.release import BATCH
     from edge_runtime.backends import probabilities
+    from train.engine import predict
 
-    probs = probabilities(_logits(data.student, data.eval_x), data.multilabel)
+    probs = probabilities(predict(data.student, data.eval_x, batch_size=BATCH), data.multilabel)
     one = torch.from_numpy(np.ascontiguousarray(data.eval_x[:1]))
     with torch.inference_mode():
         lat = _latency(lambda: data.student(one), runs)
@@ -245,17 +246,17 @@ def _planned(art: Any, backend: str | None) -> tuple[int, str] | None:
 
 def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] | None, n_boot: int,
                  decision_metric: str) -> dict[str, Any]:
-    from distill.release import _decide, score
+    from distill.release import score
+    from edge_runtime.backends import decide
     from train.metrics import aggregate_by_record, calibration, fairness_gaps, paired_difference
 
-    d = dataclasses.replace(data, spec=dataclasses.replace(data.spec, thresholds=tuple(e.thresholds)))
-    metrics = score(e.probs, d, n_boot, reference=None if ref is None else ref.probs)
+    metrics = score(e.probs, data, n_boot, reference=None if ref is None else ref.probs, thresholds=e.thresholds)
     if ref is not None and tuple(ref.thresholds) != tuple(e.thresholds):
         raise ConfigError(f"{e.file}: thresholds {list(e.thresholds)} differ from the student's "
                           f"{list(ref.thresholds)}; agreement needs one operating point")
     _, s = aggregate_by_record(e.probs, data.eval_records, "mean")
     _, y = aggregate_by_record(data.eval_y, data.eval_records, "max")
-    dec = _decide(s, d)  # d: this model's thresholds
+    dec = decide(s, e.thresholds, data.multilabel)  # this model's thresholds
     out: dict[str, Any] = {"metrics": metrics, "calibration": calibration(y, s, data.labels, n_boot=n_boot)}
     if groups is not None:
         # multi-label: probability >= threshold per label; single-label: the one-hot decision
@@ -265,7 +266,7 @@ def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] 
         out["fairness"] = None
     if ref is not None:
         _, r = aggregate_by_record(ref.probs, data.eval_records, "mean")
-        rdec = _decide(r, d)  # the reference's thresholds are the same (checked above)
+        rdec = decide(r, e.thresholds, data.multilabel)  # the reference's thresholds are the same (checked above)
         out["paired_vs_reference"] = {
             **{m: paired_difference(y, s, r, m, n_boot=n_boot, label_names=data.labels) for m in ("auroc", "prauc")},
             decision_metric: paired_difference(y, dec.astype(float), rdec.astype(float), decision_metric,

@@ -29,7 +29,7 @@ import json
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -344,7 +344,8 @@ def _is_quantized(module: nn.Module) -> bool:
 
 
 def export_bpte(model_or_reference: nn.Module, spec: ExportSpec, out_dir: str | Path, golden_inputs: np.ndarray,
-                precision: str = "fp32", calib: np.ndarray | None = None) -> Exported:
+                precision: str = "fp32", calib: np.ndarray | None = None,
+                provenance: dict[str, Any] | None = None) -> Exported:
     """A .pte artifact plus `model.bpte`: the same program bundled with golden test cases.
 
     `model_or_reference`: the float model; for int8 either the float model with `calib`, or an int8
@@ -352,7 +353,8 @@ def export_bpte(model_or_reference: nn.Module, spec: ExportSpec, out_dir: str | 
     same .pte as that export. `golden_inputs` (n, n_leads, 1, window): one test case per window,
     its expected output what the .pte gives on the ExecuTorch runtime here. The bundle is verified
     here before anything is written; provenance["bundled_program"] records the file, its sha256 and
-    the tolerances a device run should use (`distill.parity.default_tolerance`).
+    the tolerances a device run should use (`distill.parity.default_tolerance`). `provenance` adds
+    to the manifest's.
     """
     golden = check_windows(golden_inputs, spec, "golden_inputs")
     if precision == "fp32" and _is_quantized(model_or_reference):
@@ -374,6 +376,7 @@ def export_bpte(model_or_reference: nn.Module, spec: ExportSpec, out_dir: str | 
         "test_cases": int(len(golden)), "expected": f"outputs of model.pte on the ExecuTorch runtime (XNNPACK, {platform.machine()})",
         "device_atol": atol, "device_rtol": 0.0,
         "max_abs_expected": float(np.abs(expected).max())}
+    prov.update(provenance or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.bpte").write_bytes(bpte)
@@ -468,11 +471,14 @@ def _litert_quant_config() -> Any:
 
 
 def export_tflite(model: nn.Module, spec: ExportSpec, out_dir: str | Path, precision: str = "fp32",
-                  calib: np.ndarray | None = None, provenance: dict[str, Any] | None = None) -> Exported:
+                  calib: np.ndarray | None = None, provenance: dict[str, Any] | None = None,
+                  compiler: Callable[[Path], dict[str, Any]] | None = None) -> Exported:
     """.tflite at batch 1 via litert-torch; int8 is full integer with int8 input and output.
 
     `model` may instead be an int8 reference made with `pt2e_quantizer("litert")` and
-    `fold_quantize=False`, converted as it is. `provenance` adds to the manifest's.
+    `fold_quantize=False`, converted as it is. `provenance` adds to the manifest's. `compiler`, e.g.
+    Vela (`distill.release.Embedded.ethos_u`), is run on OUT_DIR/model.tflite before the manifest
+    is written; what it returns adds to the provenance, so the manifest is written once.
 
     int8: litert-torch's PT2EQuantizer (per-channel symmetric weights, int8 activations) calibrated
     on `calib`, `convert_pt2e(fold_quantize=False)` (the reference), then `litert_torch.convert`.
@@ -501,6 +507,10 @@ def export_tflite(model: nn.Module, spec: ExportSpec, out_dir: str | Path, preci
     if precision == "int8" and not (inp.quantized and out.quantized):
         raise ArtifactError(f"{Path(out_dir) / 'model.tflite'}: int8 export gave {inp.dtype} input and "
                             f"{out.dtype} output; expected int8 for both")
+    if compiler is not None:
+        model_file = Path(out_dir) / "model.tflite"  # where write_artifact puts it (same bytes)
+        model_file.write_bytes(data)
+        prov.update(compiler(model_file))
     path = _write(data, spec, out_dir, "litert", precision, inp, out, prov, _versions("litert-torch", "torchao"), model)
     return Exported(path, reference)
 

@@ -6,7 +6,8 @@ and zero point, int8 outputs dequantized), runs the reference (`distill.export.E
 in torch on the same real preprocessed windows, and compares
 
 * outputs: max |artifact - reference| in logit units (int8 outputs dequantized);
-* decisions: argmax(softmax / threshold) for single-label heads (the plain argmax for equal
+* decisions: the manifest's decision rule, `edge_runtime.backends.decide` (the one the streaming
+  engine applies): argmax(softmax / threshold) for single-label heads (the plain argmax for equal
   thresholds); for multi-label heads a window agrees when every label's decision, sigmoid(logit)
   >= the manifest's threshold, is the same.
 
@@ -42,12 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from edge_runtime.artifact import Artifact, TensorSpec, load_artifact
-from edge_runtime.backends import open_backend, probabilities
+from edge_runtime.backends import decide, open_backend, probabilities
 from edge_runtime.errors import ArtifactError, ConfigError
+from train.engine import predict
 
 #: Absolute tolerance on logits for fp32 artifacts, every runtime.
 FP32_TOLERANCE = 1e-4
@@ -109,29 +110,16 @@ def default_tolerance(precision: str, reference: nn.Module | None = None, output
     return steps * step * (1 + 1e-3)
 
 
-def _reference_logits(reference: nn.Module, x: np.ndarray) -> np.ndarray:
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(x), _BATCH):
-            y = reference(torch.from_numpy(x[i:i + _BATCH]))
-            y = y[0] if isinstance(y, (list, tuple)) else y
-            outs.append(y.detach().float().cpu().numpy())
-    return np.concatenate(outs)
-
-
 def _shifted(logits: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
-    """Single-label: logit - log(threshold), whose argmax is argmax(softmax / threshold), the
-    decision of a single-label head with per-label thresholds (equal thresholds: the plain argmax)."""
+    """Single-label: logit - log(threshold), the decision margin in logit units (its argmax is
+    `decide`'s argmax(softmax / threshold)); `_clear` compares its top two with the tolerance."""
     th = np.clip(np.asarray(thresholds, dtype=np.float64), 1e-12, 1.0)
     return logits - np.log(th)
 
 
 def _decisions(logits: np.ndarray, multilabel: bool, thresholds: tuple[float, ...]) -> np.ndarray:
-    """Per window: argmax(probability / threshold) (single-label) or the (n, K) decisions
-    sigmoid(logit) >= threshold (multi-label)."""
-    if not multilabel:
-        return _shifted(logits, thresholds).argmax(axis=1)
-    return probabilities(logits, True) >= np.asarray(thresholds, dtype=np.float32)
+    """(n, K) bool: the manifest's decision rule (`decide`) on the probabilities of the logits."""
+    return decide(probabilities(logits, multilabel), thresholds, multilabel)
 
 
 def _clear(logits: np.ndarray, multilabel: bool, thresholds: tuple[float, ...], tolerance: float) -> np.ndarray:
@@ -179,12 +167,11 @@ def check_parity(manifest_path: str | Path | Artifact, reference: nn.Module, win
     tolerance = noise if tolerance is None else float(tolerance)
     x = np.ascontiguousarray(windows, dtype=np.float32) if isinstance(windows, np.ndarray) else windows
     got = open_backend(art, threads=threads).run(x)  # validates the windows' shape, dtype, finiteness
-    want = _reference_logits(reference, x)
+    want = predict(reference, x, batch_size=_BATCH)
     if want.shape != got.shape:
         raise ConfigError(f"reference: gives {want.shape} outputs for {len(x)} windows; the artifact gives {got.shape}")
     diff = float(np.abs(got.astype(np.float64) - want).max())
-    same = _decisions(got, m.multilabel, m.thresholds) == _decisions(want, m.multilabel, m.thresholds)
-    same = same.all(axis=1) if same.ndim == 2 else same
+    same = (_decisions(got, m.multilabel, m.thresholds) == _decisions(want, m.multilabel, m.thresholds)).all(axis=1)
     clear = _clear(want, m.multilabel, m.thresholds, noise)  # a loose tolerance keeps the decision check
     agreement_clear = float(same[clear].mean()) if clear.any() else 1.0
     report = {"max_abs_diff": diff, "agreement": float(same.mean()), "agreement_clear": agreement_clear,

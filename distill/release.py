@@ -24,8 +24,6 @@ against its PyTorch reference on the parity windows, or the command fails naming
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ import torch
 from torch import nn
 
 from edge_runtime.errors import ConfigError
+from train.engine import predict
 
 METHODS = ("ptq", "qat", "brevitas")
 #: artifact folder names: <format>-<precision>
@@ -90,12 +89,8 @@ def _choose(n: int, k: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=min(n, k), replace=False))
 
 
-def _logits(model: nn.Module, x: np.ndarray, batch: int = 512) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch):
-            out.append(model(torch.from_numpy(x[i:i + batch])).float().numpy())
-    return np.concatenate(out)
+#: Batch of the student's torch passes (`train.engine.predict`).
+BATCH = 512
 
 
 def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None, n_calib: int = 512,
@@ -125,7 +120,7 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
     eval_x = np.concatenate([p[0] for p in parts])
     eval_y = np.concatenate([p[1] for p in parts])
     eval_r = np.concatenate([p[2] for p in parts])
-    p_val = probabilities(_logits(student, x_val), multilabel)
+    p_val = probabilities(predict(student, x_val, batch_size=BATCH), multilabel)
     if multilabel:
         th = operating_thresholds(y_val, p_val, "youden")
         thresholds = tuple(float(t) if np.isfinite(t) else 0.5 for t in th)
@@ -158,32 +153,24 @@ def _is_cinc(labels: tuple[str, ...]) -> bool:
     return all(c in labels for c in CHALLENGE_2017)
 
 
-def single_label_decisions(probs: np.ndarray, thresholds: tuple[float, ...] | np.ndarray) -> np.ndarray:
-    """One class per row: the label whose probability most exceeds its threshold, argmax(p / t).
-    Equal thresholds give the plain argmax."""
-    return np.asarray(probs / np.asarray(thresholds, dtype=np.float64)).argmax(axis=1)
-
-
 def single_label_thresholds(probs: np.ndarray, y: np.ndarray, records: np.ndarray, labels: tuple[str, ...],
                             rounds: int = 3) -> tuple[float, ...]:
     """Per-label thresholds for a single-label head, chosen on validation records: coordinate ascent
     over a 0.05..0.95 grid (start 0.5 each, ties keep the current value) of the record-level
-    challenge F1 (CinC 2017 labels) or macro F1 of `single_label_decisions`."""
+    challenge F1 (CinC 2017 labels) or macro F1 of the decision argmax(p / t)
+    (`edge_runtime.backends.decide`)."""
+    from edge_runtime.backends import decide
     from train.metrics import CHALLENGE_2017, aggregate_by_record
 
     _, p = aggregate_by_record(probs, records, "mean")
     _, t = aggregate_by_record(y, records, "max")
-    truth = t.argmax(axis=1)
+    truth = np.eye(len(labels), dtype=bool)[t.argmax(axis=1)]
     scored = [labels.index(c) for c in CHALLENGE_2017] if _is_cinc(labels) else list(range(len(labels)))
 
     def f1(th: np.ndarray) -> float:
-        pred = single_label_decisions(p, th)
-        out = []
-        for k in scored:
-            tp = np.sum((pred == k) & (truth == k))
-            denom = np.sum(pred == k) + np.sum(truth == k)
-            out.append(2 * tp / denom if denom else 0.0)
-        return float(np.mean(out))
+        pred = decide(p, th, False)[:, scored]
+        tp, denom = (pred & truth[:, scored]).sum(axis=0), pred.sum(axis=0) + truth[:, scored].sum(axis=0)
+        return float(np.mean(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)))
 
     th = np.full(len(labels), 0.5)
     best = f1(th)
@@ -205,28 +192,14 @@ def single_label_thresholds(probs: np.ndarray, y: np.ndarray, records: np.ndarra
 # --------------------------------------------------------------------------- scoring
 
 def score(probs: np.ndarray, data: ReleaseData, n_boot: int = 1000, reference: np.ndarray | None = None,
-          seed: int = 0) -> dict[str, Any]:
-    """Per-record AUROC / PRAUC and decision scores (F1, sensitivity, specificity, CinC 2017
-    challenge F1 where it applies) with bootstrap CIs; `reference` (the float student's window
-    probabilities) adds decision agreement, per window and per record."""
-    from train.metrics import aggregate_by_record, bootstrap_scores, decision_scores
+          thresholds: tuple[float, ...] | None = None) -> dict[str, Any]:
+    """`train.metrics.score_records` of window probabilities on the evaluation windows: per-record
+    ranking and decision scores at `thresholds` (None: the manifest's), and with `reference` (the
+    float student's window probabilities) decision agreement per window and per record."""
+    from train.metrics import score_records
 
-    _, s = aggregate_by_record(probs, data.eval_records, "mean")
-    _, y = aggregate_by_record(data.eval_y, data.eval_records, "max")
-    out = {"ranking": bootstrap_scores(y, s, n_boot=n_boot, seed=seed, label_names=data.labels),
-           "decisions": decision_scores(y, _decide(s, data), data.labels, n_boot=n_boot, seed=seed)}
-    if reference is not None:
-        _, r = aggregate_by_record(reference, data.eval_records, "mean")
-        out["agreement"] = {"windows": float((_decide(probs, data) == _decide(reference, data)).all(axis=1).mean()),
-                            "records": float((_decide(s, data) == _decide(r, data)).all(axis=1).mean()),
-                            "n_windows": int(len(probs)), "n_records": int(len(s))}
-    return out
-
-
-def _decide(probs: np.ndarray, data: ReleaseData) -> np.ndarray:
-    if data.multilabel:
-        return probs >= np.asarray(data.spec.thresholds, dtype=np.float32)
-    return np.eye(probs.shape[1], dtype=bool)[single_label_decisions(probs, data.spec.thresholds)]
+    return score_records(probs, data.eval_y, data.eval_records, data.labels, n_boot=n_boot, multilabel=data.multilabel,
+                         thresholds=data.spec.thresholds if thresholds is None else thresholds, reference=reference)
 
 
 def run_artifact(manifest: str | Path, x: np.ndarray, threads: int = 1) -> tuple[np.ndarray, float]:
@@ -275,8 +248,9 @@ def build_fp32(data: ReleaseData, out: Path, formats: tuple[str, ...] = FP32_FOR
 
 
 def build_int8(data: ReleaseData, out: Path, method: str = "ptq", *, qat_epochs: int = 2, qat_lr: float = 1e-4,
-               log: Callable[[str], None] = print) -> list[Built]:
-    """The int8 artifacts of one quantization method (module docstring)."""
+               log: Callable[[str], None] = print, embedded: Embedded | None = None) -> list[Built]:
+    """The int8 artifacts of one quantization method (module docstring); `embedded` compiles the
+    first int8 .pte / .tflite of a release for its embedded targets, into their manifests."""
     from distill.export import export_bpte, export_tflite, prepare_model, pt2e_quantizer
 
     if method not in METHODS:
@@ -284,10 +258,13 @@ def build_int8(data: ReleaseData, out: Path, method: str = "ptq", *, qat_epochs:
     if method == "brevitas":
         return [_build_brevitas(data, out, qat_epochs, qat_lr, log)]
     how = {"quantization": method, "calibration": f"{len(data.calib)} train-split windows (seeded choice)"}
+    cortex_m = embedded.cortex_m(data, out / "pte-int8") if embedded else {}
+    ethos_u = embedded.ethos_u if embedded else None
     if method == "ptq":
-        pte = export_bpte(data.student, data.spec, out / "pte-int8", _golden(data), "int8", calib=data.calib)
+        pte = export_bpte(data.student, data.spec, out / "pte-int8", _golden(data), "int8", calib=data.calib,
+                          provenance=cortex_m)
         tfl = export_tflite(data.student, data.spec, out / "tflite-int8", "int8", calib=data.calib,
-                            provenance=how)
+                            provenance=how, compiler=ethos_u)
         return [Built("pte-int8", pte.manifest, pte.reference), Built("tflite-int8", tfl.manifest, tfl.reference)]
     # QAT: one fine-tune under XNNPACK's fake quantization, the float student's logits as soft
     # targets. The .pte lowers its convert_pt2e module. litert-torch 0.10's QAT annotation fails
@@ -298,7 +275,7 @@ def build_int8(data: ReleaseData, out: Path, method: str = "ptq", *, qat_epochs:
 
     from distill.export import qat_finetune_pt2e, quantize_pt2e, with_weights_of
     float_model = prepare_model(data.student, data.spec)
-    soft = _logits(float_model, data.fit_x)
+    soft = predict(float_model, data.fit_x, batch_size=BATCH)
     how |= {"qat": f"prepare_qat_pt2e (XNNPACKQuantizer), {qat_epochs} epochs at lr {qat_lr:g} on "
                    f"{len(data.fit_x)} train-split windows, labels + the float student's logits (T = 2, weight 0.5)"}
     log(f"QAT: {qat_epochs} epochs on {len(data.fit_x)} windows")
@@ -306,10 +283,10 @@ def build_int8(data: ReleaseData, out: Path, method: str = "ptq", *, qat_epochs:
                                  data.fit_x, data.fit_y, multilabel=data.multilabel, epochs=qat_epochs, lr=qat_lr,
                                  teacher_logits=soft)
     tuned = with_weights_of(prepared, float_model)
-    pte = export_bpte(convert_pt2e(prepared), data.spec, out / "pte-int8", _golden(data), "int8")
-    _add_provenance(pte.manifest, how)
+    pte = export_bpte(convert_pt2e(prepared), data.spec, out / "pte-int8", _golden(data), "int8",
+                      provenance=how | cortex_m)
     ref = quantize_pt2e(tuned, data.spec, pt2e_quantizer("litert"), data.calib, fold_quantize=False)
-    tfl = export_tflite(ref, data.spec, out / "tflite-int8", "int8", provenance=how | {
+    tfl = export_tflite(ref, data.spec, out / "tflite-int8", "int8", compiler=ethos_u, provenance=how | {
         "qat_tflite": "the QAT-tuned weights, ranges calibrated by litert-torch's PT2EQuantizer"})
     return [Built("pte-int8", pte.manifest, pte.reference), Built("tflite-int8", tfl.manifest, tfl.reference)]
 
@@ -333,7 +310,7 @@ def _build_brevitas(data: ReleaseData, out: Path, epochs: int, lr: float, log: C
     from edge_runtime.artifact import TensorSpec
 
     float_model = prepare_model(data.student, data.spec)
-    soft = _logits(float_model, data.fit_x)
+    soft = predict(float_model, data.fit_x, batch_size=BATCH)
     log(f"Brevitas QAT: {epochs} epochs on {len(data.fit_x)} windows")
     q = calibrate(to_brevitas(data.student), data.calib)
     q = qat_finetune(q, data.fit_x, data.fit_y, multilabel=data.multilabel, epochs=epochs, lr=lr,
@@ -357,49 +334,49 @@ def _build_brevitas(data: ReleaseData, out: Path, epochs: int, lr: float, log: C
     return Built("onnx-int8", manifest, _PlainLogits(q).eval(), tolerance=BREVITAS_TOLERANCE)
 
 
-def _add_provenance(manifest: Path, extra: dict[str, Any]) -> None:
-    """Merge `extra` into a manifest's provenance (the model file, and so its sha256, unchanged)."""
-    from edge_runtime.artifact import load_artifact
+@dataclass
+class Embedded:
+    """The embedded compilers of one release: Vela (ethos-u55-128) on its first int8 .tflite and
+    the Cortex-M (CMSIS-NN, cortex-m55) lowering of the int8 student into its first int8 .pte
+    folder, each run while that artifact is built so that its provenance is in the manifest the
+    export writes (once). `vela` is the compiler (`firmware_bridge.bundle.vela.vela_compile`,
+    handed in by the composition root: Vela belongs to the wearable side); None skips it.
+    `results`: what each target reported, by target name (the summary's "embedded")."""
 
-    raw = json.loads(Path(manifest).read_text())
-    raw["provenance"] = {**raw.get("provenance", {}), **extra}
-    tmp = Path(manifest).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(raw, indent=2) + "\n")
-    tmp.replace(manifest)
-    load_artifact(manifest)  # still a valid manifest
+    vela: Callable[..., dict[str, Any]] | None = None
+    log: Callable[[str], None] = print
+    results: dict[str, Any] = field(default_factory=dict)
 
+    def ethos_u(self, model_file: Path) -> dict[str, Any]:
+        """Vela on the .tflite in its artifact folder (the first one only): {"ethos_u": figures}."""
+        if self.vela is None or "ethos-u55-128" in self.results:
+            return {}
+        folder = model_file.parent
+        self.log("Vela: ethos-u55-128")
+        v = self.vela(model_file, folder / "vela", "ethos-u55-128")
+        v = {k: (str(Path(val).relative_to(folder)) if isinstance(val, Path) else val) for k, val in v.items()}
+        self.results["ethos-u55-128"] = v
+        return {"ethos_u": v}
 
-def embedded_targets(built: list[Built], data: ReleaseData, log: Callable[[str], None] = print,
-                     vela: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Vela (ethos-u55-128) on the int8 .tflite and the Cortex-M (CMSIS-NN) lowering of the int8
-    student, each recorded in the manifest of the artifact it came from. `vela` is the compiler
-    (`firmware_bridge.bundle.vela.vela_compile`, handed in by the composition root: Vela belongs to
-    the wearable side); None skips it."""
-    from distill.embedded import cortex_m_lower
+    def cortex_m(self, data: ReleaseData, folder: Path) -> dict[str, Any]:
+        """The student lowered to FOLDER/cortex-m55.pte (the first folder only): {"cortex_m": report}."""
+        from distill.embedded import cortex_m_lower
+        from edge_runtime.provenance import sha256_of
 
-    out: dict[str, Any] = {}
-    by_name: dict[str, Built] = {}
-    for b in built:  # "tflite-int8" or "tflite-int8-<method>": the first of each
-        by_name.setdefault("-".join(b.name.split("-")[:2]), b)
-    if "tflite-int8" in by_name and vela is not None:
-        b = by_name["tflite-int8"]
-        log("Vela: ethos-u55-128")
-        v = vela(b.manifest.parent / "model.tflite", b.manifest.parent / "vela", "ethos-u55-128")
-        v = {k: (str(Path(val).relative_to(b.manifest.parent)) if isinstance(val, Path) else val) for k, val in v.items()}
-        _add_provenance(b.manifest, {"ethos_u": v})
-        out["ethos-u55-128"] = v
-    if "pte-int8" in by_name:
-        b = by_name["pte-int8"]
-        log("Cortex-M: CMSIS-NN lowering (cortex-m55)")
+        if "cortex-m55" in self.results:
+            return {}
+        self.log("Cortex-M: CMSIS-NN lowering (cortex-m55)")
+        folder.mkdir(parents=True, exist_ok=True)
         example = torch.from_numpy(data.calib[:1].copy())
-        c = cortex_m_lower(data.student, example, torch.from_numpy(data.calib.copy()),
-                           out=b.manifest.parent / "cortex-m55.pte")
+        c = cortex_m_lower(data.student, example, torch.from_numpy(data.calib.copy()), out=folder / "cortex-m55.pte")
         c = {k: v for k, v in c.items() if k not in ("reference",)}
         c["path"] = "cortex-m55.pte"
-        c["sha256"] = hashlib.sha256((b.manifest.parent / "cortex-m55.pte").read_bytes()).hexdigest()
-        _add_provenance(b.manifest, {"cortex_m": c})
-        out["cortex-m55"] = c
-    return out
+        c["sha256"] = sha256_of(folder / "cortex-m55.pte")
+        self.results["cortex-m55"] = c
+        return {"cortex_m": c}
+
+    def summary(self) -> dict[str, Any]:
+        return {k: self.results[k] for k in ("ethos-u55-128", "cortex-m55") if k in self.results}
 
 
 # --------------------------------------------------------------------------- the jobs
@@ -408,18 +385,19 @@ def verify_and_score(built: list[Built], data: ReleaseData, *, n_boot: int = 100
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Parity (raises on failure) and per-record scores of every artifact, beside the float student."""
     from distill.parity import check_parity
+    from edge_runtime.artifact import load_artifact
     from edge_runtime.backends import probabilities
 
-    ref_probs = probabilities(_logits(data.student, data.eval_x), data.multilabel)
+    ref_probs = probabilities(predict(data.student, data.eval_x, batch_size=BATCH), data.multilabel)
     results: dict[str, Any] = {"pytorch-fp32": {"what": "the float student in PyTorch (eager)",
                                                 "metrics": score(ref_probs, data, n_boot)}}
     for b in built:
         parity = check_parity(b.manifest, b.reference, data.parity_x, tolerance=b.tolerance, threads=threads)
         probs, sec = run_artifact(b.manifest, data.eval_x, threads=threads)
-        m = json.loads(Path(b.manifest).read_text())
-        model_file = Path(b.manifest).parent / m["model_file"]
-        results[b.name] = {"manifest": str(b.manifest), "runtime": m["runtime"], "precision": m["precision"],
-                           "model_bytes": model_file.stat().st_size, "sha256": m["sha256"], "parity": parity,
+        art = load_artifact(b.manifest)
+        m = art.manifest
+        results[b.name] = {"manifest": str(b.manifest), "runtime": m.runtime, "precision": m.precision,
+                           "model_bytes": art.model_path.stat().st_size, "sha256": m.sha256, "parity": parity,
                            "seconds_per_window": sec, "metrics": score(probs, data, n_boot, reference=ref_probs)}
         a = results[b.name]["metrics"]["agreement"]
         log(f"{b.name:12s} parity max |diff| {parity['max_abs_diff']:.3g} (tol {parity['tolerance']:.3g}), "
@@ -432,8 +410,8 @@ def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...]
             qat_lr: float = 1e-4, n_boot: int = 1000, threads: int = 1, summary_name: str = "export.json",
             log: Callable[[str], None] = print, vela: Callable[..., dict[str, Any]] | None = None) -> dict[str, Any]:
     """Export fp32 artifacts and/or int8 ones of each method into OUT/<format>-<precision>[-<method>],
-    check parity, score them, run the embedded compilers (`vela`: see `embedded_targets`); write
-    OUT/<summary_name>.
+    run the embedded compilers while building (`vela`: see `Embedded`), check parity, score them;
+    write OUT/<summary_name>.
 
     Folders: OUT/pte-fp32, tflite-fp32, onnx-fp32; OUT/pte-int8 and tflite-int8 (ptq or qat; both
     together go to OUT/ptq/... and OUT/qat/...); OUT/onnx-int8 (brevitas). OUT/golden.npy holds the
@@ -456,9 +434,10 @@ def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...]
     np.save(golden, _golden(data))
     built: list[Built] = build_fp32(data, out) if fp32 else []
     clash = "ptq" in methods and "qat" in methods  # both make pte-int8 and tflite-int8
+    targets = Embedded(vela, log) if embedded else None
     for method in methods:
         sub = out / method if clash and method != "brevitas" else out
-        for b in build_int8(data, sub, method, qat_epochs=qat_epochs, qat_lr=qat_lr, log=log):
+        for b in build_int8(data, sub, method, qat_epochs=qat_epochs, qat_lr=qat_lr, log=log, embedded=targets):
             b.name = f"{b.name}-{method}" if clash and method != "brevitas" else b.name
             built.append(b)
     summary: dict[str, Any] = {
@@ -468,8 +447,8 @@ def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...]
         "golden_inputs": {"file": golden.name, "shape": list(_golden(data).shape),
                           "what": "preprocessed float32 validation windows (n, leads, 1, window)"},
         "artifacts": verify_and_score(built, data, n_boot=n_boot, threads=threads, log=log)}
-    if embedded:
-        summary["embedded"] = embedded_targets(built, data, log=log, vela=vela)
+    if targets is not None:
+        summary["embedded"] = targets.summary()
     write_json(out / summary_name, summary)
     return summary
 

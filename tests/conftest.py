@@ -58,14 +58,12 @@ def student_export(exports, tmp_path_factory: pytest.TempPathFactory) -> Path:
     Vela refuses on an Ethos-U55.)"""
     for mod in ("executorch", "litert_torch", "tflite_micro"):
         pytest.importorskip(mod, reason="the 'export' extra is needed to export the student")
-    import hashlib
-
     import numpy as np
     import tiny_export as tx
     import torch
     from distill.embedded import cortex_m_lower
     from distill.export import export_bpte
-    from distill.release import _add_provenance
+    from edge_runtime.provenance import sha256_of
     from train.models import create_model
 
     root = tmp_path_factory.mktemp("export")
@@ -85,13 +83,11 @@ def student_export(exports, tmp_path_factory: pytest.TempPathFactory) -> Path:
         spec = tx._calibrated(exports.calib)
         from distill.export import export_tflite
         export_tflite(model, spec, root / "tflite-int8", "int8", calib=exports.calib)
-        pte = export_bpte(model, spec, root / "pte-int8", golden, "int8", calib=exports.calib)
         c = cortex_m_lower(model, torch.from_numpy(exports.calib[:1].copy()),
                            torch.from_numpy(exports.calib.copy()), out=root / "pte-int8" / "cortex-m55.pte")
-    blob = (root / "pte-int8" / "cortex-m55.pte").read_bytes()
-    cm = {k: v for k, v in c.items() if k != "reference"} | {"path": "cortex-m55.pte",
-                                                              "sha256": hashlib.sha256(blob).hexdigest()}
-    _add_provenance(pte.manifest, {"cortex_m": cm})
+        cm = {k: v for k, v in c.items() if k != "reference"} | {
+            "path": "cortex-m55.pte", "sha256": sha256_of(root / "pte-int8" / "cortex-m55.pte")}
+        export_bpte(model, spec, root / "pte-int8", golden, "int8", calib=exports.calib, provenance={"cortex_m": cm})
     return root
 
 

@@ -173,3 +173,34 @@ def test_batchnorm_without_a_conv_before_it_is_refused() -> None:
 def test_bit_widths_are_validated() -> None:
     with pytest.raises(ConfigError, match="weight_bit_width"):
         to_brevitas(nn.Sequential(nn.Linear(2, 2)), weight_bit_width=16)
+
+
+def test_onnx_parity_decides_at_the_artifacts_thresholds(exports, ptq, tmp_path) -> None:
+    """Given an artifact, agreement is that of its manifest's decision rule (edge_runtime.backends.decide
+    at its thresholds), as in distill.parity; a bare .onnx decides at 0.5 each."""
+    import dataclasses
+
+    import tiny_export as tx
+    from distill.export import write_model_artifact
+    from edge_runtime.artifact import TensorSpec
+    from edge_runtime.backends import decide, probabilities
+
+    onnx_path = export_qcdq_onnx(ptq, exports.x[:1], tmp_path / "q.onnx")
+    other = copy.deepcopy(ptq)
+    with torch.no_grad():
+        other.head.bias.add_(torch.tensor([0.0, 1.5, 0.0, 0.0, 0.0]))  # favours one class: some windows flip
+    th = (0.5, 0.9, 0.5, 0.5, 0.5)  # which the artifact's threshold for that class takes back, in part
+    spec = dataclasses.replace(tx.SPEC, thresholds=th)
+    manifest = write_model_artifact(onnx_path.read_bytes(), spec, tmp_path / "art", runtime="onnxruntime",
+                                    precision="int8", input=TensorSpec("x", (-1, *spec.input_shape)),
+                                    output=TensorSpec("logits", (-1, len(spec.labels))), provenance={})
+    a, b = _logits(ptq, exports.x), _logits(other, exports.x)
+    want = {t: float((decide(probabilities(a, False), t, False) == decide(probabilities(b, False), t, False))
+                     .all(axis=1).mean()) for t in (None, th)}
+    assert want[None] != want[th]  # the test tells the two rules apart
+    at_manifest = onnx_parity(manifest, other, exports.x)["decision_agreement"]
+    assert at_manifest == pytest.approx(want[th], abs=2 / len(exports.x))  # ORT vs Brevitas: a step at most
+    assert onnx_parity(manifest.parent, other, exports.x)["decision_agreement"] == at_manifest
+    assert onnx_parity(onnx_path, other, exports.x)["decision_agreement"] == pytest.approx(want[None],
+                                                                                          abs=2 / len(exports.x))
+    assert onnx_parity(onnx_path, other, exports.x, thresholds=th)["decision_agreement"] == at_manifest

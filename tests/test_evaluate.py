@@ -55,6 +55,52 @@ def test_embed_batches_a_memmap_in_eval_mode_and_restores_training(tmp_path: Pat
     np.testing.assert_allclose(shards, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_predict_is_the_one_batched_inference_loop() -> None:
+    """train.engine.predict: eval mode restored, channels per batch, tuple outputs, exported graphs,
+    and the same numbers in any batch size."""
+    from train.engine import predict
+
+    torch.manual_seed(0)
+    enc = TinyEncoder().train()
+    x = np.random.default_rng(1).normal(size=(7, 3, 50)).astype(np.float32)
+    out = predict(enc, x, batch_size=2, channels=[2, 0])
+    assert enc.training and out.shape == (7, 8) and out.dtype == np.float32
+    with torch.no_grad():
+        ref = enc.eval()(torch.from_numpy(x[:, [2, 0]])).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    pair = predict(enc, x, channels=[2, 0], forward=lambda b: (enc(b), None))  # a tuple: its first element
+    np.testing.assert_allclose(pair, ref, rtol=1e-5, atol=1e-6)
+    graph = torch.export.export(enc.eval(), (torch.zeros(2, 2, 50),)).module()  # refuses .eval()
+    np.testing.assert_allclose(predict(graph, np.ascontiguousarray(x[:2, [2, 0]]), batch_size=2), ref[:2],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="batch_size"):
+        predict(enc, x, batch_size=0)
+
+
+def test_no_other_batched_inference_loop() -> None:
+    """Batched torch inference is written once (`train.engine.predict`): no `for i in range(0, len(x),
+    batch)` under no_grad / inference_mode elsewhere, Brevitas calibration (a statistics pass in
+    the quantizers' training mode, not inference) excepted."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[1]
+    allowed = {("train/engine.py", "predict"), ("distill/brevitas_qat.py", "calibrate")}
+    found = []
+    for pkg in ("train", "distill", "ecg_edge"):
+        for path in sorted((repo / pkg).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for fn in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+                src = ast.unparse(fn)
+                grads = "no_grad" in src or "inference_mode" in src
+                batched = [f for f in ast.walk(fn) if isinstance(f, (ast.For, ast.comprehension))
+                           and isinstance(f.iter, ast.Call) and ast.unparse(f.iter.func) == "range"
+                           and len(f.iter.args) == 3]
+                key = (str(path.relative_to(repo)), fn.name)
+                if grads and batched and key not in allowed:
+                    found.append(":".join(key))
+    assert not found, found
+
+
 def _separable(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = (rng.random((n, 3)) < 0.4).astype(np.float32)

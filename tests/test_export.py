@@ -295,3 +295,85 @@ def test_batchnorm_is_folded_with_the_students_fuser() -> None:
     x = torch.randn(4, *SPEC.input_shape)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- one manifest write, one decision rule
+
+def test_a_compilers_provenance_joins_the_one_manifest_write(built: Built, tmp_path: Path) -> None:
+    """`compiler` (Vela in a release) runs on the model file in place before the manifest is
+    written: the manifest is the plain export's plus what the compiler reported, the model the same."""
+    seen: list[Path] = []
+
+    def compiler(model_file: Path) -> dict[str, Any]:
+        assert not (model_file.parent / "manifest.json").exists()  # not written yet
+        seen.append(model_file)
+        return {"ethos_u": {"model_bytes": model_file.stat().st_size}}
+
+    with tx.one_thread():
+        plain = ex.export_tflite(built.model, SPEC, tmp_path / "plain")
+        compiled = ex.export_tflite(built.model, SPEC, tmp_path / "compiled", compiler=compiler)
+        bpte = ex.export_bpte(built.get("pte_int8").reference, SPEC, tmp_path / "bpte", built.golden, "int8",
+                              provenance={"cortex_m": {"path": "cortex-m55.pte"}})
+    a, b = (json.loads(e.manifest.read_text()) for e in (plain, compiled))
+    assert seen == [compiled.manifest.parent / "model.tflite"]
+    assert b["provenance"] == {**a["provenance"], "ethos_u": {"model_bytes": seen[0].stat().st_size}}
+    assert {k: v for k, v in b.items() if k != "provenance"} == {k: v for k, v in a.items() if k != "provenance"}
+    ref = json.loads(built.get("bpte_int8").manifest.read_text())
+    got = json.loads(bpte.manifest.read_text())
+    assert got["provenance"] == {**ref["provenance"], "cortex_m": {"path": "cortex-m55.pte"}}
+    assert got["sha256"] == ref["sha256"]
+
+
+def _calls(tree: Any, attr: str) -> list[Any]:
+    import ast
+
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and n.func.attr == attr]
+
+
+def test_manifests_are_written_only_through_write_artifact() -> None:
+    """No raw JSON rewrite of a manifest in distill/: the one writer is edge_runtime.artifact.write_artifact,
+    called from distill.export's `_write` only."""
+    import ast
+
+    repo = Path(__file__).resolve().parents[1]
+    writers = []
+    for path in sorted((repo / "distill").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]:
+            if any(isinstance(c.func, ast.Name) and c.func.id == "write_artifact" for c in ast.walk(fn)
+                   if isinstance(c, ast.Call)):
+                writers.append(f"{path.name}:{fn.name}")
+        dumped = [c for attr in ("write_text", "write_bytes") for c in _calls(tree, attr)
+                  if "json.dump" in ast.unparse(c)]
+        assert not dumped and not _calls(tree, "dump"), f"{path.name}: writes JSON itself"
+    assert writers == ["export.py:_write"]
+
+
+def test_the_decision_rule_is_written_once() -> None:
+    """argmax(p / t) and p >= t live in edge_runtime.backends.decide only: no other code divides by
+    thresholds or compares with them (the cut-offs allowed are no label decisions)."""
+    import ast
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    allowed = {"train/objectives/losses.py": {"sim >= threshold"},  # fgclep's soft-target similarity cut-off
+               "edge_runtime/beats.py": {"c.height > self.thresh", "self.sb.height > self.thresh / 2"}}  # QRS detector
+    named = re.compile(r"thresh|\bthr\b|\bth\b")
+    found = []
+    for pkg in ("train", "distill", "ecg_edge", "edge_runtime", "bench", "firmware_bridge"):
+        for path in sorted((repo / pkg).rglob("*.py")):
+            rel = str(path.relative_to(repo))
+            if rel == "edge_runtime/backends.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+                    right = [node.right]
+                elif isinstance(node, ast.Compare) and any(isinstance(o, (ast.GtE, ast.Gt)) for o in node.ops):
+                    right = node.comparators
+                else:
+                    continue
+                src = ast.unparse(node)
+                if any(named.search(ast.unparse(r)) for r in right) and src not in allowed.get(rel, ()):
+                    found.append(f"{rel}:{node.lineno}: {src}")
+    assert not found, found

@@ -292,3 +292,29 @@ def test_calibration_error_by_hand() -> None:
     assert lo <= two["macro"]["value"] <= hi
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
         calibration(y, np.full((10, 1), 1.5))
+
+
+def test_score_records_scores_record_means_and_decides_with_the_one_rule() -> None:
+    """score_records: window scores averaged per record, labels OR-ed, then bootstrap_scores; with
+    thresholds the decisions are edge_runtime.backends.decide's on the record scores."""
+    from edge_runtime.backends import decide
+    from train.metrics import decision_scores, score_records
+
+    rng = np.random.default_rng(4)
+    record = np.repeat(np.arange(30), 3)  # three windows per record
+    truth = rng.integers(0, 3, 30)
+    y = np.eye(3)[truth][record]
+    p = rng.dirichlet(np.ones(3), len(record)) * 0.5 + 0.5 * y  # rows sum to 1, the true class raised
+    names = ("a", "b", "c")
+    ranking_only = score_records(p, y, record, names, n_boot=50)
+    rec_p = p.reshape(30, 3, 3).mean(axis=1)
+    assert ranking_only == {"ranking": bootstrap_scores(np.eye(3)[truth], rec_p, n_boot=50, label_names=names)}
+    th = (0.5, 0.2, 0.5)  # b favoured: argmax(p / t) differs from the plain argmax on some records
+    out = score_records(p, y, record, names, n_boot=50, thresholds=th, multilabel=False, reference=p[::-1].copy())
+    dec = decide(rec_p, th, False)
+    assert (dec.sum(axis=1) == 1).all() and (dec.argmax(1) != rec_p.argmax(1)).any()
+    assert out["decisions"] == decision_scores(np.eye(3)[truth], dec, names, n_boot=50)
+    same = (decide(p, th, False) == decide(p[::-1], th, False)).all(axis=1)
+    assert out["agreement"]["windows"] == pytest.approx(same.mean()) and out["agreement"]["n_records"] == 30
+    multi = score_records(p, y, record, names, n_boot=20, thresholds=th, multilabel=True)
+    assert multi["decisions"] == decision_scores(np.eye(3)[truth], rec_p >= np.array(th), names, n_boot=20)

@@ -299,6 +299,9 @@ def fairness_gaps(y: np.ndarray, score: np.ndarray, thresholds: np.ndarray, grou
     thresholds = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if len(thresholds) != yb.shape[1]:
         raise ConfigError(f"fairness_gaps: {len(thresholds)} thresholds for {yb.shape[1]} classes")
+    from edge_runtime.backends import decide
+
+    decided = decide(s, thresholds, True)  # per class: score >= threshold (NaN thresholds skipped below)
     out: dict[str, Any] = {"min_count": min_count, "groupings": {}}
     for gname, labels in groups.items():
         if labels is None:
@@ -316,7 +319,7 @@ def fairness_gaps(y: np.ndarray, score: np.ndarray, thresholds: np.ndarray, grou
             if not math.isfinite(t):
                 entry["classes"][name] = {"threshold": None, "reason": "no operating threshold for this class"}
                 continue
-            per = _rates(yb[:, k], s[:, k] >= t, labels, order)
+            per = _rates(yb[:, k], decided[:, k], labels, order)
             entry["classes"][name] = {"threshold": float(t), "per_group": per,
                                       "tpr_gap": _gap(per, "tpr", "n_pos", min_count),
                                       "fpr_gap": _gap(per, "fpr", "n_neg", min_count)}
