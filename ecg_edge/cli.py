@@ -95,26 +95,42 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 # --- stream -----------------------------------------------------------------------------------
 
+def _stream_opts(args: argparse.Namespace, source: str, **wearable: Any):
+    """The typed options of `stream` / `wearable` (`ecg_edge.stream.StreamOptions`) from the command line."""
+    from ecg_edge.stream import StreamOptions
+
+    return StreamOptions(source=source, artifact=args.model, backend=args.backend, threads=args.threads,
+                         lead=args.lead, row=args.row, fs=args.fs, seconds=args.seconds, condition=args.condition,
+                         speed=None if args.fast else args.speed, chunk=args.chunk, seed=args.seed,
+                         profile=args.profile, bridge_max_s=args.bridge_max_s, beats=not args.no_beats,
+                         jsonl=args.jsonl, csv=args.csv, audit=args.audit,
+                         live=not args.no_live and sys.stdout.isatty(), **wearable)
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     from ecg_edge.stream import run
 
-    return run(args)
+    return run(_stream_opts(args, args.source))
 
 
 def cmd_wearable(args: argparse.Namespace) -> int:
     from ecg_edge.stream import run
 
-    args.source = f"virtual:{args.replay}"
-    return run(args)
+    return run(_stream_opts(args, f"virtual:{args.replay}", drop=args.drop,
+                            disconnect_after=tuple(args.disconnect_after or ()), device_fs=args.device_fs))
 
 
 def cmd_ble_scan(args: argparse.Namespace) -> int:
     require("bleak", "edge", "ble scan")
     import asyncio
 
-    from ecg_edge.stream import scan_command
+    from firmware_bridge import scan
 
-    return asyncio.run(scan_command(args.timeout))
+    found = asyncio.run(scan(args.timeout))
+    for r in found:
+        print(f"{r.address}  {r.name or '(no name)':24s}  rssi {r.rssi}  {r.profile or '-'}")
+    print(f"{len(found)} device(s) found in {args.timeout:g} s")
+    return 0
 
 
 # --- bench ------------------------------------------------------------------------------------

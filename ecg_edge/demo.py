@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import sys
@@ -32,7 +31,6 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -48,9 +46,8 @@ STREAM_CHUNK = 73
 TOLERANCE = 1e-5
 #: Seconds of the held-out synthetic record the virtual wearable replays (real records: their length).
 STREAM_SECONDS = 60.0
-#: The virtual wearable: a Polar H10 (130 Hz), as fast as it goes (`--fast`: 1000x real time), or at
-#: this speed when the live view shows it on a terminal (60 s of signal in 3 s).
-WEARABLE_FS = 130.0
+#: The virtual wearable (a Polar H10) replays as fast as it goes (`--fast`), or at this speed when the
+#: live view shows it on a terminal (60 s of signal in 3 s).
 LIVE_SPEED = 20.0
 #: Bootstrap resamples and latency calls: fewer than the commands' defaults, to keep the demo short.
 N_BOOT = 200
@@ -205,9 +202,10 @@ class Stages:
 def stream_check(shards: Path, cfg, record_ids: list[str]) -> dict:
     """Stream records in 73-sample chunks; compare with their offline windows in the shards."""
     from train.data.shards import open_shards
+    from train.loader import read_records
 
     dataset = open_dataset(cfg.data)
-    rows = {r["id"]: r for r in map(json.loads, (shards / "records.jsonl").read_text().splitlines())}
+    rows = {r["id"]: r for r in read_records(shards)}
     _, splits = open_shards(shards)
     worst, n_windows, signal_s, elapsed, fs_in = 0.0, 0, 0.0, 0.0, None
     for record_id in record_ids:
@@ -234,88 +232,59 @@ def held_out_record(cfg, shards: Path, lead: str) -> dict[str, Any]:
     (else the first); synthetic records are regenerated STREAM_SECONDS long (same seed and index,
     so the same condition; never trained on)."""
     from edge_runtime.engine import NORMAL_LABELS
+    from train.data.shards import open_shards
+    from train.loader import read_records
 
-    info = json.loads((shards / "dataset.json").read_text())
-    names = info["label_names"]
-    rows = [r for r in map(json.loads, (shards / "records.jsonl").read_text().splitlines()) if r["split"] == "test"]
+    names = open_shards(shards)[0]["label_names"]
+    rows = [r for r in read_records(shards) if r["split"] == "test"]
     if not rows:
         raise DatasetError(f"{shards}: the test split holds no records to stream")
 
     def labels_of(row: dict[str, Any]) -> list[str]:
-        target = row["labels"]["target"] if "target" in row["labels"] else row.get("target") or []
-        return [n for n, t in zip(names, target) if t]
+        return [n for n, t in zip(names, row["labels"]["target"]) if t]
 
     row = next((r for r in rows if set(labels_of(r)) - set(NORMAL_LABELS)), rows[0])
     data = cfg.data
     if data.source == "synthetic":
         data = replace(data, duration_s=max(data.duration_s, STREAM_SECONDS))
     rec = open_dataset(data).read(row["id"])
-    if lead not in rec.leads:
-        raise DatasetError(f"{row['id']}: has no lead {lead} (distill.lead) to stream")
     return {"id": row["id"], "labels": labels_of(row), "fs": float(rec.fs), "seconds": float(rec.duration_s),
-            "signal_mv": np.asarray(rec.signal[rec.leads.index(lead)], dtype=np.float64)}
-
-
-class _WindowPrinter:
-    """Plain output when stdout is not a terminal: one line per window and per event."""
-
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.say, self.events = say, []
-
-    def __call__(self, results, events) -> None:
-        for r in results:
-            top = max(r.smoothed.items(), key=lambda kv: kv[1]) if r.smoothed else None
-            hr = "  -- bpm" if np.isnan(r.hr_bpm) else f"{r.hr_bpm:5.0f} bpm"
-            self.say(f"  window {r.index:3d} {r.t_start_s:6.1f}-{r.t_end_s:6.1f} s  {hr}  "
-                     + (f"{top[0]} {top[1]:.2f}" if top else "not classified")
-                     + ("" if r.usable else "  (unusable: " + ", ".join(k for k, v in r.flags.items() if v) + ")"))
-        for e in events:
-            self.events.append(e)
-            if e.kind != "end":
-                end = f"-{e.t_end_s:.1f}" if e.t_end_s is not None and e.t_end_s != e.t_start_s else ""
-                self.say(f"  event {e.kind} {e.label} {e.t_start_s:.1f}{end} s {e.detail}".rstrip())
+            "signal_mv": np.asarray(rec.lead(lead), dtype=np.float64)}
 
 
 async def _wearable_stream(npy: Path, fs: float, lead: str, manifest: Path, jsonl: Path, live: bool,
-                           stages: Stages) -> dict[str, Any]:
-    """What `ecg-edge wearable --replay NPY --fs FS --lead LEAD --model MANIFEST --fast --jsonl JSONL` does."""
-    from edge_runtime.backends import ArtifactModel
-    from edge_runtime.beats import RPeakDetector
-    from edge_runtime.engine import Engine, EngineConfig, run_stream
-    from edge_runtime.outputs import JsonlSink, LiveView
-    from ecg_edge.stream import open_ble_source
+                           stages: Stages) -> tuple[Any, list]:
+    """What `ecg-edge wearable --source replay:NPY --fs FS --lead LEAD --artifact MANIFEST --fast --jsonl JSONL` does
+    (at LIVE_SPEED under the live view on a terminal, else one line per window and event); returns the
+    stream's `ecg_edge.stream.StreamResult` and its events."""
+    from edge_runtime.outputs import TextSink
+    from ecg_edge.stream import StreamOptions, stream
 
-    args = SimpleNamespace(source=f"virtual:{npy}", profile="polar", lead=lead, fs=fs, device_fs=WEARABLE_FS,
-                           seconds=0.0, drop=0.0, disconnect_after=None, seed=0, fast=not live, speed=LIVE_SPEED)
-    counter = _WindowPrinter(stages.say)
-    async with contextlib.AsyncExitStack() as stack:
-        src, client = await open_ble_source(args, stack)
-        model = ArtifactModel.open(manifest, threads=1)
-        engine = Engine(model.preprocessor(src.fs), model, RPeakDetector(src.fs), EngineConfig())
-        sinks: list = [stack.enter_context(contextlib.closing(JsonlSink(jsonl)))]
-        view = None
-        if live:
-            from rich.console import Console
+    opts = StreamOptions(source=f"virtual:{npy}", artifact=manifest, lead=lead, fs=fs,
+                         speed=LIVE_SPEED if live else None, jsonl=jsonl, live=live, title="ecg-edge demo")
+    events: list = []
+    sinks: list = [lambda results, new: events.extend(new)]
+    if not live:
+        return await stream(opts, sinks + [TextSink(lambda line: stages.say(f"  {line}"))]), events
+    from rich.console import Console
 
-            stack.enter_context(stages.paused())
-            view = stack.enter_context(LiveView(engine.stats, f"ecg-edge demo: {src.describe}",
-                                                console=Console(file=stages.stdout)))
-            sinks.append(lambda results, events: counter.events.extend(events))
-        else:
-            sinks.append(counter)
-        t0 = time.perf_counter()
-        stats = await run_stream(src.chunks, engine, sinks + ([view] if view else []), taps=(view.tap,) if view else ())
-        wall = time.perf_counter() - t0
-    link = client.stats
+    with stages.paused():
+        return await stream(opts, sinks, console=Console(file=stages.stdout)), events
+
+
+def _wearable_figures(result: Any, events: list) -> dict[str, Any]:
+    """demo.json's figures of the wearable stream: the engine's and the link's counts, events by kind,
+    closed rhythm episodes."""
+    s, link = result.stats, result.link
     kinds: dict[str, int] = {}
-    for e in counter.events:
+    for e in events:
         kinds[e.kind] = kinds.get(e.kind, 0) + 1
     rhythm = [{"label": e.label, "t_start_s": round(e.t_start_s, 2), "t_end_s": round(e.t_end_s, 2)}
-              for e in counter.events if e.kind == "rhythm" and e.t_end_s is not None]  # closed episodes
-    return {"source": src.describe, "fs_device": src.fs, "lead": src.lead, "wall_s": round(wall, 2),
-            "received": stats.received, "used": stats.used, "lost": stats.lost, "duplicate": stats.duplicate,
-            "invalid": stats.invalid, "rejected": stats.rejected, "windows": stats.windows,
-            "windows_unusable": stats.windows_unusable, "beats": stats.beats, "events": kinds, "rhythm_episodes": rhythm,
+              for e in events if e.kind == "rhythm" and e.t_end_s is not None]  # closed episodes
+    return {"source": result.describe, "fs_device": result.fs, "lead": result.lead, "wall_s": round(result.wall_s, 2),
+            "received": s.received, "used": s.used, "lost": s.lost, "duplicate": s.duplicate,
+            "invalid": s.invalid, "rejected": s.rejected, "windows": s.windows,
+            "windows_unusable": s.windows_unusable, "beats": s.beats, "events": kinds, "rhythm_episodes": rhythm,
             "link": {"received": link.received, "lost": link.lost, "gaps": len(link.gaps), "duplicated": link.duplicated,
                      "reordered": link.reordered, "malformed": link.malformed, "reconnects": link.reconnects}}
 
@@ -340,11 +309,13 @@ def _firmware_summary(r: dict[str, Any] | None) -> dict[str, Any] | None:
 def run_demo(config: str | None, out: Path, progress: Callable | None = None, data: str | None = None) -> int:
     from distill.distill import distill_students
     from distill.release import release
+    from ecg_edge.stream import summary_lines
     from train.protocol import EvalOptions, run_evaluate
     from firmware_bridge.bundle import BundleError, package, verify_bundle
     from firmware_bridge.bundle.vela import vela_compile
     from train.data.shards import build_shards
     from train.evaluate import fmt_ci
+    from train.loader import read_records
     from train.pretrain import pretrain
 
     t_start = time.perf_counter()
@@ -459,8 +430,7 @@ def run_demo(config: str | None, out: Path, progress: Callable | None = None, da
                              "checks": {name: status for name, status, _ in report.rows()},
                              "firmware": _firmware_summary(report.firmware)}
 
-        test_ids = [r["id"] for r in map(json.loads, (shards / "records.jsonl").read_text().splitlines())
-                    if r["split"] == "test"]
+        test_ids = [r["id"] for r in read_records(shards) if r["split"] == "test"]
         rec = held_out_record(cfg, shards, d.lead)
         with stages.stage("stream", f"{len(test_ids)} held-out records through the signal contract in {STREAM_CHUNK}-sample "
                                     f"chunks; held-out record {rec['id']} ({', '.join(rec['labels']) or 'no label'}, "
@@ -475,14 +445,13 @@ def run_demo(config: str | None, out: Path, progress: Callable | None = None, da
             npy = out / "stream" / "record.npy"
             np.save(npy, rec["signal_mv"])
             live = stages.bar is not None and stages.stdout.isatty()
-            wear = asyncio.run(_wearable_stream(npy, rec["fs"], d.lead, export / "tflite-int8" / "manifest.json",
-                                                out / "stream.jsonl", live, stages))
-            say(f"  {wear['source']}: {wear['received']} samples received, {wear['lost']} lost, {wear['windows']} windows "
-                f"({wear['windows_unusable']} unusable), {wear['beats']} beats, events "
-                f"{', '.join(f'{k} {v}' for k, v in sorted(wear['events'].items())) or 'none'}; "
+            result, events = asyncio.run(_wearable_stream(npy, rec["fs"], d.lead, export / "tflite-int8" / "manifest.json",
+                                                          out / "stream.jsonl", live, stages))
+            wear = _wearable_figures(result, events)
+            for line in summary_lines(result):  # the lines `ecg-edge wearable` ends with
+                say(f"  {line}")
+            say(f"  events {', '.join(f'{k} {v}' for k, v in sorted(wear['events'].items())) or 'none'}; "
                 f"{rec['seconds']:g} s of signal in {wear['wall_s']:.1f} s")
-            say(f"  link: {wear['link']['received']} samples received, {wear['link']['lost']} lost, "
-                f"{wear['link']['reconnects']} reconnects")
         summary["stream"] = {"offline_check": check, "record": {k: rec[k] for k in ("id", "labels", "fs", "seconds")},
                              "replay": str(npy), "log": str(out / "stream.jsonl"), **wear}
 

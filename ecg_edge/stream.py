@@ -1,16 +1,18 @@
-"""`ecg-edge stream`: a source (replay, synthetic, BLE) through the engine to the live view and logs.
+"""`ecg-edge stream` and `ecg-edge wearable`: a source (replay, synthetic, BLE, virtual wearable) through
+the engine to the live view and logs.
 
-Composition only: sources, models and sinks live in `edge_runtime` (and `firmware_bridge` for
-BLE); this module resolves the command line into them. Heavy pieces are imported when asked for.
+Composition only: sources, models and sinks live in `edge_runtime`, wearables behind the
+`firmware_bridge` facade (`open_wearable`); this module turns `StreamOptions` (built by the CLI's
+handlers from the command line, or by the demo) into them. Heavy pieces are imported when asked for.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Sequence
 
 import numpy as np
 
@@ -18,14 +20,73 @@ from edge_runtime.errors import ConfigError, UnknownLeadError, require
 from edge_runtime.spec import canonical_lead, canonical_leads
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """`ecg-edge stream` / `ecg-edge wearable`, typed; each field is the flag of that name (`--help`).
+
+    source: replay:PATH | synthetic | ble:NAME_OR_ADDRESS | virtual:PATH (the wearable command).
+    artifact: the model (manifest.json, its folder or the model file); None: beats, HR and quality only.
+    speed: replay speed (1.0 real time); None: as fast as it goes (`--fast`). beats: R peaks and heart
+    rate (`--no-beats` clears it). live: the live terminal view (the handler sets it for a terminal
+    without `--no-live`), titled `title`. drop, disconnect_after, device_fs: the virtual wearable's.
+    """
+
+    source: str | None = None
+    artifact: str | Path | None = None
+    backend: str | None = None
+    threads: int = 1
+    lead: str | None = None
+    row: int | None = None
+    fs: float | None = None
+    seconds: float = 0.0
+    condition: str | None = None
+    speed: float | None = 1.0
+    chunk: int = 73
+    seed: int = 0
+    profile: str = "polar"
+    bridge_max_s: float = 1.0
+    beats: bool = True
+    jsonl: str | Path | None = None
+    csv: str | Path | None = None
+    audit: str | Path | None = None
+    live: bool = False
+    title: str = "ecg-edge stream"
+    drop: float = 0.0
+    disconnect_after: tuple[int, ...] = ()
+    device_fs: float = 250.0
+
+    def wearable(self) -> Any:
+        """The `firmware_bridge.WearableOptions` of a BLE or virtual-wearable source."""
+        from firmware_bridge import WearableOptions
+
+        return WearableOptions(profile=self.profile, lead=self.lead, seconds=self.seconds, fs=self.fs, row=self.row,
+                               device_fs=self.device_fs, speed=self.speed, drop=self.drop,
+                               disconnect_after=tuple(self.disconnect_after), seed=self.seed)
+
+
 @dataclass
 class ResolvedSource:
-    """What a source spec resolves to: the chunk iterator, its rate and lead, and a description."""
+    """What a source spec resolves to: the chunk iterator, its rate and lead, a description, and for a
+    wearable its link's loss accounting (`firmware_bridge.stream_stats.StreamStats`; None otherwise)."""
 
     chunks: AsyncIterator[Any]
     fs: float
     lead: str
     describe: str
+    link: Any = None
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """What a stream did: its source, the engine's counts (`edge_runtime.engine.StreamStats`), the
+    link's (BLE and virtual wearables; None otherwise) and the seconds it ran."""
+
+    describe: str
+    fs: float
+    lead: str
+    stats: Any
+    link: Any
+    wall_s: float
 
 
 def _pick_lead(leads: tuple[str, ...], wanted: str | None, where: str) -> int:
@@ -84,7 +145,7 @@ def synthetic_condition(name: str | None) -> str:
 
 def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: float, speed: float | None,
                    chunk: int, seed: int = 0, row: int | None = None, condition: str | None = None) -> ResolvedSource:
-    """Turn `replay:PATH` or `synthetic` into a chunk source (BLE sources: `open_ble_source`).
+    """Turn `replay:PATH` or `synthetic` into a chunk source (BLE and virtual: `open_source`).
 
     A .npy replay follows `edge_runtime.sources.load_npy` (one lead in mV: (n,), (1, n), or a row
     of (k, n) chosen by `row`); `seconds` (0: all) cuts every replay and is the synthetic length;
@@ -107,7 +168,7 @@ def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: fl
             return ResolvedSource(ArraySource(x, fs, chunk, speed).__aiter__(), fs, canonical_lead(lead),
                                   f"replay {path}{what} lead {canonical_lead(lead)} ({fs:g} Hz)")
         require("wfdb", "replay", "`ecg-edge stream --source replay:WFDB`")
-        from train.data.wfdb_io import read_wfdb_mv
+        from edge_runtime.wfdb_io import read_wfdb_mv
 
         rec = read_wfdb_mv(path.with_suffix("") if path.suffix in (".hea", ".dat", ".mat") else path)
         if fs is not None and not np.isclose(fs, rec.fs, rtol=1e-9, atol=0):
@@ -136,161 +197,101 @@ def resolve_source(spec: str, *, lead: str | None, fs: float | None, seconds: fl
         i = _pick_lead(rec.leads, lead or "I", "synthetic record")
         return ResolvedSource(ArraySource(rec.signal[i:i + 1], rate, chunk, speed).__aiter__(), rate, rec.leads[i],
                               f"synthetic {rec.labels['condition']} ({rate:g} Hz, seed {seed})")
-    raise ConfigError(f"--source: {spec!r} is a BLE source (open_ble_source)")
+    raise ConfigError(f"--source: {spec!r} is a BLE source (open_source)")
 
 
-async def _until(chunks: AsyncIterator[Any], end_index: Callable[[], int | None],
-                 finished: Callable[[], asyncio.Event | None] | None = None) -> AsyncIterator[Any]:
-    """Pass chunks through until one reaches `end_index()` (None: no end yet).
-
-    `finished()` (the virtual wearable's "sent everything" event, once it exists) also wakes the check: a wearable
-    marks itself finished after its last frame went out, so the last chunk may already have been
-    passed on when the end becomes known, and no further chunk would ever come to trigger it.
-    """
-    it = chunks.__aiter__()
-    last, pending = None, None
-    try:
-        while True:
-            end = end_index()
-            if end is not None and last is not None and last >= end:
-                return
-            pending = pending or asyncio.ensure_future(it.__anext__())
-            waits: set[asyncio.Future] = {pending}
-            done_wait = None
-            event = finished() if finished is not None else None
-            if event is not None and not event.is_set():
-                done_wait = asyncio.ensure_future(event.wait())
-                waits.add(done_wait)
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if done_wait is not None and not done_wait.done():
-                done_wait.cancel()
-            if pending in done:
-                try:
-                    c = pending.result()
-                except StopAsyncIteration:
-                    return
-                pending = None
-                yield c
-                last = c.end_index
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-
-
-async def open_ble_source(args: Any, stack: contextlib.AsyncExitStack) -> tuple[ResolvedSource, Any]:
-    """`ble:NAME_OR_ADDRESS` (a real wearable via bleak) or `virtual:PATH` (a virtual Polar H10 on bumble
-    replaying PATH, reached through the same bleak API); returns the source and the client."""
+async def open_source(opts: StreamOptions, stack: contextlib.AsyncExitStack) -> ResolvedSource:
+    """The source `opts.source` names: a replay or the synthetic generator (`resolve_source`), or a
+    wearable from the `firmware_bridge` facade (`ble:NAME_OR_ADDRESS` a real one through bleak,
+    `virtual:PATH` a virtual Polar H10 or open-profile device on bumble replaying PATH), kept open by `stack`."""
+    if not opts.source:
+        raise ConfigError("--source: required (replay:PATH, synthetic or ble:NAME_OR_ADDRESS)")
+    if opts.source.partition(":")[0] not in ("ble", "virtual"):
+        return resolve_source(opts.source, lead=opts.lead, fs=opts.fs, seconds=opts.seconds, speed=opts.speed,
+                              chunk=opts.chunk, seed=opts.seed, row=opts.row, condition=opts.condition)
     require("bleak", "edge", "`ecg-edge stream --source ble:...`")
-    from firmware_bridge.client import EcgClient
+    kind, arg = check_source_flags(opts.source, row=opts.row, condition=opts.condition)
+    if kind == "virtual":
+        if Path(arg).suffix == ".npy" and opts.fs is None:
+            raise ConfigError(f"--fs: a .npy file carries no sampling rate; give --fs for {arg}")
+        require("bumble", "virtual", "`ecg-edge wearable`")
+    from firmware_bridge import VIRTUAL, open_wearable
 
-    kind, arg = check_source_flags(args.source, row=getattr(args, "row", None),
-                                   condition=getattr(args, "condition", None))
-    if kind == "ble":
-        client = await stack.enter_async_context(EcgClient(arg or None, args.profile))
-        limit = (lambda: int(args.seconds * client.fs)) if args.seconds else (lambda: None)
-        return ResolvedSource(_until(client.__aiter__(), limit), client.fs, canonical_lead(args.lead or "CHEST"),
-                              f"BLE {arg or 'any'} ({args.profile})"), client
-    if Path(arg).suffix == ".npy" and args.fs is None:
-        raise ConfigError(f"--fs: a .npy file carries no sampling rate; give --fs for {arg}")
-    require("bumble", "virtual", "`ecg-edge wearable`")
-    from firmware_bridge.bumble_backend import virtual_link
-    from firmware_bridge.polar import HR_ECG_FS
-    from firmware_bridge.virtual import Faults, VirtualWearable, replay_signal
-
-    lead = args.lead or "MLII"
-    device_fs = HR_ECG_FS if args.profile == "polar" else args.device_fs
-    signal = replay_signal(arg, fs_in=args.fs, fs_out=device_fs,
-                           lead=lead, duration_s=args.seconds or None, row=getattr(args, "row", None))
-    faults = Faults(drop_fraction=args.drop, disconnect_after=tuple(args.disconnect_after or ()), seed=args.seed)
-    wearable = VirtualWearable(signal, device_fs, profile=args.profile,
-                               speed=1000.0 if args.fast else args.speed, faults=faults)
-    vlink = await stack.enter_async_context(virtual_link(wearable))
-    client = await stack.enter_async_context(EcgClient(wearable.name, args.profile, backend=vlink))
-
-    def end() -> int | None:
-        if not wearable.finished.is_set():
-            return None
-        last = wearable.log.delivered()[-1]
-        return last.first_index + last.n
-
-    return ResolvedSource(_until(client.__aiter__(), end, lambda: wearable.finished), client.fs, canonical_lead(lead),
-                          f"virtual {args.profile} wearable replaying {Path(arg).name}"), client
+    target = VIRTUAL + arg if kind == "virtual" else arg or None
+    wearable = await stack.enter_async_context(open_wearable(target, opts.wearable()))
+    return ResolvedSource(wearable.chunks, wearable.fs, wearable.lead, wearable.describe, link=wearable.stats)
 
 
-def run(args: Any) -> int:
-    """Handler body of `ecg-edge stream` and `ecg-edge wearable` (options: see ecg_edge.cli)."""
-    return asyncio.run(_run(args))
-
-
-def _engine(args: Any, src: ResolvedSource, quiet: bool = False) -> Any:
-    """The engine for the command line's model and options. `quiet` (the live view is on): the
-    runtime's native log lines (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate", written
-    by C++ to fd 2 when the interpreter allocates) are discarded while the model opens, so they do
-    not land above the panel; an error opening it is still the one `ecg-edge: error:` line."""
-    from edge_runtime.engine import Engine, EngineConfig
-    from edge_runtime.signal import Preprocessor, PreprocessConfig
-
-    model = None
-    pre = Preprocessor(PreprocessConfig(), src.fs, (src.lead,))
-    if args.model:
-        from edge_runtime.backends import ArtifactModel, _QuietStderr
-
-        with _QuietStderr() if quiet else contextlib.nullcontext():
-            model = ArtifactModel.open(args.model, backend=args.backend, threads=args.threads)
-        if (src.lead,) != model.leads:
-            raise ConfigError(f"--model: {args.model} expects lead {', '.join(model.leads)}; the source gives {src.lead}")
-        pre = model.preprocessor(src.fs)
-    beats = None
-    if not args.no_beats:
-        from edge_runtime.beats import RPeakDetector
-        beats = RPeakDetector(src.fs)
-    return Engine(pre, model, beats, EngineConfig(bridge_max_s=args.bridge_max_s, audit=bool(getattr(args, "audit", None))))
-
-
-async def _run(args: Any) -> int:
-    from edge_runtime.engine import run_stream
-    from edge_runtime.outputs import AuditSink, CsvSink, JsonlSink, LiveView
-
-    async with contextlib.AsyncExitStack() as stack:
-        client = None
-        if args.source.partition(":")[0] in ("ble", "virtual"):
-            src, client = await open_ble_source(args, stack)
-        else:
-            src = resolve_source(args.source, lead=args.lead, fs=args.fs, seconds=args.seconds,
-                                 speed=None if args.fast else args.speed, chunk=args.chunk, seed=args.seed,
-                                 row=args.row, condition=args.condition)
-        live = not args.no_live and sys.stdout.isatty()
-        engine = _engine(args, src, quiet=live)
-        sinks: list = []
-        if args.jsonl:
-            sinks.append(stack.enter_context(contextlib.closing(JsonlSink(args.jsonl))))
-        if args.csv:
-            sinks.append(stack.enter_context(contextlib.closing(CsvSink(args.csv, engine.model.labels if engine.model else ()))))
-        if getattr(args, "audit", None):
-            sinks.append(stack.enter_context(contextlib.closing(AuditSink(args.audit, engine))))
-        view = None
-        if live:
-            view = stack.enter_context(LiveView(engine.stats, f"ecg-edge stream: {src.describe}"))
-        stats = await run_stream(src.chunks, engine, sinks + ([view] if view else []), taps=(view.tap,) if view else ())
-    print(f"{src.describe}: {stats.received} samples received, {stats.lost} lost in "
-          f"{stats.bridged_gaps + stats.reset_gaps} gaps, {stats.duplicate} duplicate, {stats.invalid} invalid, "
-          f"{stats.rejected} rejected; {stats.windows} windows ({stats.windows_unusable} unusable), {stats.beats} beats")
-    if client is not None:
-        c = client.stats
-        print(f"  link: {c.received} samples received, {c.lost} lost in {len(c.gaps)} gaps, {c.duplicated} duplicated, "
-              f"{c.reordered} reordered, {c.malformed} malformed frames, {c.reconnects} reconnects")
-    for path in (args.jsonl, args.csv, getattr(args, "audit", None)):
+def run(opts: StreamOptions) -> int:
+    """Handler body of `ecg-edge stream` and `ecg-edge wearable`: stream, then print the counts and outputs."""
+    result = asyncio.run(stream(opts))
+    for line in summary_lines(result):
+        print(line)
+    for path in (opts.jsonl, opts.csv, opts.audit):
         if path:
             print(f"  {path}")
     return 0
 
 
-async def scan_command(timeout: float) -> int:
-    """`ecg-edge ble scan`: list nearby devices and the profile each speaks."""
-    from firmware_bridge.client import scan
+def summary_lines(r: StreamResult) -> list[str]:
+    """The end-of-stream counts: the engine's, and the link's for a wearable."""
+    s = r.stats
+    lines = [f"{r.describe}: {s.received} samples received, {s.lost} lost in {s.bridged_gaps + s.reset_gaps} gaps, "
+             f"{s.duplicate} duplicate, {s.invalid} invalid, {s.rejected} rejected; {s.windows} windows "
+             f"({s.windows_unusable} unusable), {s.beats} beats"]
+    if r.link is not None:
+        c = r.link
+        lines.append(f"  link: {c.received} samples received, {c.lost} lost in {len(c.gaps)} gaps, {c.duplicated} "
+                     f"duplicated, {c.reordered} reordered, {c.malformed} malformed frames, {c.reconnects} reconnects")
+    return lines
 
-    found = await scan(timeout)
-    for r in found:
-        print(f"{r.address}  {r.name or '(no name)':24s}  rssi {r.rssi}  {r.profile or '-'}")
-    print(f"{len(found)} device(s) found in {timeout:g} s")
-    return 0
+
+def _engine(opts: StreamOptions, src: ResolvedSource) -> Any:
+    """The engine for the options' model. With the live view on, the runtime's native log lines
+    (LiteRT's "INFO: Created TensorFlow Lite XNNPACK delegate", written by C++ to fd 2 when the
+    interpreter allocates) are discarded while the model opens, so they do not land above the panel;
+    an error opening it is still the one `ecg-edge: error:` line."""
+    from edge_runtime.engine import Engine, EngineConfig
+    from edge_runtime.signal import Preprocessor, PreprocessConfig
+
+    model = None
+    pre = Preprocessor(PreprocessConfig(), src.fs, (src.lead,))
+    if opts.artifact:
+        from edge_runtime.backends import ArtifactModel, _QuietStderr
+
+        with _QuietStderr() if opts.live else contextlib.nullcontext():
+            model = ArtifactModel.open(opts.artifact, backend=opts.backend, threads=opts.threads)
+        if (src.lead,) != model.leads:
+            raise ConfigError(f"--artifact: {opts.artifact} expects lead {', '.join(model.leads)}; the source gives {src.lead}")
+        pre = model.preprocessor(src.fs)
+    beats = None
+    if opts.beats:
+        from edge_runtime.beats import RPeakDetector
+        beats = RPeakDetector(src.fs)
+    return Engine(pre, model, beats, EngineConfig(bridge_max_s=opts.bridge_max_s, audit=bool(opts.audit)))
+
+
+async def stream(opts: StreamOptions, sinks: Sequence[Any] = (), console: Any = None) -> StreamResult:
+    """Stream `opts.source` through the engine into the options' files, then `sinks` (each called as
+    `sink(results, events)`), then the live view (on `console`, default stdout) when `opts.live`."""
+    from edge_runtime.engine import run_stream
+    from edge_runtime.outputs import AuditSink, CsvSink, JsonlSink, LiveView
+
+    async with contextlib.AsyncExitStack() as stack:
+        src = await open_source(opts, stack)
+        engine = _engine(opts, src)
+        out: list = []
+        if opts.jsonl:
+            out.append(stack.enter_context(contextlib.closing(JsonlSink(opts.jsonl))))
+        if opts.csv:
+            out.append(stack.enter_context(contextlib.closing(CsvSink(opts.csv, engine.model.labels if engine.model else ()))))
+        if opts.audit:
+            out.append(stack.enter_context(contextlib.closing(AuditSink(opts.audit, engine))))
+        out += sinks
+        view = None
+        if opts.live:
+            view = stack.enter_context(LiveView(engine.stats, f"{opts.title}: {src.describe}", console=console))
+        t0 = time.perf_counter()
+        stats = await run_stream(src.chunks, engine, out + ([view] if view else []), taps=(view.tap,) if view else ())
+        wall = time.perf_counter() - t0
+    return StreamResult(src.describe, src.fs, src.lead, stats, src.link, wall)

@@ -1,4 +1,4 @@
-"""Where stream results go: a JSONL event log, a per-window CSV, and a live terminal view.
+"""Where stream results go: a JSONL event log, a per-window CSV, a live terminal view, and plain text lines.
 
 Every sink is a callable `sink(results, events)`; the live view also taps the raw chunks for its
 trace. rich is imported only by the live view (it ships with the `edge` extra).
@@ -10,7 +10,7 @@ import json
 import math
 from collections import deque
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 
@@ -185,6 +185,26 @@ class LiveView:
             if self._tty is not None:
                 _restore_tty(self._tty)
                 self._tty = None
+
+
+class TextSink:
+    """Plain text where no live view can run (output that is not a terminal): one line per window and
+    per event (the closing `end` event aside), each handed to `write` (e.g. `print`)."""
+
+    def __init__(self, write: Callable[[str], None]):
+        self.write = write
+
+    def __call__(self, results: list[WindowResult], events: list[Event]) -> None:
+        for r in results:
+            top = max(r.smoothed.items(), key=lambda kv: kv[1]) if r.smoothed else None
+            hr = "  -- bpm" if np.isnan(r.hr_bpm) else f"{r.hr_bpm:5.0f} bpm"
+            self.write(f"window {r.index:3d} {r.t_start_s:6.1f}-{r.t_end_s:6.1f} s  {hr}  "
+                       + (f"{top[0]} {top[1]:.2f}" if top else "not classified")
+                       + ("" if r.usable else f"  (unusable: {unusable_reasons(r)})"))
+        for e in events:
+            if e.kind != "end":
+                end = f"-{e.t_end_s:.1f}" if e.t_end_s is not None and e.t_end_s != e.t_start_s else ""
+                self.write(f"event {e.kind} {e.label} {e.t_start_s:.1f}{end} s {e.detail}".rstrip())
 
 
 def unusable_reasons(r: WindowResult) -> str:

@@ -463,3 +463,64 @@ def test_a_stalled_consumer_overflows_a_bounded_queue_counted_as_lost() -> None:
     notes = [c for c in chunks if c.error]
     assert notes and all(c.n == 0 for c in notes) and "queue" in notes[0].error
     assert_exact([c for c in chunks if not c.error], signal.astype(np.int64))
+
+
+# --- the facade: open_wearable picks the device or the virtual wearable (issue 17) ---------------
+
+def test_open_wearable_starts_a_virtual_wearable_for_a_virtual_target(tmp_path: Path) -> None:
+    """`virtual:PATH`: a virtual wearable on bumble replays PATH through EcgClient and bleak's API; the
+    iteration ends with the recording (Polar) or after `seconds` (open profile at `device_fs`)."""
+    from firmware_bridge import VIRTUAL, WearableOptions, open_wearable
+
+    signal, _ = synthetic_uv(20, seed=4)
+    np.save(tmp_path / "x.npy", signal / 1000.0)  # mV at 130 Hz
+
+    async def go(options: WearableOptions):
+        async with open_wearable(f"{VIRTUAL}{tmp_path / 'x.npy'}", options) as wearable:
+            chunks = [c async for c in wearable]
+        return wearable, chunks
+
+    wearable, chunks = run(go(WearableOptions(fs=FS, lead="I", speed=None)))
+    assert isinstance(wearable.client, EcgClient) and (wearable.fs, wearable.lead) == (FS, "I")
+    assert wearable.describe == "virtual polar wearable replaying x.npy"
+    assert_exact(chunks, signal.astype(np.int64))
+    assert wearable.stats.received == signal.size and wearable.stats.lost == 0
+    wearable, chunks = run(go(WearableOptions(profile="open", fs=FS, device_fs=250.0, seconds=10.0, speed=None)))
+    assert wearable.fs == 250.0 and wearable.describe.startswith("virtual open wearable")
+    assert wearable.stats.received == sum(c.n for c in chunks) == 2500 and wearable.stats.lost == 0
+
+
+def test_open_wearable_sends_any_other_target_to_bleaks_platform_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name, an address or None: an EcgClient with no backend (bleak picks BlueZ, CoreBluetooth, ...)."""
+    import firmware_bridge.wearable as facade
+    from firmware_bridge import WearableOptions, open_wearable
+
+    made = []
+
+    class Device:
+        fs, stats = 130.0, None
+
+        def __init__(self, target, profile, **kw) -> None:
+            made.append((target, profile, kw))
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc) -> None:
+            pass
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            raise StopAsyncIteration
+
+    monkeypatch.setattr(facade, "EcgClient", Device)
+
+    async def go(target):
+        async with open_wearable(target, WearableOptions(profile="open")) as wearable:
+            return wearable.describe, wearable.lead, [c async for c in wearable]
+
+    assert run(go("F0:0D:EC:60:00:01")) == ("BLE F0:0D:EC:60:00:01 (open)", "CHEST", [])
+    assert run(go(None))[0] == run(go(""))[0] == "BLE any (open)"
+    assert made == [("F0:0D:EC:60:00:01", "open", {}), (None, "open", {}), (None, "open", {})]

@@ -1,10 +1,12 @@
 """`ecg-edge demo` end to end on a tiny synthetic config: every stage runs and its outputs agree."""
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ecg_edge.cli import main
@@ -124,3 +126,35 @@ def test_demo_narrows_leads_for_single_lead_data(tmp_path: Path) -> None:
     cfg = demo_config(None, f"cinc2017:{tmp_path}")
     assert cfg.data.source == f"cinc2017:{tmp_path}" and cfg.data.leads == cfg.pretrain.leads == ("I",)
     assert demo_config(None, "synthetic").data.leads == demo_config(None).data.leads
+
+
+def test_demo_streams_the_wearable_through_the_stream_command(exports, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """Stage 7's wearable is `ecg-edge wearable`'s one path (ecg_edge.stream.stream over the firmware_bridge
+    facade, typed StreamOptions): the demo's figures are the command's counts, its closing lines the
+    command's own, and its JSONL the one the command writes for the same replay."""
+    pytest.importorskip("bumble")
+    from train.data.synthetic import Synthetic
+
+    from ecg_edge.demo import STAGES, Stages, _wearable_figures, _wearable_stream
+    from ecg_edge.stream import summary_lines
+
+    ds = Synthetic(2, seed=3, fs=500.0, duration_s=30.0)
+    rec = ds.read(ds.ids()[1])  # an AFIB record
+    npy = tmp_path / "record.npy"
+    np.save(npy, rec.lead("I").astype(np.float64))
+    manifest = exports.get("tflite_int8").manifest
+    result, events = asyncio.run(_wearable_stream(npy, 500.0, "I", manifest, tmp_path / "demo.jsonl", False,
+                                                  Stages(STAGES, bar=False)))
+    printed = capsys.readouterr().out.splitlines()
+    wear = _wearable_figures(result, events)
+    assert wear["received"] == wear["link"]["received"] == 30 * 130 and wear["lost"] == 0
+    assert wear["windows"] == sum(line.startswith("  window ") for line in printed) > 0
+    assert sum(wear["events"].values()) == len(events) and events[-1].kind == "end"
+    assert main(["wearable", "--replay", str(npy), "--fs", "500", "--lead", "I", "--model", str(manifest), "--fast",
+                 "--no-live", "--jsonl", str(tmp_path / "cmd.jsonl")]) == 0
+    command = capsys.readouterr().out.splitlines()
+    assert command[:2] == summary_lines(result)  # the same counts, said the same way
+    strip = (lambda path: [{k: v for k, v in json.loads(line).items() if k != "latency_ms"}
+                           for line in path.read_text().splitlines()])
+    assert strip(tmp_path / "demo.jsonl") == strip(tmp_path / "cmd.jsonl")

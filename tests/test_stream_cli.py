@@ -213,3 +213,23 @@ def test_synthetic_source_plays_the_condition_asked_for(tmp_path: Path, capsys: 
     assert found["AF"][0].startswith("synthetic AFIB") and found["AF"][1][0]["detail"] == "onset"
     assert found["NORM"][0].startswith("synthetic NORM") and not found["NORM"][1]
     assert found["STACH"][2] > 100 > found["NORM"][2]
+
+
+def test_stream_takes_typed_options_and_leaves_the_wearable_to_the_facade() -> None:
+    """The composition root stays thin: ecg_edge.stream takes `StreamOptions` (no argparse namespace; no
+    SimpleNamespace anywhere in ecg_edge), does not import the CLI back, and nothing in ecg_edge builds
+    a wearable itself: `firmware_bridge.open_wearable` chooses the bleak device or the bumble one."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "ecg_edge"
+    trees = {p.name: ast.parse(p.read_text(encoding="utf-8")) for p in sorted(root.glob("*.py"))}
+    names = {n.id for t in trees.values() for n in ast.walk(t) if isinstance(n, ast.Name)} | \
+        {n.attr for t in trees.values() for n in ast.walk(t) if isinstance(n, ast.Attribute)}
+    assert "SimpleNamespace" not in names
+    assert not names & {"VirtualWearable", "virtual_link", "EcgClient", "Faults"}
+    stream = trees["stream.py"]
+    modules = {n.module for n in ast.walk(stream) if isinstance(n, ast.ImportFrom)}
+    assert "ecg_edge.cli" not in modules and "firmware_bridge" in modules
+    params = {a.arg for f in ast.walk(stream) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+              for a in f.args.args + f.args.kwonlyargs}
+    assert "args" not in params and "opts" in params
