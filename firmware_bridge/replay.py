@@ -1,5 +1,6 @@
 """Signals for a virtual wearable to replay: a recording at the device's rate in µV, its R peaks and
-the Heart Rate Service values a chest strap would derive from them (wfdb imported lazily).
+the Heart Rate Service values a chest strap would derive from them (WFDB records through
+`edge_runtime.wfdb_io.read_wfdb_mv`, wfdb imported lazily).
 
 Resampling uses the project's one resampler (`edge_runtime.filters`: Kaiser-windowed polyphase
 FIR, 60 dB stopband from the lower Nyquist frequency), run over the whole record with its group
@@ -13,40 +14,13 @@ from typing import Sequence
 import numpy as np
 
 from edge_runtime.beats import RPeakDetector
-from edge_runtime.errors import DatasetError, require
+from edge_runtime.errors import DatasetError
 from edge_runtime.filters import PolyphaseResampler, design_resampler
-from edge_runtime.sources import load_npy, wfdb_header_rate
+from edge_runtime.sources import load_npy
+from edge_runtime.wfdb_io import read_wfdb_mv
 
 #: Range of a Polar int24 µV sample.
 INT24_MIN, INT24_MAX = -(1 << 23), (1 << 23) - 1
-
-
-def _read_wfdb(path: Path, lead: str, start_s: float, duration_s: float | None) -> tuple[np.ndarray, float]:
-    """One lead of a WFDB record in mV and the header's rate, checked by `wfdb_header_rate` (wfdb reads
-    a missing or unparsable rate as 250 Hz). Every failure is a `DatasetError` naming the header."""
-    wfdb = require("wfdb", "replay", f"replaying the WFDB record {path}")
-    record_name = str(path.with_suffix("")) if path.suffix in (".hea", ".dat") else str(path)
-    fs = wfdb_header_rate(f"{record_name}.hea")
-    try:
-        header = wfdb.rdheader(record_name)
-    except Exception as exc:  # noqa: BLE001 - wfdb raises many types for a damaged header; all mean the same here
-        raise DatasetError(f"{record_name}.hea: unreadable WFDB header ({_one_line(exc)})") from None
-    if lead not in header.sig_name:
-        raise DatasetError(f"{record_name}.hea: lead {lead!r} not in the record (it has {', '.join(header.sig_name)})")
-    start = int(round(start_s * fs))
-    stop = None if duration_s is None else min(header.sig_len, start + int(round(duration_s * fs)))
-    try:
-        record = wfdb.rdrecord(record_name, channel_names=[lead], sampfrom=start, sampto=stop)
-    except Exception as exc:  # noqa: BLE001 - a missing or truncated .dat: FileNotFoundError, ValueError, ...
-        raise DatasetError(f"{record_name}.hea: unreadable WFDB record ({_one_line(exc)})") from None
-    scale = {"mv": 1.0, "uv": 1e-3, "v": 1e3}.get(str(record.units[0]).lower())
-    if scale is None:
-        raise DatasetError(f"{record_name}.hea: lead {lead}: expected units mV, uV or V, got {record.units[0]!r}")
-    return record.p_signal[:, 0] * scale, fs
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
 
 
 def resample_mv(x_mv: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -74,7 +48,8 @@ def replay_signal(source: str | Path | np.ndarray, fs_in: float | None = None, f
     clipped to the int24 range of a Polar frame.
     """
     if isinstance(source, (str, Path)) and Path(source).suffix != ".npy":
-        x, fs_rec = _read_wfdb(Path(source), lead, start_s, duration_s)
+        rec = read_wfdb_mv(source, (lead,), start_s, duration_s)  # the one WFDB reader: float32 mV
+        x, fs_rec = rec.signal[0].astype(np.float64), rec.fs
         if fs_in is not None and not np.isclose(fs_in, fs_rec, rtol=1e-9, atol=0):
             raise DatasetError(f"{Path(source).with_suffix('')}.hea: records at {fs_rec:g} Hz, not the {fs_in:g} Hz "
                                "given (--fs is for .npy files only)")

@@ -17,7 +17,8 @@ STDLIB = set(sys.stdlib_module_names)
 ALLOWED = {
     "edge_runtime": {"edge_runtime", "numpy", "scipy", "rich", "ai_edge_litert", "tflite_runtime", "onnxruntime",
                      "executorch", "torch",  # torch only for the ExecuTorch backend, imported lazily
-                     "tflite_micro"},  # the host TFLite Micro backend, imported lazily
+                     "tflite_micro",  # the host TFLite Micro backend, imported lazily
+                     "wfdb"},  # lazily (edge_runtime.errors.require), by the one WFDB reader edge_runtime.wfdb_io
     "firmware_bridge": {"firmware_bridge", "edge_runtime", "numpy", "bleak", "bumble", "tflite_micro",
                         "ethosu", "cryptography", "wfdb",
                         "executorch"},  # lazily, only for a bundle's .bpte golden check

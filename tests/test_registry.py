@@ -110,3 +110,23 @@ def test_one_file_digest_and_one_version_lookup() -> None:
     for call in ("file_digest", "metadata.version"):
         where = _calls(call)
         assert where and all(c.startswith("edge_runtime/provenance.py:") for c in where), where
+
+
+def test_one_wfdb_reader_for_datasets_stream_and_replay(mitdb_root: Path) -> None:
+    """train's dataset readers, `stream --source replay:` and the wearable replay read WFDB through
+    edge_runtime.wfdb_io alone; a part read (one lead, from start_s for duration_s) is a slice of the whole."""
+    pytest.importorskip("wfdb")
+    import numpy as np
+
+    from edge_runtime.wfdb_io import read_wfdb_mv
+    from firmware_bridge.replay import replay_signal
+
+    assert _definitions("read_wfdb_mv") == ["edge_runtime/wfdb_io.py"]
+    assert all(c.startswith("edge_runtime/wfdb_io.py:") for c in _calls("rdrecord") if not c.startswith("tests/"))
+    whole = read_wfdb_mv(mitdb_root / "100")
+    part = read_wfdb_mv(mitdb_root / "100.hea", ("MLII",), start_s=2.0, duration_s=3.0)
+    i, fs = whole.sig_name.index("MLII"), int(whole.fs)
+    assert part.signal.dtype == np.float32 and part.sig_name == ("MLII",)
+    np.testing.assert_array_equal(part.signal[0], whole.signal[i, 2 * fs:5 * fs])
+    y = replay_signal(mitdb_root / "100", fs_out=whole.fs, lead="MLII", start_s=2.0, duration_s=3.0)
+    np.testing.assert_array_equal(y, np.rint(part.signal[0].astype(np.float64) * 1000.0).astype(np.int32))

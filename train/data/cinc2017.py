@@ -27,7 +27,7 @@ import numpy as np
 from edge_runtime.errors import DatasetError
 from edge_runtime.spec import Record
 from train.data.sources import check_split
-from train.data.wfdb_io import read_wfdb_mv
+from edge_runtime.wfdb_io import read_wfdb_mv
 
 _REFERENCE = "REFERENCE.csv"
 _FS = 300.0

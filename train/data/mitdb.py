@@ -25,7 +25,7 @@ import wfdb
 from edge_runtime.errors import DatasetError
 from edge_runtime.spec import Record, canonical_leads
 from train.data.sources import check_split
-from train.data.wfdb_io import read_wfdb_mv
+from edge_runtime.wfdb_io import read_wfdb_mv
 
 _INDEX = "RECORDS"
 #: Beat annotation symbol -> AAMI class. Every other symbol (+ ~ | x " [ ] ! ...) is not a beat.
