@@ -88,7 +88,15 @@ class EngineConfig:
 
 @dataclass
 class StreamStats:
-    """Every sample accounted for: received = used + duplicate + rejected; lost never arrived."""
+    """The engine's accounting of one stream, from any source: received = used + duplicate +
+    rejected; lost never arrived on the engine's timeline (bridged or reset gaps).
+
+    It counts what the engine did with the chunks it got. A BLE source has a second ledger, the
+    transport's (`firmware_bridge.link_stats.LinkStats`: frames, reconnects, what the air lost);
+    for such a stream `duplicate` here is the link's `reordered` (frames the link delivered late,
+    behind the engine's position) and `lost` the link's `lost` plus those samples. The two are
+    never summed; see `firmware_bridge.link_stats` for who owns which count.
+    """
 
     received: int = 0
     used: int = 0

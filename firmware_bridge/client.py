@@ -28,7 +28,7 @@ Raspberry Pi setup (Raspberry Pi OS / Debian, BlueZ >= 5.55; the Pi 3B+/4/5 radi
 - The first second after putting the strap on saturates; expect `Gap`s when the strap moves out
   of range, and a rate slightly above 130 Hz (`stats.rate_ppm`).
 
-Nothing is lost silently (accounting: `firmware_bridge.stream_stats`). A frame the client refuses
+Nothing is lost silently (accounting: `firmware_bridge.link_stats`). A frame the client refuses
 (undecodable, implausible timing or gain: `malformed`; a rate, format, lead or gain other than the
 stream's: `rejected`) and notifications dropped because the bounded queue was full (`overflow`)
 are counted, and the iterator yields a `Chunk` with `error` set and no samples at that point, so
@@ -51,7 +51,7 @@ from edge_runtime.errors import ConfigError, require
 from edge_runtime.sources import Chunk
 from firmware_bridge import hrs, open_profile as op, polar
 from firmware_bridge.errors import ProfileError, StreamError
-from firmware_bridge.stream_stats import StreamStats
+from firmware_bridge.link_stats import LinkStats
 
 log = logging.getLogger(__name__)
 _ADDRESS = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{8}(-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}$")
@@ -183,7 +183,7 @@ class EcgClient:
         self.initial_backoff_s, self.max_backoff_s, self.max_reconnects = initial_backoff_s, max_backoff_s, max_reconnects
         self._client_backend, self._scanner_backend = _backends(backend)
         self._profile = PROFILES[profile](polar.ClockGuard(time_scale, clock_margin_s))
-        self.stats = StreamStats(fs=self._profile.fs)
+        self.stats = LinkStats(fs=self._profile.fs)
         self.heart_rates: asyncio.Queue[tuple[float, hrs.HeartRate]] = asyncio.Queue(HEART_RATE_BACKLOG)
         self.queue_size = queue_size
         self._data: asyncio.Queue[Any] = asyncio.Queue()  # bounded by hand: the sentinels always fit

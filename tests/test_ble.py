@@ -20,7 +20,7 @@ from bleak import BleakClient, BleakScanner  # noqa: E402
 from firmware_bridge import hrs, open_profile as op, polar  # noqa: E402
 from firmware_bridge.bumble_backend import virtual_link  # noqa: E402
 from firmware_bridge.client import EcgClient, StreamError, scan  # noqa: E402
-from firmware_bridge.stream_stats import StreamStats  # noqa: E402
+from firmware_bridge.link_stats import LinkStats  # noqa: E402
 from firmware_bridge.virtual import Faults, VirtualWearable, r_peaks, replay_signal  # noqa: E402
 
 FS = polar.HR_ECG_FS
@@ -274,7 +274,7 @@ def test_client_gives_up_after_max_reconnects() -> None:
 
 def test_stream_stats_duplicates_reordering_and_overlap() -> None:
     """The accounting alone: received + lost == span under gaps, late frames and duplicates."""
-    st = StreamStats(fs=FS)
+    st = LinkStats(fs=FS)
     assert st.account(0, 10, 0.0) == (0, 10)
     assert st.account(20, 10, 0.1) == (0, 10)          # gap [10, 20)
     assert st.account(0, 10, 0.2) is None               # duplicate

@@ -1,5 +1,19 @@
-"""Accounting for every sample of a live stream: received, lost (where and how many), duplicated,
-reordered, malformed frames, reconnects, and clock estimates.
+"""The BLE link's accounting (`LinkStats`, `EcgClient.stats`): every sample the wearable sent,
+received, lost (where and how many), duplicated, reordered, malformed frames, reconnects, and
+clock estimates. What the transport did, before the streaming engine sees a chunk.
+
+Who owns what (no sample is counted twice within one ledger; the two ledgers describe two stages):
+- this ledger owns the transport: notifications decoded or refused (malformed, rejected, overflow),
+  reconnects, the device clock, and `lost` = samples the device sent that never reached the host,
+  `duplicated` = samples the air delivered twice (dropped here, never passed on), `reordered` =
+  late frames that filled a gap (passed on late, as a chunk behind the newest).
+- `edge_runtime.engine.StreamStats` (`Engine.stats`) owns what the engine did with the chunks it
+  got, from any source: samples used, gaps bridged or reset, non-finite samples, windows, beats.
+  The engine cannot go back in time, so for a BLE stream its `duplicate` is the link's `reordered`
+  samples (dropped there), its `lost` is the link's `lost` plus those same `reordered` samples,
+  and its `received` equals the link's `received` (all three hold on `bench/faults.py`'s
+  fault-injected runs, which check the `lost` one). Add neither ledger's `lost` to the other's:
+  the link's is the transport loss, the engine's the hole in its timeline.
 
 The index of a sample is the device's own sample count (Polar: from device timestamps; open
 profile: from packets' first-sample indices, and across a reconnect from their device timestamps),
@@ -60,7 +74,7 @@ class LinearFit:
 
 
 @dataclass
-class StreamStats:
+class LinkStats:
     """Counts for one `EcgClient` stream (all in samples unless the name says frames).
 
     received: samples delivered in chunks. lost: samples inside `gaps` (never received).
