@@ -67,7 +67,7 @@ class StreamOptions:
 @dataclass
 class ResolvedSource:
     """What a source spec resolves to: the chunk iterator, its rate and lead, a description, and for a
-    wearable its link's loss accounting (`firmware_bridge.stream_stats.StreamStats`; None otherwise)."""
+    wearable its link's loss accounting (`firmware_bridge.link_stats.LinkStats`; None otherwise)."""
 
     chunks: AsyncIterator[Any]
     fs: float
