@@ -7,15 +7,20 @@ handler; a missing optional dependency prints one line naming the extra to insta
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
+import logging
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from edge_runtime.errors import EcgEdgeError, MissingExtraError
 from edge_runtime.errors import require as _require
+
+#: The CLI's own notes (progress lines on stderr); -q silences them, -v adds DEBUG lines (`set_verbosity`).
+_LOG = logging.getLogger("ecg_edge")
+
 
 def require(module: str, extra: str, command: str) -> Any:
     """Import `module` for `ecg-edge <command>`, or raise MissingExtraError naming its package and extra."""
@@ -23,7 +28,9 @@ def require(module: str, extra: str, command: str) -> Any:
 
 
 def _progress(command: str) -> Callable | None:
-    """tqdm if installed (train extra), else no progress bar."""
+    """tqdm if installed (train extra) and not -q, else no progress bar."""
+    if not _LOG.isEnabledFor(logging.INFO):
+        return None
     try:
         from tqdm import tqdm
     except ImportError:
@@ -31,38 +38,37 @@ def _progress(command: str) -> Callable | None:
     return lambda it, total=None, desc=None: tqdm(it, total=total, desc=desc, unit="rec", file=sys.stderr)
 
 
+def _notes() -> Callable[[str], None]:
+    """`print`, for the progress lines a library function writes to stdout (its `log=`); silent under -q."""
+    return print if _LOG.isEnabledFor(logging.INFO) else (lambda line: None)
+
+
 # --- data -------------------------------------------------------------------------------------
 
 def cmd_data_download(args: argparse.Namespace) -> int:
+    from edge_runtime.errors import ConfigError
     from train.data.download import download, include_patterns
 
+    if not args.out:
+        raise ConfigError("--out: required (the destination folder)")
     include = args.include or include_patterns(args.dataset, optional=args.with_optional or [])
     def progress(path: str, done: int, total: int) -> None:
         if total > 0 and done >= total:
-            print(f"  {path} ({total:,} bytes)", file=sys.stderr)
+            _LOG.info(f"  {path} ({total:,} bytes)")
 
-    report = download(args.dataset, Path(args.dest), base_url=args.base_url, include=include,
+    report = download(args.dataset, Path(args.out), base_url=args.base_url, include=include,
                       workers=args.workers, progress=progress)
     print(f"{args.dataset}: {len(report.downloaded)} downloaded ({len(report.resumed)} resumed), "
-          f"{len(report.skipped)} already verified, {report.bytes_received:,} bytes -> {args.dest}")
+          f"{len(report.skipped)} already verified, {report.bytes_received:,} bytes -> {args.out}")
     return 0
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
     require("wfdb", "train", "data build")
-    from dataclasses import replace
-
     from edge_runtime.config import write_json
-    from ecg_edge.config import load_pipeline_config
     from train.data.shards import build_shards
 
-    cfg = load_pipeline_config(args.config)
-    data = cfg.data
-    if args.source:
-        data = replace(data, source=args.source)
-    if args.n_records:
-        data = replace(data, n_records=args.n_records)
-    cfg = replace(cfg, data=data)
+    cfg = _config(args)
     out = Path(args.out)
     info = build_shards(cfg.data, cfg.preprocess, out, shard_windows=cfg.shard_windows,
                         workers=args.workers, progress=_progress("data build"))
@@ -95,29 +101,38 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 # --- stream -----------------------------------------------------------------------------------
 
-def _stream_opts(args: argparse.Namespace, source: str, **wearable: Any):
-    """The typed options of `stream` / `wearable` (`ecg_edge.stream.StreamOptions`) from the command line."""
-    from ecg_edge.stream import StreamOptions
+def _stream_opts(args: argparse.Namespace, what: str):
+    """The `[stream]` table with the flags applied (`ecg_edge.stream.StreamOptions`); `what`: the
+    sources the command takes, for the error when there is none."""
+    return _table(args, ("source", what))
 
-    return StreamOptions(source=source, artifact=args.model, backend=args.backend, threads=args.threads,
-                         lead=args.lead, row=args.row, fs=args.fs, seconds=args.seconds, condition=args.condition,
-                         speed=None if args.fast else args.speed, chunk=args.chunk, seed=args.seed,
-                         profile=args.profile, bridge_max_s=args.bridge_max_s, beats=not args.no_beats,
-                         jsonl=args.jsonl, csv=args.csv, audit=args.audit,
-                         live=not args.no_live and sys.stdout.isatty(), **wearable)
+
+def _run_stream(args: argparse.Namespace, opts: Any, source: str | None = None) -> int:
+    """Stream `opts` (`--fast`: as fast as it goes; the live view on a terminal unless --no-live), then
+    write the options beside the first output file (`a.jsonl` -> `a.config.json`)."""
+    from ecg_edge.stream import run
+
+    opts = replace(opts, speed=None if args.fast else opts.speed, live=not args.no_live and sys.stdout.isatty())
+    rc = run(replace(opts, source=source or opts.source))
+    outputs = [p for p in (opts.jsonl, opts.csv, opts.audit) if p]
+    if outputs:
+        _write_table(Path(outputs[0]).with_suffix(".config.json"), args, opts)
+    return rc
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    from ecg_edge.stream import run
-
-    return run(_stream_opts(args, args.source))
+    return _run_stream(args, _stream_opts(args, "replay:PATH | synthetic | ble:NAME_OR_ADDRESS"))
 
 
 def cmd_wearable(args: argparse.Namespace) -> int:
-    from ecg_edge.stream import run
+    from edge_runtime.errors import ConfigError
 
-    return run(_stream_opts(args, f"virtual:{args.replay}", drop=args.drop,
-                            disconnect_after=tuple(args.disconnect_after or ()), device_fs=args.device_fs))
+    opts = _stream_opts(args, "replay:PATH, the recording the virtual wearable replays")
+    kind, _, path = opts.source.partition(":")
+    if kind != "replay" or not path.strip():
+        raise ConfigError(f"--source: expected replay:PATH (a WFDB record or a .npy in mV) for the virtual wearable "
+                          f"to replay, got {opts.source!r}")
+    return _run_stream(args, opts, source=f"virtual:{path}")
 
 
 def cmd_ble_scan(args: argparse.Namespace) -> int:
@@ -139,7 +154,7 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 BENCHMARKS = {"preprocess": "preprocess.py", "runtime": "runtime.py", "rpeaks": "rpeaks_mitbih.py", "ble": "ble.py",
               "train": "training.py", "models": "models.py", "package": "package.py",
               "firmware": "firmware.py", "pi": "pi.py", "faults": "faults.py",
-              "soak": "soak.py"}
+              "soak": "soak.py", "hotpaths": "hotpaths.py"}
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -157,24 +172,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # --- pretrain / evaluate -----------------------------------------------------------------------
-
-def _pipeline_config(args: argparse.Namespace):
-    """The config file with the command line's overrides applied."""
-    from dataclasses import replace
-
-    from ecg_edge.config import load_pipeline_config
-
-    cfg = load_pipeline_config(args.config)
-    if getattr(args, "data", None):
-        cfg = replace(cfg, data=replace(cfg.data, source=args.data))
-    if getattr(args, "objective", None):
-        cfg = replace(cfg, pretrain=replace(cfg.pretrain, objective=args.objective))
-    if getattr(args, "encoder", None):
-        cfg = replace(cfg, pretrain=replace(cfg.pretrain, encoder=args.encoder))
-    train = {k: v for k, v in (("epochs", getattr(args, "epochs", None)), ("device", getattr(args, "device", None)),
-                               ("batch_size", getattr(args, "batch_size", None))) if v is not None}
-    return replace(cfg, train=replace(cfg.train, **train)) if train else cfg
-
 
 def _shards_for(args: argparse.Namespace, cfg, out: Path) -> Path:
     """--shards as given, else the config's data built (or reused) in OUT/shards."""
@@ -207,7 +204,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise ConfigError("--out: required (folder for the checkpoint)")
-    cfg = _pipeline_config(args)
+    cfg = _config(args)
     out = Path(args.out)
     shards = _shards_for(args, cfg, out)
     summary = pretrain(shards, cfg.pretrain, cfg.train, out, resume=args.resume, stop_after=args.stop_after_epochs,
@@ -235,7 +232,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        finetune_epochs=args.finetune_epochs, zero_shot=not args.no_zero_shot,
                        fairness=not args.no_fairness, saliency=not args.no_saliency, n_boot=args.n_boot,
                        seed=args.seed)
-    results = run_evaluate(args.checkpoint, args.shards, Path(args.out), opts, device=args.device)
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = run_evaluate(args.checkpoint, args.shards, Path(args.out), opts, device=device)
     print(f"{'model':28s} {'setting':22s} {'macro AUROC':24s} macro PRAUC")
     for run in results["runs"]:
         m = run["metrics"]
@@ -247,21 +249,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     require("torch", "train", "distill")
-    from dataclasses import replace
-
     from distill.distill import distill_students
     from edge_runtime.config import write_json
     from edge_runtime.errors import ConfigError
     from train.evaluate import fmt_ci
 
-    cfg = _pipeline_config(args)
-    d = cfg.distill
-    for key in ("student", "lead"):
-        if getattr(args, key):
-            d = replace(d, **{key: getattr(args, key)})
-    if args.no_labels:
-        d = replace(d, labels=False)
-    cfg = replace(cfg, distill=d)
+    cfg = _config(args)
     shards = args.shards
     if shards is None and args.teacher:
         from train.engine import load_checkpoint
@@ -285,13 +278,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def _release(args: argparse.Namespace, *, methods: tuple[str, ...], fp32: bool, embedded: bool, name: str) -> int:
+def _release(args: argparse.Namespace, t: Any, *, fp32: bool, embedded: bool, name: str) -> int:
+    """`quantize` / `export` with their resolved table `t` (`ecg_edge.config.QuantizeConfig`)."""
     from distill.release import release, summary_rows
     from firmware_bridge.bundle.vela import vela_compile
 
-    summary = release(args.student, args.out, methods=methods, fp32=fp32, embedded=embedded,
-                      fs_device=args.fs_device, qat_epochs=args.qat_epochs, qat_lr=args.qat_lr, n_boot=args.n_boot,
-                      threads=args.threads, summary_name=name, vela=vela_compile)
+    summary = release(t.student, args.out, methods=t.method, fp32=fp32, embedded=embedded,
+                      fs_device=t.device_fs, qat_epochs=t.qat_epochs, qat_lr=t.qat_lr, n_boot=t.n_boot,
+                      threads=t.threads, summary_name=name, log=_notes(), vela=vela_compile)
+    _write_table(Path(args.out) / "config.json", args, t)
     dec = "challenge F1 (N, A, O)" if "N" in summary["labels"] and "A" in summary["labels"] else "macro F1"
     print(f"\n{summary['student']} on lead {summary['lead']}, per record on {'+'.join(summary['eval_splits'])} "
           f"of {summary['dataset']}")
@@ -309,16 +304,17 @@ def _release(args: argparse.Namespace, *, methods: tuple[str, ...], fp32: bool, 
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    t = _table(args, ("student", "the student checkpoint from `ecg-edge distill`"))
     for module in ("torch", "executorch", "litert_torch"):
         require(module, "export", "quantize")
-    return _release(args, methods=tuple(args.method), fp32=False, embedded=False, name="quantize.json")
+    return _release(args, t, fp32=False, embedded=False, name="quantize.json")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    t = _table(args, ("student", "the student checkpoint from `ecg-edge distill`"))
     for module in ("torch", "executorch", "litert_torch"):
         require(module, "export", "export")
-    methods = (args.quant,) + (("brevitas",) if args.brevitas else ())
-    return _release(args, methods=methods, fp32=True, embedded=not args.no_embedded, name="export.json")
+    return _release(args, t, fp32=True, embedded=t.embedded, name="export.json")
 
 
 # --- vendor bundles ---------------------------------------------------------------------------
@@ -326,8 +322,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_package(args: argparse.Namespace) -> int:
     from firmware_bridge.bundle import package
 
-    man = package(args.artifact, args.target, args.out, golden=args.golden, sign_key=args.sign,
-                  headroom=args.headroom, c_name=args.c_name, tflm=args.tflm, firmware=not args.no_firmware)
+    t = _table(args, ("artifact", "the int8 artifact folder of `ecg-edge export`"), ("target", "the vendor target"))
+    man = package(t.artifact, t.target, args.out, golden=t.golden, sign_key=t.sign, headroom=t.headroom,
+                  c_name=t.c_name, tflm=t.tflm, firmware=t.firmware, log=_notes())
+    _write_table(f"{Path(args.out)}.config.json", args, t)  # beside the bundle: verify refuses unlisted files
     mem = man["memory"]
     print(f"{man['target']}: flash {mem['flash_bytes']} bytes ({mem['flash_what']}), RAM {mem['ram_bytes']} bytes "
           f"({mem['ram_what']})")
@@ -386,15 +384,18 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 # --- compare ----------------------------------------------------------------------------------
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    t = _table(args, ("student", "the student checkpoint from `ecg-edge distill`"),
+               ("artifacts", "the folder of `ecg-edge export` / `quantize`"))
     for module in ("torch", "executorch", "ai_edge_litert", "onnxruntime"):
         require(module, "export", "compare")
     require("matplotlib", "train", "compare")
     from distill.compare import compare, print_table
 
     out = Path(args.out)
-    report = compare(args.student, args.artifacts, out, teacher=args.teacher, data=args.data, n_boot=args.n_boot,
-                     threads=args.threads, latency_runs=args.latency_runs, ram=not args.no_ram, tflm=not args.no_tflm,
-                     seed=args.seed, log=lambda m: print(m, file=sys.stderr), progress=_progress("compare"))
+    report = compare(t.student, t.artifacts, out, teacher=t.teacher, data=t.data, n_boot=t.n_boot, threads=t.threads,
+                     latency_runs=t.latency_runs, ram=t.ram, tflm=t.tflm, seed=t.seed, log=_LOG.info,
+                     progress=_progress("compare"))
+    _write_table(out / "config.json", args, t)
     print_table(report)
     print(f"-> {out / 'compare.html'}, {out / 'compare.json'}")
     return 0
@@ -411,12 +412,135 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(config=args.config, out=Path(args.out), progress=_progress("demo"), data=args.data)
 
 
-# --- parser -----------------------------------------------------------------------------------
+# --- the shared vocabulary --------------------------------------------------------------------
+#
+# One meaning per flag, in every subcommand that has it (README "Command line"):
+#   --data SPEC      a dataset: synthetic | ptbxl:PATH | cinc2017:PATH | mitdb:PATH
+#   --source SPEC    a live or replayed stream: replay:PATH | synthetic | ble:NAME_OR_ADDRESS
+#   --artifact PATH  one artifact (manifest.json, its folder or the model file); --artifacts DIR: a folder of them
+#   --teacher PATH / --student PATH   checkpoints; --arch NAME: a model registry name
+#   --fs HZ          the rate of the recording or source given; --device-fs HZ: the rate the device delivers
+#   --device         auto | cpu | cuda (auto: cuda when available); --method: ptq | qat | brevitas
+#   --out DIR        the output folder; --config FILE: a pipeline TOML (or a written config.json)
+# A flag bound to a config key (`_bind`) overrides that key of --config; the old spellings
+# (`Deprecated`) still work for a release and say so in one line.
+
+class Deprecated(argparse.Action):
+    """An old spelling: one line on stderr naming the new one, then it sets what the new one would.
+
+    `new`: the new spelling, as the line shows it; `target`: the dest the new spelling sets (default:
+    this action's dest); `to(value, current)`: the value to set, from the old one and the one the
+    new spelling already set (None if it did not)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str, target: str | None = None,
+                 to: Callable[[Any, Any], Any] | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.new, self.target, self.to = new, target or dest, to
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values is None and not self.option_strings:  # an optional positional that was not given
+            return
+        old = option_string or f"the positional {self.metavar or self.dest.upper()}"
+        print(f"ecg-edge: deprecated: {old} is now {self.new} (the old spelling goes in a later release)",
+              file=sys.stderr)
+        value = self.to(values, getattr(namespace, self.target, None)) if self.to else values
+        setattr(namespace, self.target, value)
+
+
+def _bind(p: argparse.ArgumentParser, table: str | None = None, **keys: str) -> None:
+    """Bind flags of `p` to config keys: with `table`, every flag whose dest is a field of that table;
+    `keys`: dest -> "table.field" for the others. A bound flag has no argparse default (the config's
+    value is the default, shown by `--help`), and `_config` applies the ones given."""
+    from dataclasses import fields
+
+    from ecg_edge.config import PipelineConfig
+
+    if table:
+        keys = {f.name: f"{table}.{f.name}" for f in fields(getattr(PipelineConfig(), table))} | keys
+    bound = {}
+    for action in p._actions:
+        if action.dest in keys and not isinstance(action, Deprecated):
+            action.default, action.config_key = argparse.SUPPRESS, keys[action.dest]
+            bound[action.dest] = keys[action.dest]
+    p.set_defaults(config_keys=bound, config_table=table)
+
+
+def _builtin(key: str) -> Any:
+    """The built-in default of a config key ("export.n_boot" -> 1000)."""
+    from ecg_edge.config import PipelineConfig
+
+    value: Any = PipelineConfig()
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _with(obj: Any, path: Sequence[str], value: Any) -> Any:
+    """`obj` (a config dataclass) with the field at `path` replaced (validated again by its class)."""
+    if len(path) > 1:
+        value = _with(getattr(obj, path[0]), path[1:], value)
+    return replace(obj, **{path[0]: tuple(value) if isinstance(value, list) else value})
+
+
+def _config(args: argparse.Namespace):
+    """`--config` (or the built-in defaults) with the bound flags given on the command line applied."""
+    from ecg_edge.config import load_pipeline_config
+
+    cfg = load_pipeline_config(getattr(args, "config", None))
+    for dest, key in getattr(args, "config_keys", {}).items():
+        if hasattr(args, dest):
+            cfg = _with(cfg, key.split("."), getattr(args, dest))
+    return cfg
+
+
+def _table(args: argparse.Namespace, *required: tuple[str, str]):
+    """The command's table (`_bind(p, table)`), resolved; `required`: (field, what it is) pairs that
+    must be set, by their flag or by the table of --config."""
+    from edge_runtime.errors import ConfigError
+
+    table = getattr(_config(args), args.config_table)
+    for name, what in required:
+        if getattr(table, name) is None:
+            raise ConfigError(f"--{name.replace('_', '-')}: required ({what}), or {args.config_table}.{name} "
+                              f"in --config")
+    return table
+
+
+def _write_table(path: str | Path, args: argparse.Namespace, table: Any) -> Path:
+    """The command's resolved table as JSON (`{"export": {...}}`); `--config PATH` runs it again."""
+    from edge_runtime.config import write_json
+
+    return write_json(path, {args.config_table: table})
+
+
+class CliHelpFormatter(argparse.HelpFormatter):
+    """Help that shows each default: a bound flag's built-in value and its config key, a plain
+    flag's argparse default (unless its help already says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        key = getattr(action, "config_key", None)
+        if key:
+            value = _builtin(key)
+            shown = "" if value in (None, ()) or isinstance(value, bool) else \
+                f"default: {' '.join(map(str, value)) if isinstance(value, tuple) else value}; "
+            return f"{text} " + f"({shown}config key {key})".replace("%", "%%")
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
+            return f"{text} (default: %(default)s)"
+        return text
+
 
 class CliParser(argparse.ArgumentParser):
     """argparse with the CLI's one-line errors: a bad flag value, an unknown flag or a missing
     argument prints `ecg-edge: error: <what>` and exits 2, without the usage block (`--help` still
-    prints it). Subparsers are made with the parent's class, so every subcommand inherits this."""
+    prints it, with every default). Subparsers are made with the parent's class, so every
+    subcommand inherits this."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", CliHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"ecg-edge: error: {' '.join(message.split())}\n")
@@ -443,184 +567,287 @@ non_negative_float = _number(float, "a non-negative number", lambda v: math.isfi
 drop_fraction = _number(float, "a fraction 0 <= x < 1", lambda v: 0 <= v < 1)
 label_fraction = _number(float, "a fraction 0 < x <= 1", lambda v: 0 < v <= 1)
 
-
-def _stream_options(st: argparse.ArgumentParser) -> None:
-    st.add_argument("--model", help="artifact (manifest.json, its folder or the model file); without it: beats, HR and quality only")
-    st.add_argument("--backend", choices=("litert", "tflite_runtime", "tflite_micro", "executorch", "onnxruntime"),
-                    help="override the artifact's runtime (tflite_micro: the host TFLite Micro interpreter)")
-    st.add_argument("--threads", type=positive_int, default=1)
-    st.add_argument("--lead", help="lead to stream, by name (default: the record's first lead; I for synthetic)")
-    st.add_argument("--row", type=non_negative_int, help="row of a (k, n) .npy to stream, 0-based (required when "
-                    "k > 1; a .npy of one lead is (n,) or (1, n))")
-    st.add_argument("--fs", type=positive_float, help="sampling rate of a .npy replay; rate of the synthetic source "
-                    "(default 250)")
-    st.add_argument("--seconds", type=non_negative_float, default=0.0,
-                    help="stop after this much signal (0: all of it); synthetic length (default 60)")
-    st.add_argument("--condition", help="rhythm of the synthetic source: NORM (default), AFIB (or AF), SBRAD, STACH, "
-                    "WQRS")
-    st.add_argument("--speed", type=positive_float, default=1.0, help="replay speed, 1.0 = real time")
-    st.add_argument("--fast", action="store_true", help="replay as fast as possible")
-    st.add_argument("--chunk", type=positive_int, default=73,
-                    help="samples per chunk for replay (73 = one Polar H10 notification)")
-    st.add_argument("--seed", type=non_negative_int, default=0, help="seed of the synthetic source and of injected faults")
-    st.add_argument("--profile", choices=("polar", "open"), default="polar", help="BLE profile")
-    st.add_argument("--bridge-max-s", type=positive_float, default=1.0, help="longest gap bridged by interpolation (s)")
-    st.add_argument("--jsonl", help="write windows and events as JSON lines here")
-    st.add_argument("--csv", help="write one row per window here")
-    st.add_argument("--audit", metavar="PATH.npz",
-                    help="write every window's model input and raw output and every R peak here (to compare two machines)")
-    st.add_argument("--no-live", action="store_true", help="no live terminal view")
-    st.add_argument("--no-beats", action="store_true", help="skip R-peak detection and heart rate")
+DEVICES = ("auto", "cpu", "cuda")
+METHODS = ("ptq", "qat", "brevitas")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = CliParser(prog="ecg-edge", description="ECG foundation models distilled to the edge.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="<command>")
+def _config_flag(p: argparse.ArgumentParser, tables: str) -> None:
+    p.add_argument("--config", metavar="FILE", help=f"pipeline TOML ({tables}; see configs/) or the config.json a "
+                   "run wrote; flags override it (default: built-in defaults)")
 
+
+def _out_flag(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+    p.add_argument("--out", metavar="DIR", required=default is None, default=default, help=f"output folder: {what}")
+
+
+def _data_flag(p: argparse.ArgumentParser, what: str = "") -> None:
+    from train.data.sources import DATASETS
+
+    spec = " | ".join(f"{n}:PATH" if DATASETS.entry(n).tags.get("folder") else n for n in DATASETS)
+    p.add_argument("--data", metavar="SPEC", help=f"the dataset: {spec}{f' ({what})' if what else ''}")
+
+
+def _device_flag(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--device", choices=DEVICES, default=default, help="where torch runs (auto: cuda when available)")
+
+
+def _verbosity(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    p.add_argument("-v", "--verbose", action="count", default=default,
+                   help="print more: the project's INFO log lines (-vv: DEBUG)")
+    p.add_argument("-q", "--quiet", action="count", default=default,
+                   help="print less: results and errors only (no progress bars or notes)")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ecg-edge")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        from ecg_edge import __version__
+
+        return __version__
+
+
+def _data_parsers(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="download datasets, build preprocessed shards").add_subparsers(
         dest="data_command", required=True, metavar="<data command>")
     d = data.add_parser("download", help="download a PhysioNet dataset (resumable, SHA-256 verified)")
-    from train.data.sources import DOWNLOADABLE  # the dataset registry: torch-free, numpy only
+    from train.data.sources import DOWNLOADABLE
 
-    d.add_argument("dataset", choices=DOWNLOADABLE)
-    d.add_argument("dest", help="destination folder")
+    d.add_argument("dataset", choices=DOWNLOADABLE, help="the dataset")
+    d.add_argument("dest", nargs="?", action=Deprecated, new="--out DEST", target="out", metavar="DEST")
+    d.add_argument("--out", metavar="DIR", help="destination folder")
     d.add_argument("--base-url", help="mirror or local server to download from (default: physionet.org)")
     d.add_argument("--include", nargs="+", help="glob patterns of files to fetch (default: the dataset's usual set)")
     d.add_argument("--with-optional", nargs="+", metavar="GROUP", help="optional groups, e.g. records500 for PTB-XL")
-    d.add_argument("--workers", type=positive_int, default=4)
+    d.add_argument("--workers", type=positive_int, default=4, help="parallel downloads")
     d.set_defaults(func=cmd_data_download)
 
     b = data.add_parser("build", help="preprocess a dataset once into memory-mapped shards")
-    b.add_argument("--config", help="pipeline TOML (default: built-in synthetic defaults; see configs/)")
-    b.add_argument("--source", help="override data.source: synthetic | ptbxl:PATH | cinc2017:PATH | mitdb:PATH")
-    b.add_argument("--n-records", type=positive_int, help="override data.n_records (synthetic)")
-    b.add_argument("--out", required=True, help="output folder (must not hold shards already)")
+    _config_flag(b, "[data], [preprocess], shard_windows")
+    _data_flag(b)
+    b.add_argument("--source", action=Deprecated, new="--data", target="data")
+    b.add_argument("--n-records", type=positive_int, help="records of the synthetic dataset")
+    _out_flag(b, "the shards (must not hold shards already)")
     b.add_argument("--workers", type=positive_int, default=1, help="preprocessing processes")
+    _bind(b, data="data.source", n_records="data.n_records")
     b.set_defaults(func=cmd_data_build)
 
     i = data.add_parser("info", help="summarise a shard folder")
-    i.add_argument("path")
+    i.add_argument("path", help="shard folder from `ecg-edge data build`")
     i.set_defaults(func=cmd_data_info)
 
+
+def _stream_options(st: argparse.ArgumentParser) -> None:
+    """The flags `stream` and `wearable` share; all bound to the [stream] table but --fast and --no-live."""
+    _config_flag(st, "[stream]")
+    st.add_argument("--artifact", metavar="PATH", help="artifact (manifest.json, its folder or the model file); "
+                    "without it: beats, HR and quality only")
+    st.add_argument("--model", action=Deprecated, new="--artifact", target="artifact")
+    st.add_argument("--backend", choices=("litert", "tflite_runtime", "tflite_micro", "executorch", "onnxruntime"),
+                    help="override the artifact's runtime (tflite_micro: the host TFLite Micro interpreter)")
+    st.add_argument("--threads", type=positive_int, help="runtime threads")
+    st.add_argument("--lead", help="lead to stream, by name (default: the record's first lead; I for synthetic)")
+    st.add_argument("--row", type=non_negative_int, help="row of a (k, n) .npy to stream, 0-based (required when "
+                    "k > 1; a .npy of one lead is (n,) or (1, n))")
+    st.add_argument("--fs", type=positive_float, metavar="HZ", help="sampling rate of a .npy replay; rate of the "
+                    "synthetic source (default 250)")
+    st.add_argument("--seconds", type=non_negative_float, help="stop after this much signal (0: all of it); "
+                    "synthetic length (0: 60)")
+    st.add_argument("--condition", help="rhythm of the synthetic source: NORM (default), AFIB (or AF), SBRAD, STACH, "
+                    "WQRS")
+    st.add_argument("--speed", type=positive_float, help="replay speed, 1.0 = real time")
+    st.add_argument("--fast", action="store_true", help="replay as fast as possible (speed = \"none\" in [stream])")
+    st.add_argument("--chunk", type=positive_int, help="samples per chunk for replay (73 = one Polar H10 notification)")
+    st.add_argument("--seed", type=non_negative_int, help="seed of the synthetic source and of injected faults")
+    st.add_argument("--profile", choices=("polar", "open"), help="BLE profile")
+    st.add_argument("--bridge-max-s", type=positive_float, help="longest gap bridged by interpolation (s)")
+    st.add_argument("--jsonl", metavar="PATH", help="write windows and events as JSON lines here")
+    st.add_argument("--csv", metavar="PATH", help="write one row per window here")
+    st.add_argument("--audit", metavar="PATH.npz",
+                    help="write every window's model input and raw output and every R peak here (to compare two machines)")
+    st.add_argument("--no-live", action="store_true", help="no live terminal view (it shows only on a terminal)")
+    st.add_argument("--no-beats", dest="beats", action="store_false", help="skip R-peak detection and heart rate")
+
+
+def _stream_parsers(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser("stream", help="stream a recording, synthetic ECG or a BLE wearable through the runtime")
-    st.add_argument("--source", required=True,
-                    help="replay:PATH (WFDB record or .npy in mV) | synthetic | ble:NAME_OR_ADDRESS (empty: first found)")
+    st.add_argument("--source", metavar="SPEC", help="replay:PATH (WFDB record or .npy in mV) | synthetic | "
+                    "ble:NAME_OR_ADDRESS (empty: first found)")
     _stream_options(st)
+    _bind(st, "stream")
     st.set_defaults(func=cmd_stream)
 
     we = sub.add_parser("wearable", help="try the stack without hardware: a virtual wearable (bumble) replays a "
                                          "recording over BLE to the runtime through bleak's API")
-    we.add_argument("--replay", required=True, help="WFDB record or .npy (mV; give --fs, and --row for a (k, n) "
-                    "array) to replay")
-    we.add_argument("--drop", type=drop_fraction, default=0.0, help="fraction of notifications the wearable drops")
-    we.add_argument("--disconnect-after", type=non_negative_int, nargs="+", metavar="N", help="force disconnects after N notifications")
-    we.add_argument("--device-fs", type=positive_float, default=250.0, help="sample rate of the open profile (Polar is 130 Hz)")
+    we.add_argument("--source", metavar="replay:PATH", help="the recording the wearable replays: replay:PATH, a WFDB "
+                    "record or a .npy (mV; give --fs, and --row for a (k, n) array)")
+    we.add_argument("--replay", metavar="PATH", action=Deprecated, new="--source replay:PATH", target="source",
+                    to=lambda path, _: f"replay:{path}")
+    we.add_argument("--drop", type=drop_fraction, help="fraction of notifications the wearable drops")
+    we.add_argument("--disconnect-after", type=non_negative_int, nargs="+", metavar="N",
+                    help="force disconnects after N notifications")
+    we.add_argument("--device-fs", type=positive_float, metavar="HZ",
+                    help="sample rate the wearable delivers with the open profile (Polar is 130 Hz)")
     _stream_options(we)
+    _bind(we, "stream")
     we.set_defaults(func=cmd_wearable)
 
     ble = sub.add_parser("ble", help="Bluetooth LE wearables").add_subparsers(dest="ble_command", required=True,
                                                                              metavar="<ble command>")
     sc = ble.add_parser("scan", help="list nearby BLE devices and the ECG profile each speaks")
-    sc.add_argument("--timeout", type=positive_float, default=5.0)
+    sc.add_argument("--timeout", type=positive_float, default=5.0, help="seconds to scan")
     sc.set_defaults(func=cmd_ble_scan)
 
+
+def _teacher_parsers(sub: argparse._SubParsersAction) -> None:
     pt = sub.add_parser("pretrain", help="pretrain a teacher: clip | fgclep | clef | ssl | supervised "
                                          "(torchrun for several processes)")
-    pt.add_argument("--config", help="pipeline TOML with [pretrain] and [train] tables (see configs/pretrain/)")
-    pt.add_argument("--objective", choices=("clip", "fgclep", "clef", "ssl", "supervised"), help="override pretrain.objective")
-    pt.add_argument("--encoder", help="override pretrain.encoder (a registry name: --list-models)")
-    pt.add_argument("--data", help="override data.source: synthetic | ptbxl:PATH | cinc2017:PATH")
-    pt.add_argument("--shards", help="shard folder from `ecg-edge data build` (default: build the config's data in OUT/shards)")
-    pt.add_argument("--out", help="output folder: checkpoint.pt, history.jsonl, config.json")
-    pt.add_argument("--epochs", type=positive_int, help="override train.epochs")
-    pt.add_argument("--batch-size", type=positive_int, help="override train.batch_size (per process)")
-    pt.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
+    _config_flag(pt, "[data], [preprocess], [pretrain], [train]; configs/pretrain/")
+    pt.add_argument("--objective", choices=("clip", "fgclep", "clef", "ssl", "supervised"), help="the teacher's objective")
+    pt.add_argument("--arch", metavar="NAME", help="the teacher's registry name (--list-models)")
+    pt.add_argument("--encoder", action=Deprecated, new="--arch", target="arch")
+    _data_flag(pt)
+    pt.add_argument("--shards", metavar="DIR", help="shard folder from `ecg-edge data build` (default: build the "
+                    "config's data in OUT/shards)")
+    pt.add_argument("--out", metavar="DIR", help="output folder: checkpoint.pt, history.jsonl, config.json")
+    pt.add_argument("--epochs", type=positive_int, help="training epochs")
+    pt.add_argument("--batch-size", type=positive_int, help="batch size (per process)")
+    _device_flag(pt)
     pt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     pt.add_argument("--stop-after-epochs", type=positive_int, metavar="N", help="end this run after N epochs (resume later)")
     pt.add_argument("--list-models", action="store_true", help="list the model registry and exit")
+    _bind(pt, data="data.source", objective="pretrain.objective", arch="pretrain.encoder", epochs="train.epochs",
+          batch_size="train.batch_size", device="train.device")
     pt.set_defaults(func=cmd_pretrain)
 
     ev = sub.add_parser("evaluate", help="linear probe / fine-tune / zero-shot of teachers with bootstrap CIs, "
                                          "fairness gaps, saliency")
-    ev.add_argument("--checkpoint", nargs="+", required=True, help="pretraining checkpoint(s) (checkpoint.pt or its folder)")
-    ev.add_argument("--shards", help="shard folder to evaluate on (train split for probes; --splits for figures)")
-    ev.add_argument("--out", required=True, help="folder for evaluation.json, evaluation.md and the saliency PNG")
-    ev.add_argument("--fractions", type=label_fraction, nargs="+", default=[0.01, 0.1, 1.0], help="label fractions of the training records")
-    ev.add_argument("--splits", nargs="+", default=["val", "test"], help="evaluation splits (PTB-XL: val = fold 9, test = fold 10)")
+    ev.add_argument("--checkpoint", nargs="+", required=True, metavar="PATH",
+                    help="teacher checkpoint(s) (checkpoint.pt or its folder)")
+    ev.add_argument("--shards", metavar="DIR", help="shard folder to evaluate on (train split for probes; --splits "
+                    "for figures)")
+    _out_flag(ev, "evaluation.json, evaluation.md and the saliency PNG", default="runs/evaluate")
+    ev.add_argument("--fractions", type=label_fraction, nargs="+", default=[0.01, 0.1, 1.0],
+                    help="label fractions of the training records")
+    ev.add_argument("--splits", nargs="+", default=["val", "test"], help="evaluation splits (PTB-XL: val = fold 9, "
+                    "test = fold 10)")
     ev.add_argument("--finetune", action="store_true", help="also fine-tune each encoder with a linear head on each fraction")
-    ev.add_argument("--finetune-epochs", type=positive_int, default=10)
+    ev.add_argument("--finetune-epochs", type=positive_int, default=10, help="epochs of each fine-tune")
     ev.add_argument("--no-random-init", action="store_true", help="skip the randomly initialised encoder baseline")
-    ev.add_argument("--no-zero-shot", action="store_true")
-    ev.add_argument("--no-fairness", action="store_true")
-    ev.add_argument("--no-saliency", action="store_true")
+    ev.add_argument("--no-zero-shot", action="store_true", help="skip zero-shot classification (text teachers)")
+    ev.add_argument("--no-fairness", action="store_true", help="skip the per-group (sex, age) gaps")
+    ev.add_argument("--no-saliency", action="store_true", help="skip the saliency figure")
     ev.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples for the 95 %% CIs")
-    ev.add_argument("--seed", type=non_negative_int, default=0)
-    ev.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ev.add_argument("--seed", type=non_negative_int, default=0, help="seed of the probes and the bootstrap")
+    _device_flag(ev, default="cpu")
     ev.set_defaults(func=cmd_evaluate)
 
-    di = sub.add_parser("distill", help="distil a teacher into a single-lead student (and train the label-only baseline)")
-    di.add_argument("--teacher", help="pretraining checkpoint (none: only the label-only student)")
-    di.add_argument("--config", help="pipeline TOML with [distill] and [train] tables (see configs/distill/)")
-    di.add_argument("--shards", help="shard folder (default: the one the teacher was pretrained on)")
-    di.add_argument("--out", required=True, help="folder for distilled/, baseline/ and distill.json")
-    di.add_argument("--student", help="override distill.student (student_xs | student_s | student_m | test_student)")
-    di.add_argument("--lead", help="override distill.lead (the student's one lead, by name)")
-    di.add_argument("--epochs", type=positive_int, help="override train.epochs")
-    di.add_argument("--batch-size", type=positive_int, help="override train.batch_size")
-    di.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
-    di.add_argument("--no-baseline", action="store_true", help="skip the label-only student")
-    di.add_argument("--no-labels", action="store_true", help="pure distillation: no ground-truth loss")
-    di.add_argument("--n-boot", type=positive_int, default=1000)
-    di.set_defaults(func=cmd_distill)
 
-    def release_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--student", required=True, help="student checkpoint from `ecg-edge distill` (e.g. runs/ptbxl_students/distilled)")
-        p.add_argument("--out", required=True, help="folder for the artifacts and the summary JSON")
-        p.add_argument("--fs-device", type=positive_float, help="device input rate whose filter design goes into each "
-                       "manifest (default: the rate the training data was recorded at)")
-        p.add_argument("--qat-epochs", type=non_negative_int, default=2, help="QAT fine-tune epochs (qat, brevitas)")
-        p.add_argument("--qat-lr", type=positive_float, default=1e-4)
-        p.add_argument("--n-boot", type=positive_int, default=1000)
-        p.add_argument("--threads", type=positive_int, default=1, help="runtime threads for parity and scoring")
+def _release_options(p: argparse.ArgumentParser, table: str, default_out: str) -> None:
+    """The flags `quantize` and `export` share, bound to their table."""
+    _config_flag(p, f"[{table}]")
+    p.add_argument("--student", metavar="PATH", help="student checkpoint from `ecg-edge distill` (e.g. "
+                   "runs/ptbxl_students/distilled)")
+    _out_flag(p, "the artifacts, the summary JSON and config.json", default=default_out)
+    p.add_argument("--device-fs", type=positive_float, metavar="HZ", help="device input rate whose filter design goes "
+                   "into each manifest (none: the rate the training data was recorded at)")
+    p.add_argument("--fs-device", type=positive_float, action=Deprecated, new="--device-fs", target="device_fs")
+    p.add_argument("--qat-epochs", type=non_negative_int, help="QAT fine-tune epochs (qat, brevitas)")
+    p.add_argument("--qat-lr", type=positive_float, help="QAT learning rate")
+    p.add_argument("--n-boot", type=positive_int, help="bootstrap resamples for the CIs")
+    p.add_argument("--threads", type=positive_int, help="runtime threads for parity and scoring")
+
+
+def _student_parsers(sub: argparse._SubParsersAction) -> None:
+    di = sub.add_parser("distill", help="distil a teacher into a single-lead student (and train the label-only baseline)")
+    di.add_argument("--teacher", metavar="PATH", help="teacher checkpoint (none: only the label-only student)")
+    _config_flag(di, "[distill], [train]; configs/distill/")
+    di.add_argument("--shards", metavar="DIR", help="shard folder (default: the one the teacher was pretrained on)")
+    _out_flag(di, "distilled/, baseline/, distill.json and config.json")
+    di.add_argument("--arch", metavar="NAME", help="the student's registry name "
+                    "(student_xs | student_s | student_m | test_student)")
+    di.add_argument("--student", action=Deprecated, new="--arch", target="arch")
+    di.add_argument("--lead", help="the student's one lead, by name")
+    di.add_argument("--epochs", type=positive_int, help="training epochs")
+    di.add_argument("--batch-size", type=positive_int, help="batch size")
+    _device_flag(di)
+    di.add_argument("--no-baseline", action="store_true", help="skip the label-only student")
+    di.add_argument("--no-labels", dest="labels", action="store_false", help="pure distillation: no ground-truth loss")
+    di.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples for the CIs")
+    _bind(di, arch="distill.student", lead="distill.lead", labels="distill.labels", epochs="train.epochs",
+          batch_size="train.batch_size", device="train.device")
+    di.set_defaults(func=cmd_distill)
 
     qu = sub.add_parser("quantize", help="int8 artifacts of a student by PT2E PTQ, PT2E QAT or Brevitas QAT, "
                         "each parity-checked and scored")
-    release_options(qu)
-    qu.add_argument("--method", nargs="+", choices=("ptq", "qat", "brevitas"), default=["ptq"])
+    _release_options(qu, "quantize", "runs/quantize")
+    qu.add_argument("--method", nargs="+", choices=METHODS, help="int8 method(s)")
+    _bind(qu, "quantize")
     qu.set_defaults(func=cmd_quantize)
 
     ex = sub.add_parser("export", help="every artifact of a student (.pte/.bpte, .tflite, .onnx; fp32 and int8) "
                         "with manifests, parity, scores, Vela and Cortex-M")
-    release_options(ex)
-    ex.add_argument("--quant", choices=("ptq", "qat"), default="ptq", help="int8 method for .pte and .tflite")
-    ex.add_argument("--brevitas", action="store_true", help="also the Brevitas QAT int8 ONNX (onnx-int8)")
-    ex.add_argument("--no-embedded", action="store_true", help="skip Vela and the Cortex-M lowering")
+    _release_options(ex, "export", "runs/export")
+    ex.add_argument("--method", nargs="+", choices=METHODS, help="int8 method: ptq or qat for .pte and .tflite; "
+                    "brevitas adds the Brevitas QAT onnx-int8")
+    ex.add_argument("--quant", choices=("ptq", "qat"), action=Deprecated, new="--method", target="method",
+                    to=lambda m, current: [m] + [x for x in current or () if x == "brevitas"])
+    ex.add_argument("--brevitas", nargs=0, action=Deprecated, new="--method ... brevitas", target="method",
+                    to=lambda _, current: list(dict.fromkeys([*(current or ["ptq"]), "brevitas"])))
+    ex.add_argument("--no-embedded", dest="embedded", action="store_false", help="skip Vela and the Cortex-M lowering")
+    _bind(ex, "export")
     ex.set_defaults(func=cmd_export)
 
+    co = sub.add_parser("compare", help="int8 artifacts vs the fp32 student and teacher on the same windows: per-class "
+                        "metrics with CIs, paired differences, agreement, calibration, fairness, size, latency, RAM "
+                        "(HTML + JSON + table)")
+    _config_flag(co, "[compare]")
+    co.add_argument("--student", metavar="PATH", help="student checkpoint (ecg-edge distill)")
+    co.add_argument("--artifacts", metavar="DIR", help="folder of ecg-edge export / quantize (every manifest.json in it)")
+    co.add_argument("--teacher", metavar="PATH", help="teacher checkpoint (ecg-edge pretrain), run in fp32 on all its leads")
+    _data_flag(co, "default: the shards the student was trained on; another dataset is preprocessed as the "
+               "student's was")
+    _out_flag(co, "compare.html, compare.json and config.json", default="runs/compare")
+    co.add_argument("--n-boot", type=positive_int, help="bootstrap resamples of records")
+    co.add_argument("--threads", type=positive_int, help="CPU threads of every runtime")
+    co.add_argument("--latency-runs", type=positive_int, help="batch-1 calls timed per model")
+    co.add_argument("--no-ram", dest="ram", action="store_false", help="skip the per-model peak memory probes "
+                    "(a process each)")
+    co.add_argument("--no-tflm", dest="tflm", action="store_false", help="skip running int8 .tflite models on "
+                    "TFLite Micro too")
+    co.add_argument("--seed", type=non_negative_int, help="seed of the teacher's probe (non-supervised teachers)")
+    _bind(co, "compare")
+    co.set_defaults(func=cmd_compare)
+
+
+def _bundle_parsers(sub: argparse._SubParsersAction) -> None:
     pk = sub.add_parser("package", help="a vendor bundle for one target: model, C array, arena / Vela figures, "
                         "golden tests, manifest with checksums, README; optionally signed")
-    pk.add_argument("--artifact", required=True, help="int8 artifact folder: tflite-int8 for tflm / ethos-u*, "
+    _config_flag(pk, "[package]")
+    pk.add_argument("--artifact", metavar="DIR", help="int8 artifact folder: tflite-int8 for tflm / ethos-u*, "
                     "pte-int8 for xnnpack / cortex-m")
-    pk.add_argument("--target", required=True, choices=("tflm", "cortex-m55", "ethos-u55-128", "ethos-u65-256",
-                                                        "cortex-m", "xnnpack"),
+    pk.add_argument("--target", choices=("tflm", "cortex-m55", "ethos-u55-128", "ethos-u65-256", "cortex-m", "xnnpack"),
                     help="tflm / cortex-m55: TFLite Micro with a firmware project (cortex-m55 builds and measures it "
                          "on an emulated Cortex-M55); ethos-u*: Vela; xnnpack / cortex-m: ExecuTorch .pte")
-    pk.add_argument("--out", required=True, help="new folder for the bundle")
-    pk.add_argument("--golden", help="golden windows .npy (default: golden.npy beside the artifact folder)")
-    pk.add_argument("--no-firmware", action="store_true",
+    _out_flag(pk, "a new folder for the bundle (its config is written to DIR.config.json)")
+    pk.add_argument("--golden", metavar="PATH", help="golden windows .npy (none: golden.npy beside the artifact folder)")
+    pk.add_argument("--no-firmware", dest="firmware", action="store_false",
                     help="tflm: write no firmware project (the vendor's own firmware flashes model_data.c)")
     pk.add_argument("--sign", metavar="KEY", help="Ed25519 private key (PEM, from `ecg-edge keygen`) to sign the manifest")
-    pk.add_argument("--headroom", type=non_negative_float, default=0.25, help="arena headroom over the measured figure (fraction)")
-    pk.add_argument("--c-name", default="ecg_model", help="C identifier of the model array")
+    pk.add_argument("--headroom", type=non_negative_float, help="arena headroom over the measured figure (fraction)")
+    pk.add_argument("--c-name", help="C identifier of the model array")
     pk.add_argument("--tflm", metavar="DIR", help="vendored TFLite Micro + CMSIS-NN (folder with "
-                    "tflite-micro-cmsis-nn.tar.xz, or an unpacked tree; default $ECG_EDGE_TFLM or "
+                    "tflite-micro-cmsis-nn.tar.xz, or an unpacked tree; none: $ECG_EDGE_TFLM or "
                     "../shared/vendor/tflite-micro)")
+    _bind(pk, "package")
     pk.set_defaults(func=cmd_package)
 
     ve = sub.add_parser("verify", help="check a vendor bundle: checksums, signature, C array, golden outputs")
     ve.add_argument("bundle", help="bundle folder from `ecg-edge package`")
-    ve.add_argument("--pubkey", help="Ed25519 public key (PEM) the manifest must be signed with; without it "
-                    "verify checks integrity only, NOT authenticity")
+    ve.add_argument("--pubkey", metavar="PATH", help="Ed25519 public key (PEM) the manifest must be signed with; "
+                    "without it verify checks integrity only, NOT authenticity")
     ve.add_argument("--require-signature", action="store_true", help="fail unless the bundle is signed and the "
                     "signature checks with --pubkey (default: a keyless verify passes on integrity, with a warning)")
     ve.add_argument("--on", choices=("qemu",), help="also build the bundle's firmware and run it: qemu = the "
@@ -629,45 +856,75 @@ def build_parser() -> argparse.ArgumentParser:
     ve.set_defaults(func=cmd_verify)
 
     kg = sub.add_parser("keygen", help="an Ed25519 key pair for signing bundles")
-    kg.add_argument("--out", required=True, help="folder for signing_key.pem (0600) and signing_key.pub.pem")
+    _out_flag(kg, "signing_key.pem (0600) and signing_key.pub.pem")
     kg.set_defaults(func=cmd_keygen)
 
-    co = sub.add_parser("compare", help="int8 artifacts vs the fp32 student and teacher on the same windows: per-class "
-                        "metrics with CIs, paired differences, agreement, calibration, fairness, size, latency, RAM "
-                        "(HTML + JSON + table)")
-    co.add_argument("--student", required=True, help="student checkpoint (ecg-edge distill)")
-    co.add_argument("--artifacts", required=True, help="folder of ecg-edge export / quantize (every manifest.json in it)")
-    co.add_argument("--teacher", help="teacher checkpoint (ecg-edge pretrain), run in fp32 on all its leads")
-    co.add_argument("--data", help="synthetic | ptbxl:PATH | cinc2017:PATH (default: the shards the student was "
-                    "trained on; another dataset is preprocessed as the student's was)")
-    co.add_argument("--out", default="runs/compare", help="output folder (default: runs/compare)")
-    co.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples of records (default 1000)")
-    co.add_argument("--threads", type=positive_int, default=1, help="CPU threads of every runtime (default 1)")
-    co.add_argument("--latency-runs", type=positive_int, default=50, help="batch-1 calls timed per model (default 50)")
-    co.add_argument("--no-ram", action="store_true", help="skip the per-model peak memory probes (a process each)")
-    co.add_argument("--no-tflm", action="store_true", help="skip running int8 .tflite models on TFLite Micro too")
-    co.add_argument("--seed", type=non_negative_int, default=0, help="seed of the teacher's probe (non-supervised teachers)")
-    co.set_defaults(func=cmd_compare)
 
+def _run_parsers(sub: argparse._SubParsersAction) -> None:
     be = sub.add_parser("bench", help="run a benchmark from bench/ (JSON on stdout)")
     be.add_argument("name", choices=BENCHMARKS, help="preprocess | runtime | rpeaks (MIT-BIH) | ble | train (teacher throughput) | "
                     "models (student sizes and latency per format vs the teacher) | package (vendor bundle figures per target) | "
                     "firmware (the bundle's firmware on the emulated Cortex-M55: flash, RAM, instructions) | "
+                    "pi (the README's Raspberry Pi block on emulated arm64) | faults (BLE loss accounting) | "
                     "soak (hours of accelerated stream: RSS and window latency per simulated hour)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="the main job: data -> teacher -> evaluation -> single-lead student -> int8 "
                           "export -> vendor bundle -> BLE stream -> comparison report, on built-in synthetic data")
-    demo.add_argument("--config", help="pipeline TOML (default: built-in defaults, configs/default.toml)")
-    demo.add_argument("--data", help="override data.source: synthetic | ptbxl:PATH | cinc2017:PATH")
-    demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    _config_flag(demo, "configs/default.toml")
+    _data_flag(demo)
+    _out_flag(demo, "every stage's outputs and demo.json", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
+
+
+def _leaves(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every subcommand's parser (`data build`, `stream`, ...), depth first."""
+    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [p]
+    return [leaf for s in subs for child in dict.fromkeys(s.choices.values()) for leaf in _leaves(child)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = CliParser(prog="ecg-edge", description="ECG foundation models distilled to the edge. The flags mean the "
+                  "same in every command (README, section Command line).")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
+    _verbosity(p, default=0)
+    sub = p.add_subparsers(dest="command", required=True, metavar="<command>")
+    for group in (_data_parsers, _stream_parsers, _teacher_parsers, _student_parsers, _bundle_parsers, _run_parsers):
+        group(sub)
+    for leaf in _leaves(p):
+        if not any(a.nargs == argparse.REMAINDER for a in leaf._actions):  # bench passes -v/-q on
+            _verbosity(leaf)
     return p
+
+
+#: The project's loggers; -v / -q move each level from its default (the CLI's own notes: INFO).
+LOGGERS = {"ecg_edge": logging.INFO, "edge_runtime": logging.WARNING, "train": logging.WARNING,
+           "distill": logging.WARNING, "firmware_bridge": logging.WARNING}
+
+
+class _Stderr(logging.Handler):
+    """A log line as its bare message on the current sys.stderr (what logging's last resort printed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def set_verbosity(level: int) -> None:
+    """0: what the commands always printed; each -v one level more (DEBUG at most), -q one less."""
+    for name, default in LOGGERS.items():
+        logger = logging.getLogger(name)
+        logger.setLevel(min(max(default - 10 * level, logging.DEBUG), logging.CRITICAL))
+        if not any(isinstance(h, _Stderr) for h in logger.handlers):
+            logger.addHandler(_Stderr())
+            logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbosity(args.verbose - args.quiet)
     try:
         return int(args.func(args) or 0)
     except EcgEdgeError as exc:

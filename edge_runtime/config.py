@@ -2,13 +2,15 @@
 
 `from_dict(cls, data, where)` builds a (nested) dataclass from a mapping, converting lists to
 tuples and the string "none" to None for optional fields; an unknown or mistyped key raises one
-`ConfigError` line naming the file and the field. `to_jsonable(obj)` gives the resolved config that
-is written beside every output.
+`ConfigError` line naming the file and the field. `load_toml(path, cls)` reads a TOML file (or
+the JSON one written back) into `cls`. `to_jsonable(obj)` gives the resolved config that is
+written beside every output.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -70,19 +72,46 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     return cls(**{k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()})
 
 
+#: Rules for `check_values`: what is expected, and the test a value must pass.
+POSITIVE_INT = ("a positive integer", lambda v: v >= 1)
+NON_NEGATIVE = ("a non-negative number", lambda v: v >= 0)
+POSITIVE = ("a positive number", lambda v: v > 0)
+
+
+def expect(where: str, ok: bool, expected: str, value: Any) -> None:
+    """Raise `where: expected <expected>, got <value>` unless `ok` (a table's validation line)."""
+    if not ok:
+        raise ConfigError(f"{where}: expected {expected}, got {value!r}")
+
+
+def check_values(table: str, obj: Any, rules: dict[str, tuple[str, Any]]) -> None:
+    """Check numeric fields of a config dataclass: `rules` maps a field to (expected, test); a field
+    that is None (an optional one not given) passes; errors name `table.field`."""
+    for name, (expected, ok) in rules.items():
+        value = getattr(obj, name)
+        if value is not None:
+            expect(f"{table}.{name}", isinstance(value, (int, float)) and not isinstance(value, bool)
+                   and math.isfinite(value) and ok(value), expected, value)
+
+
 def load_toml(path: str | Path, cls: type[T]) -> T:
-    """Load a TOML file into dataclass `cls`; errors name the file and the field."""
+    """Load a TOML file into dataclass `cls`; errors name the file and the field.
+
+    A `.json` file is read as the resolved config `write_json` wrote beside an output, so a run is
+    repeated from it (`--config OUT/config.json`)."""
     path = Path(path)
+    kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a TOML config") from None
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); expected a {kind} config") from None
     except OSError as exc:  # a folder, no permission
-        raise ConfigError(f"{path}: unreadable config file ({exc.strerror or exc}); expected a TOML file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        raise ConfigError(f"{path}: unreadable config file ({exc.strerror or exc}); expected a {kind} file") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid {kind} ({exc})") from None
     try:
         return from_dict(cls, data)
     except EcgEdgeError as exc:  # config and lead-name errors alike: prefix the file

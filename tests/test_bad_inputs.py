@@ -75,6 +75,15 @@ def d(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "syntax.toml").write_text("[preprocess\n")
     (root / "binary.toml").write_bytes(b"\xff\xfe\x00garbage")
     (root / "config_dir.toml").mkdir()
+    # the command tables ([export], [compare], [package], [stream]) and a written config.json
+    (root / "export_key.toml").write_text("[export]\nquant = 'qat'\n")
+    (root / "export_two_int8.toml").write_text("[export]\nstudent = 's'\nmethod = ['ptq', 'qat']\n")
+    (root / "compare_type.toml").write_text("[compare]\nn_boot = 'many'\n")
+    (root / "package_headroom.toml").write_text("[package]\nheadroom = -1\n")
+    (root / "stream_chunk.toml").write_text("[stream]\nsource = 'synthetic'\nchunk = 0\n")
+    (root / "stream_profile.toml").write_text("[stream]\nsource = 'synthetic'\nprofile = 'garmin'\n")
+    (root / "written.json").write_text('{"stream": {"source": "synthetic", "speed": "fast"}}\n')
+    (root / "broken.json").write_text('{"stream": {"source": \n')
     return root
 
 
@@ -103,28 +112,28 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("npy_missing", (*S, "--source", "replay:{d}/missing.npy", *NPY), ("missing.npy", "not found")),
     ("npy_without_fs", (*S, "--source", "replay:{d}/rows3.npy", "--lead", "I"), ("--fs", "rows3.npy")),
     ("npy_without_lead", (*S, "--source", "replay:{d}/rows3.npy", "--fs", "250"), ("--lead", "rows3.npy")),
-    ("wearable_npy_rows", (*W, "--replay", "{d}/rows3.npy", "--fs", "250"), ("rows3.npy", "--row")),
-    ("wearable_npy_transposed", (*W, "--replay", "{d}/cols2.npy", "--fs", "250"), ("cols2.npy", "transposed")),
-    ("wearable_npy_empty", (*W, "--replay", "{d}/empty.npy", "--fs", "250"), ("empty.npy", "no samples")),
-    ("wearable_npy_nan", (*W, "--replay", "{d}/nan.npy", "--fs", "250"), ("nan.npy", "finite")),
-    ("wearable_npy_object", (*W, "--replay", "{d}/objects.npy", "--fs", "250"), ("objects.npy",)),
-    ("wearable_npy_missing", (*W, "--replay", "{d}/missing.npy", "--fs", "250"), ("missing.npy",)),
-    ("wearable_npy_without_fs", (*W, "--replay", "{d}/rows3.npy", "--row", "1"), ("--fs", "rows3.npy")),
+    ("wearable_npy_rows", (*W, "--source", "replay:{d}/rows3.npy", "--fs", "250"), ("rows3.npy", "--row")),
+    ("wearable_npy_transposed", (*W, "--source", "replay:{d}/cols2.npy", "--fs", "250"), ("cols2.npy", "transposed")),
+    ("wearable_npy_empty", (*W, "--source", "replay:{d}/empty.npy", "--fs", "250"), ("empty.npy", "no samples")),
+    ("wearable_npy_nan", (*W, "--source", "replay:{d}/nan.npy", "--fs", "250"), ("nan.npy", "finite")),
+    ("wearable_npy_object", (*W, "--source", "replay:{d}/objects.npy", "--fs", "250"), ("objects.npy",)),
+    ("wearable_npy_missing", (*W, "--source", "replay:{d}/missing.npy", "--fs", "250"), ("missing.npy",)),
+    ("wearable_npy_without_fs", (*W, "--source", "replay:{d}/rows3.npy", "--row", "1"), ("--fs", "rows3.npy")),
     # --- WFDB records: header rate checked by us (wfdb silently defaults to 250 Hz)
     ("wfdb_missing", (*S, "--source", "replay:{d}/missing"), ("missing.hea", "not found")),
     ("wfdb_missing_hea_suffix", (*S, "--source", "replay:{d}/missing.hea"), ("missing.hea",)),
-    ("wearable_wfdb_missing", (*W, "--replay", "{d}/missing"), ("missing.hea", "not found")),
+    ("wearable_wfdb_missing", (*W, "--source", "replay:{d}/missing"), ("missing.hea", "not found")),
     ("wfdb_rate_abc", (*S, "--source", "replay:{d}/rate_abc"), ("rate_abc.hea", "'abc'", "sampling rate")),
-    ("wearable_wfdb_rate_abc", (*W, "--replay", "{d}/rate_abc", "--lead", "I"), ("rate_abc.hea", "'abc'")),
+    ("wearable_wfdb_rate_abc", (*W, "--source", "replay:{d}/rate_abc", "--lead", "I"), ("rate_abc.hea", "'abc'")),
     ("wfdb_rate_zero", (*S, "--source", "replay:{d}/rate_zero"), ("rate_zero.hea", "sampling rate")),
     ("wfdb_rate_absent", (*S, "--source", "replay:{d}/rate_none"), ("rate_none.hea", "sampling rate")),
-    ("wearable_wfdb_rate_absent", (*W, "--replay", "{d}/rate_none", "--lead", "I"), ("rate_none.hea",)),
+    ("wearable_wfdb_rate_absent", (*W, "--source", "replay:{d}/rate_none", "--lead", "I"), ("rate_none.hea",)),
     ("wfdb_units", (*S, "--source", "replay:{d}/units_mmhg"), ("units_mmhg.hea", "mmHg")),
-    ("wearable_wfdb_units", (*W, "--replay", "{d}/units_mmhg", "--lead", "I"), ("units_mmhg.hea", "mmHg")),
+    ("wearable_wfdb_units", (*W, "--source", "replay:{d}/units_mmhg", "--lead", "I"), ("units_mmhg.hea", "mmHg")),
     ("wfdb_no_dat", (*S, "--source", "replay:{d}/no_dat"), ("no_dat",)),
-    ("wearable_wfdb_no_dat", (*W, "--replay", "{d}/no_dat", "--lead", "I"), ("no_dat",)),
+    ("wearable_wfdb_no_dat", (*W, "--source", "replay:{d}/no_dat", "--lead", "I"), ("no_dat",)),
     ("wfdb_unknown_lead", (*S, "--source", "replay:{d}/good", "--lead", "V1"), ("good.hea", "V1", "I, II")),
-    ("wearable_wfdb_unknown_lead", (*W, "--replay", "{d}/good", "--lead", "V1"), ("good.hea", "V1")),
+    ("wearable_wfdb_unknown_lead", (*W, "--source", "replay:{d}/good", "--lead", "V1"), ("good.hea", "V1")),
     ("wfdb_with_row", (*S, "--source", "replay:{d}/good", "--row", "1"), ("--row",)),
     ("wfdb_with_other_fs", (*S, "--source", "replay:{d}/good", "--fs", "500"), ("--fs", "good.hea", "250")),
     # --- --source and --lead
@@ -132,12 +141,13 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("source_empty_replay", (*S, "--source", "replay:"), ("--source", "replay:PATH")),
     ("source_synthetic_argument", (*S, "--source", "synthetic:AF"), ("--source", "--condition")),
     ("source_missing", ("stream", "--fast"), ("--source",)),
-    ("wearable_empty_replay", (*W, "--replay", ""), ("--replay", "expected a path")),
+    ("wearable_empty_replay", (*W, "--source", "replay:"), ("--source", "replay:PATH")),
+    ("wearable_source_not_replay", (*W, "--source", "synthetic"), ("--source", "replay:PATH", "'synthetic'")),
     ("lead_unknown", (*S, "--source", "synthetic", "--lead", "XYZ"), ("--lead", "'XYZ'")),
     ("lead_not_in_synthetic", (*S, "--source", "synthetic", "--lead", "MLII"), ("synthetic", "MLII")),
     ("condition_unknown", (*S, "--source", "synthetic", "--condition", "VFIB"), ("--condition", "'VFIB'", "AFIB")),
     ("condition_on_replay", (*S, "--source", "replay:{d}/good", "--condition", "AFIB"), ("--condition",)),
-    ("model_missing", (*S, "--source", "synthetic", "--seconds", "20", "--model", "{d}/nope/manifest.json"),
+    ("model_missing", (*S, "--source", "synthetic", "--seconds", "20", "--artifact", "{d}/nope/manifest.json"),
      ("nope",)),
     # --- numeric flags, checked at parse time
     ("chunk_zero", (*S, "--source", "synthetic", "--chunk", "0"), ("argument --chunk", "positive integer", "0")),
@@ -159,17 +169,17 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("seed_negative", (*S, "--source", "synthetic", "--seed", "-1"), ("argument --seed",)),
     ("row_negative", (*S, "--source", "replay:{d}/rows3.npy", *NPY, "--row", "-1"), ("argument --row",)),
     ("backend_unknown", (*S, "--source", "synthetic", "--backend", "tensorrt"), ("argument --backend", "'tensorrt'")),
-    ("profile_unknown", (*W, "--replay", "{d}/good", "--profile", "garmin"), ("argument --profile", "'garmin'")),
+    ("profile_unknown", (*W, "--source", "replay:{d}/good", "--profile", "garmin"), ("argument --profile", "'garmin'")),
     ("unknown_flag", (*S, "--source", "synthetic", "--bogus"), ("--bogus",)),
-    ("wearable_without_replay", ("wearable", "--fast"), ("--replay",)),
-    ("wearable_chunk_zero", (*W, "--replay", "{d}/good", "--chunk", "0"), ("argument --chunk",)),
-    ("wearable_drop_above_one", (*W, "--replay", "{d}/good", "--drop", "1.5"), ("argument --drop", "0 <= x < 1")),
-    ("wearable_drop_negative", (*W, "--replay", "{d}/good", "--drop", "-0.1"), ("argument --drop",)),
-    ("wearable_device_fs_zero", (*W, "--replay", "{d}/good", "--device-fs", "0"), ("argument --device-fs",)),
-    ("wearable_disconnect_negative", (*W, "--replay", "{d}/good", "--disconnect-after", "-1"),
+    ("wearable_without_source", ("wearable", "--fast"), ("--source", "replay:PATH")),
+    ("wearable_chunk_zero", (*W, "--source", "replay:{d}/good", "--chunk", "0"), ("argument --chunk",)),
+    ("wearable_drop_above_one", (*W, "--source", "replay:{d}/good", "--drop", "1.5"), ("argument --drop", "0 <= x < 1")),
+    ("wearable_drop_negative", (*W, "--source", "replay:{d}/good", "--drop", "-0.1"), ("argument --drop",)),
+    ("wearable_device_fs_zero", (*W, "--source", "replay:{d}/good", "--device-fs", "0"), ("argument --device-fs",)),
+    ("wearable_disconnect_negative", (*W, "--source", "replay:{d}/good", "--disconnect-after", "-1"),
      ("argument --disconnect-after",)),
-    ("wearable_seconds_negative", (*W, "--replay", "{d}/good", "--seconds", "-5"), ("argument --seconds",)),
-    ("wearable_speed_negative", ("wearable", "--replay", "{d}/good", "--speed", "-1"), ("argument --speed",)),
+    ("wearable_seconds_negative", (*W, "--source", "replay:{d}/good", "--seconds", "-5"), ("argument --seconds",)),
+    ("wearable_speed_negative", ("wearable", "--source", "replay:{d}/good", "--speed", "-1"), ("argument --speed",)),
     ("ble_scan_timeout_zero", ("ble", "scan", "--timeout", "0"), ("argument --timeout",)),
     ("download_workers_zero", ("data", "download", "ptbxl", "{d}/dl", "--workers", "0"), ("argument --workers",)),
     ("download_unknown_dataset", ("data", "download", "imagenet", "{d}/dl"), ("argument dataset", "'imagenet'")),
@@ -185,8 +195,8 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
      ("argument --n-boot",)),
     ("distill_epochs_negative", ("distill", "--out", "{d}/o", "--epochs", "-1"), ("argument --epochs",)),
     ("export_threads_zero", ("export", "--student", "s", "--out", "{d}/o", "--threads", "0"), ("argument --threads",)),
-    ("export_fs_device_zero", ("export", "--student", "s", "--out", "{d}/o", "--fs-device", "0"),
-     ("argument --fs-device",)),
+    ("export_device_fs_zero", ("export", "--student", "s", "--out", "{d}/o", "--device-fs", "0"),
+     ("argument --device-fs",)),
     ("quantize_qat_lr_negative", ("quantize", "--student", "s", "--out", "{d}/o", "--qat-lr", "-1"),
      ("argument --qat-lr",)),
     ("package_headroom_negative", ("package", "--artifact", "a", "--target", "tflm", "--out", "{d}/o",
@@ -214,13 +224,31 @@ CASES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
      ("type.toml", "preprocess.window_s")),
     ("distill_config_unknown_key", ("distill", "--config", "{d}/unknown.toml", "--out", "{d}/o", "--shards", "x"),
      ("unknown.toml", "preprocess.window_seconds")),
+    ("export_config_unknown_key", ("export", "--config", "{d}/export_key.toml"), ("export_key.toml", "export.quant",
+                                                                                 "unknown key")),
+    ("export_config_two_int8_methods", ("export", "--config", "{d}/export_two_int8.toml"),
+     ("export_two_int8.toml", "export.method", "one of ptq or qat")),
+    ("export_flags_two_int8_methods", ("export", "--student", "s", "--method", "ptq", "qat"),
+     ("export.method", "one of ptq or qat")),
+    ("export_without_student", ("export",), ("--student", "export.student")),
+    ("compare_config_wrong_type", ("compare", "--config", "{d}/compare_type.toml"), ("compare_type.toml",
+                                                                                   "compare.n_boot")),
+    ("compare_without_artifacts", ("compare", "--student", "s"), ("--artifacts", "compare.artifacts")),
+    ("package_config_negative_headroom", ("package", "--config", "{d}/package_headroom.toml", "--out", "{d}/b"),
+     ("package_headroom.toml", "package.headroom")),
+    ("package_without_target", ("package", "--artifact", "a", "--out", "{d}/b"), ("--target", "package.target")),
+    ("stream_config_chunk_zero", (*S, "--config", "{d}/stream_chunk.toml"), ("stream_chunk.toml", "stream.chunk")),
+    ("stream_config_unknown_profile", (*S, "--config", "{d}/stream_profile.toml"),
+     ("stream_profile.toml", "stream.profile", "'garmin'")),
+    ("stream_written_config_wrong_type", (*S, "--config", "{d}/written.json"), ("written.json", "stream.speed")),
+    ("stream_written_config_not_json", (*S, "--config", "{d}/broken.json"), ("broken.json", "not valid JSON")),
 ]
 
 
 @pytest.mark.parametrize("argv,names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_error_line(argv: tuple[str, ...], names: tuple[str, ...], d: Path,
                                      capsys: pytest.CaptureFixture) -> None:
-    if any(a.startswith("wearable") for a in argv[:1]) and "--replay" in argv:
+    if argv[:1] == ("wearable",) and "--source" in argv:
         pytest.importorskip("bumble")
     assert_one_error_line([a.replace("{d}", str(d)) for a in argv], capsys, *names)
 
@@ -232,7 +260,7 @@ def test_case_ids_are_unique() -> None:
 
 @pytest.mark.parametrize("argv,names", [
     (("stream", "--source", "synthetic", "--chunk", "-5"), ("argument --chunk: expected a positive integer, got -5",)),
-    (("wearable", "--replay", "{d}/missing", "--fast", "--no-live"), ("missing.hea",)),
+    (("wearable", "--source", "replay:{d}/missing", "--fast", "--no-live"), ("missing.hea",)),
 ], ids=["chunk_negative", "wearable_missing_record"])
 def test_console_script_prints_one_line(argv: tuple[str, ...], names: tuple[str, ...], d: Path) -> None:
     """The installed `ecg-edge` script, as a user runs it: exit 2, one stderr line, nothing else."""
