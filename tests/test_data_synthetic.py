@@ -6,19 +6,19 @@ never read back from the generator, except to compare a measurement with its nom
 """
 from __future__ import annotations
 
-import time
 import warnings
 
-import neurokit2 as nk
 import numpy as np
 import pytest
 import scipy.integrate
-from neurokit2.ecg.ecg_simulate import _ecg_simulate_derivsecgsyn
 from scipy.signal import resample_poly, welch
 
-from edge_runtime.errors import ConfigError, DatasetError
-from edge_runtime.spec import STANDARD_LEADS
-from train.data.synthetic import (CONDITIONS, Synthetic, af_r_times, ecgsyn_relaxation,
+nk = pytest.importorskip("neurokit2", reason="the 'synthetic' or 'train' extra (neurokit2) generates the records")
+from neurokit2.ecg.ecg_simulate import _ecg_simulate_derivsecgsyn  # noqa: E402
+
+from edge_runtime.errors import ConfigError, DatasetError  # noqa: E402
+from edge_runtime.spec import STANDARD_LEADS  # noqa: E402
+from train.data.synthetic import (CONDITIONS, Synthetic, af_r_times, ecgsyn_relaxation,  # noqa: E402
                                   fibrillatory_waves, sinus_r_times, wave_trains)
 
 N_PER_CONDITION = 5
@@ -197,13 +197,12 @@ def test_sampling_rate_changes_only_the_sampling():
         assert lo.read(rid).meta == hi.read(rid).meta
 
 
-def test_generation_is_fast():
+def test_generation_gives_finite_12_lead_records_of_the_asked_length():
+    """(Its speed, against neurokit2's multileads ODE, is measured by bench/hotpaths.py.)"""
     ds = Synthetic(25, seed=9)
-    start = time.perf_counter()
     for rid in ds.ids():
-        ds.read(rid)
-    per_record = (time.perf_counter() - start) / 25
-    assert per_record < 0.1  # s at 500 Hz, 10 s; neurokit2's multileads ODE takes ~1 s
+        x = ds.read(rid).signal
+        assert x.shape == (12, 5000) and np.isfinite(x).all()  # 10 s at 500 Hz
 
 
 # -- physiology ---------------------------------------------------------------------------

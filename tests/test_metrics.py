@@ -1,8 +1,6 @@
 """train.metrics: bootstrap AUROC/PRAUC against sklearn and hand-built cases, thresholds, fairness gaps."""
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -101,11 +99,10 @@ def test_interval_narrows_with_more_records_and_is_deterministic_per_seed() -> N
     assert bootstrap_scores(y, s, seed=3, n_boot=100) != bootstrap_scores(y, s, seed=4, n_boot=100)
 
 
-def test_bootstrap_of_1000_resamples_5_classes_100_records_is_fast() -> None:
+def test_bootstrap_of_1000_resamples_5_classes_100_records() -> None:
+    """(Its speed, against scikit-learn per resample, is measured by bench/hotpaths.py.)"""
     y, s = _noisy(100, 5, seed=6)
-    t0 = time.perf_counter()
     r = bootstrap_scores(y, s, n_boot=1000)
-    assert time.perf_counter() - t0 < 2.0
     assert r["auroc"]["macro"]["n_valid"] == 1000
 
 
