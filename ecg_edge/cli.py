@@ -866,7 +866,8 @@ def _run_parsers(sub: argparse._SubParsersAction) -> None:
                     "models (student sizes and latency per format vs the teacher) | package (vendor bundle figures per target) | "
                     "firmware (the bundle's firmware on the emulated Cortex-M55: flash, RAM, instructions) | "
                     "pi (the README's Raspberry Pi block on emulated arm64) | faults (BLE loss accounting) | "
-                    "soak (hours of accelerated stream: RSS and window latency per simulated hour)")
+                    "soak (hours of accelerated stream: RSS and window latency per simulated hour) | "
+                    "hotpaths (tokenizer, synthetic records and bootstrap against plain baselines)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 
