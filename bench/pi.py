@@ -276,7 +276,8 @@ def compare(line: str, pi_dir: Path, x86_dir: Path) -> dict[str, Any]:
     from edge_runtime.backends import decide
 
     argv = shlex.split(line)
-    model, audit, jsonl = _flag(argv, "--model"), _flag(argv, "--audit"), _flag(argv, "--jsonl")
+    model = _flag(argv, "--artifact") or _flag(argv, "--model")  # --model: the spelling before --artifact
+    audit, jsonl = _flag(argv, "--audit"), _flag(argv, "--jsonl")
     if not (audit and jsonl):
         raise PiError(f"README Pi block: {line!r}: a stream line needs --audit and --jsonl to be compared")
     a, b = np.load(x86_dir / audit), np.load(pi_dir / audit)

@@ -485,6 +485,6 @@ def run_demo(config: str | None, out: Path, progress: Callable | None = None, da
                        (out / "compare" / "compare.html", "quantized vs full precision report (compare.json beside it)"),
                        (out / "config.json", "resolved config"), (out / "demo.json", "every stage's figures and seconds")):
         say(f"  {path}  ({what})")
-    say(f"replay the held-out record in real time: ecg-edge wearable --replay {npy} --fs {rec['fs']:g} --lead {d.lead} "
-        f"--model {export / 'tflite-int8'}")
+    say(f"replay the held-out record in real time: ecg-edge wearable --source replay:{npy} --fs {rec['fs']:g} --lead {d.lead} "
+        f"--artifact {export / 'tflite-int8'}")
     return 0 if ok else 1

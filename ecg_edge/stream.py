@@ -55,6 +55,17 @@ class StreamOptions:
     disconnect_after: tuple[int, ...] = ()
     device_fs: float = 250.0
 
+    def __post_init__(self) -> None:  # the `[stream]` table of a config file (the flags check themselves)
+        from edge_runtime.config import NON_NEGATIVE, POSITIVE, POSITIVE_INT, check_values, expect
+
+        check_values("stream", self, {"threads": POSITIVE_INT, "row": NON_NEGATIVE, "fs": POSITIVE,
+                                      "seconds": NON_NEGATIVE, "speed": POSITIVE, "chunk": POSITIVE_INT,
+                                      "seed": NON_NEGATIVE, "bridge_max_s": POSITIVE, "device_fs": POSITIVE,
+                                      "drop": ("a fraction 0 <= x < 1", lambda v: 0 <= v < 1)})
+        expect("stream.profile", self.profile in ("polar", "open"), "polar or open", self.profile)
+        expect("stream.disconnect_after", all(isinstance(n, int) and n >= 0 for n in self.disconnect_after),
+               "non-negative notification counts", self.disconnect_after)
+
     def wearable(self) -> Any:
         """The `firmware_bridge.WearableOptions` of a BLE or virtual-wearable source."""
         from firmware_bridge import WearableOptions

@@ -41,6 +41,15 @@ def test_default_toml_is_the_builtin_default() -> None:
     ("[data]\nn_records = 'many'\n", "data.n_records: expected int"),
     ("[data]\nleads = ['I', 'V9']\n", "data.leads: unknown lead 'V9'"),
     ("shard_windows = [\n", "not valid TOML"),
+    ("[export]\nquant = 'qat'\n", "export.quant: unknown key"),
+    ("[export]\nmethod = ['brevitas']\n", "export.method: expected one of ptq or qat"),
+    ("[quantize]\nmethod = ['ptq', 'int4']\n", "quantize.method: expected distinct names out of ptq, qat, brevitas"),
+    ("[compare]\nram = 'yes'\n", "compare.ram: expected bool"),
+    ("[compare]\nlatency_runs = 0\n", "compare.latency_runs: expected a positive integer, got 0"),
+    ("[package]\nc_name = '1model'\n", "package.c_name: expected a C identifier"),
+    ("[stream]\nchunk = 0\n", "stream.chunk: expected a positive integer, got 0"),
+    ("[stream]\ndrop = 1.0\n", "stream.drop: expected a fraction 0 <= x < 1"),
+    ("[stream]\nmodel = 'm.json'\n", "stream.model: unknown key"),
 ])
 def test_bad_config_names_file_and_field(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "bad.toml"
@@ -56,3 +65,48 @@ def test_none_string_and_json_writeback(tmp_path: Path) -> None:
     assert cfg.notch_hz is None and cfg.hop_s == 2.0
     out = write_json(tmp_path / "cfg.json", cfg)
     assert json.loads(out.read_text())["hop_s"] == 2.0
+
+
+def test_written_json_config_loads_back(tmp_path: Path) -> None:
+    """What a command writes beside its output is a config `--config` accepts (the one loader)."""
+    from dataclasses import replace
+
+    cfg = PipelineConfig()
+    cfg = replace(cfg, export=replace(cfg.export, student="s", method=("qat", "brevitas"), device_fs=130.0),
+                  stream=replace(cfg.stream, source="synthetic", speed=None, disconnect_after=(5, 9)))
+    path = write_json(tmp_path / "config.json", cfg)
+    assert load_pipeline_config(path) == cfg
+    (tmp_path / "bad.json").write_text('{"export": {"student": 3}}')
+    with pytest.raises(EcgEdgeError, match=r"bad.json: export.student: expected str, got 3"):
+        load_pipeline_config(tmp_path / "bad.json")
+
+
+def test_stream_table_is_the_stream_options() -> None:
+    """`[stream]` is `ecg_edge.stream.StreamOptions`, the options the stream command runs with (no copy)."""
+    from dataclasses import fields
+
+    from ecg_edge.stream import StreamOptions
+
+    assert {f.name: f.type for f in fields(PipelineConfig)}["stream"] in (StreamOptions, "StreamOptions")
+    assert type(PipelineConfig().stream) is StreamOptions
+
+
+#: The README's command lines and the same runs from configs/commands/ptbxl.toml.
+README_RUNS = [
+    "ecg-edge export --student runs/ptbxl_students/distilled --out runs/ptbxl_export --method ptq brevitas",
+    "ecg-edge quantize --student runs/ptbxl_students/distilled --method ptq qat brevitas --out runs/ptbxl_quant",
+    "ecg-edge package --artifact runs/ptbxl_export/tflite-int8 --target cortex-m55 --out bundles/cm55 "
+    "--sign keys/signing_key.pem",
+]
+
+
+@pytest.mark.parametrize("line", README_RUNS, ids=[r.split()[1] for r in README_RUNS])
+def test_shipped_command_config_equals_the_readme_command(line: str) -> None:
+    from ecg_edge.cli import _table, build_parser
+
+    assert line in " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    argv = line.split()[1:]
+    out = argv[argv.index("--out"):argv.index("--out") + 2]
+    from_flags = _table(build_parser().parse_args(argv))
+    from_config = _table(build_parser().parse_args([argv[0], "--config", str(REPO / "configs/commands/ptbxl.toml"), *out]))
+    assert from_config == from_flags

@@ -151,7 +151,7 @@ def test_demo_streams_the_wearable_through_the_stream_command(exports, tmp_path:
     assert wear["received"] == wear["link"]["received"] == 30 * 130 and wear["lost"] == 0
     assert wear["windows"] == sum(line.startswith("  window ") for line in printed) > 0
     assert sum(wear["events"].values()) == len(events) and events[-1].kind == "end"
-    assert main(["wearable", "--replay", str(npy), "--fs", "500", "--lead", "I", "--model", str(manifest), "--fast",
+    assert main(["wearable", "--source", f"replay:{npy}", "--fs", "500", "--lead", "I", "--artifact", str(manifest), "--fast",
                  "--no-live", "--jsonl", str(tmp_path / "cmd.jsonl")]) == 0
     command = capsys.readouterr().out.splitlines()
     assert command[:2] == summary_lines(result)  # the same counts, said the same way
