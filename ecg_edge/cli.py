@@ -2,21 +2,26 @@
 
 `main(argv) -> int` so tests call it directly. Each handler imports its heavy modules inside the
 handler; a missing optional dependency prints one line naming the extra to install. Every
-`EcgEdgeError` is printed as one line (`ecg-edge: error: ...`) with exit status 2.
+`EcgEdgeError` is printed as one line (`ecg-edge: error: ...`) with exit status 2. The subcommands'
+parsers (below the handlers) are built from the shared vocabulary of `ecg_edge.flags`: one meaning
+per flag, old spellings, flags bound to config keys, -v / -q.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import math
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Sequence
 
 from edge_runtime.errors import EcgEdgeError, MissingExtraError
 from edge_runtime.errors import require as _require
+from ecg_edge.flags import (METHODS, CliParser, Deprecated, bind, command_table, config_flag, data_flag, device_flag,
+                            drop_fraction, label_fraction, leaves, non_negative_float, non_negative_int, out_flag,
+                            package_version, positive_float, positive_int, resolve_config, set_verbosity,
+                            verbosity_flags, write_table)
 
 #: The CLI's own notes (progress lines on stderr); -q silences them, -v adds DEBUG lines (`set_verbosity`).
 _LOG = logging.getLogger("ecg_edge")
@@ -68,7 +73,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from edge_runtime.config import write_json
     from train.data.shards import build_shards
 
-    cfg = _config(args)
+    cfg = resolve_config(args)
     out = Path(args.out)
     info = build_shards(cfg.data, cfg.preprocess, out, shard_windows=cfg.shard_windows,
                         workers=args.workers, progress=_progress("data build"))
@@ -104,7 +109,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 def _stream_opts(args: argparse.Namespace, what: str):
     """The `[stream]` table with the flags applied (`ecg_edge.stream.StreamOptions`); `what`: the
     sources the command takes, for the error when there is none."""
-    return _table(args, ("source", what))
+    return command_table(args, ("source", what))
 
 
 def _run_stream(args: argparse.Namespace, opts: Any, source: str | None = None) -> int:
@@ -116,7 +121,7 @@ def _run_stream(args: argparse.Namespace, opts: Any, source: str | None = None) 
     rc = run(replace(opts, source=source or opts.source))
     outputs = [p for p in (opts.jsonl, opts.csv, opts.audit) if p]
     if outputs:
-        _write_table(Path(outputs[0]).with_suffix(".config.json"), args, opts)
+        write_table(Path(outputs[0]).with_suffix(".config.json"), args, opts)
     return rc
 
 
@@ -204,7 +209,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise ConfigError("--out: required (folder for the checkpoint)")
-    cfg = _config(args)
+    cfg = resolve_config(args)
     out = Path(args.out)
     shards = _shards_for(args, cfg, out)
     summary = pretrain(shards, cfg.pretrain, cfg.train, out, resume=args.resume, stop_after=args.stop_after_epochs,
@@ -254,7 +259,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from edge_runtime.errors import ConfigError
     from train.evaluate import fmt_ci
 
-    cfg = _config(args)
+    cfg = resolve_config(args)
     shards = args.shards
     if shards is None and args.teacher:
         from train.engine import load_checkpoint
@@ -286,7 +291,7 @@ def _release(args: argparse.Namespace, t: Any, *, fp32: bool, embedded: bool, na
     summary = release(t.student, args.out, methods=t.method, fp32=fp32, embedded=embedded,
                       fs_device=t.device_fs, qat_epochs=t.qat_epochs, qat_lr=t.qat_lr, n_boot=t.n_boot,
                       threads=t.threads, summary_name=name, log=_notes(), vela=vela_compile)
-    _write_table(Path(args.out) / "config.json", args, t)
+    write_table(Path(args.out) / "config.json", args, t)
     dec = "challenge F1 (N, A, O)" if "N" in summary["labels"] and "A" in summary["labels"] else "macro F1"
     print(f"\n{summary['student']} on lead {summary['lead']}, per record on {'+'.join(summary['eval_splits'])} "
           f"of {summary['dataset']}")
@@ -304,14 +309,14 @@ def _release(args: argparse.Namespace, t: Any, *, fp32: bool, embedded: bool, na
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    t = _table(args, ("student", "the student checkpoint from `ecg-edge distill`"))
+    t = command_table(args, ("student", "the student checkpoint from `ecg-edge distill`"))
     for module in ("torch", "executorch", "litert_torch"):
         require(module, "export", "quantize")
     return _release(args, t, fp32=False, embedded=False, name="quantize.json")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    t = _table(args, ("student", "the student checkpoint from `ecg-edge distill`"))
+    t = command_table(args, ("student", "the student checkpoint from `ecg-edge distill`"))
     for module in ("torch", "executorch", "litert_torch"):
         require(module, "export", "export")
     return _release(args, t, fp32=True, embedded=t.embedded, name="export.json")
@@ -322,10 +327,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_package(args: argparse.Namespace) -> int:
     from firmware_bridge.bundle import package
 
-    t = _table(args, ("artifact", "the int8 artifact folder of `ecg-edge export`"), ("target", "the vendor target"))
+    t = command_table(args, ("artifact", "the int8 artifact folder of `ecg-edge export`"), ("target", "the vendor target"))
     man = package(t.artifact, t.target, args.out, golden=t.golden, sign_key=t.sign, headroom=t.headroom,
                   c_name=t.c_name, tflm=t.tflm, firmware=t.firmware, log=_notes())
-    _write_table(f"{Path(args.out)}.config.json", args, t)  # beside the bundle: verify refuses unlisted files
+    write_table(f"{Path(args.out)}.config.json", args, t)  # beside the bundle: verify refuses unlisted files
     mem = man["memory"]
     print(f"{man['target']}: flash {mem['flash_bytes']} bytes ({mem['flash_what']}), RAM {mem['ram_bytes']} bytes "
           f"({mem['ram_what']})")
@@ -384,7 +389,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 # --- compare ----------------------------------------------------------------------------------
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    t = _table(args, ("student", "the student checkpoint from `ecg-edge distill`"),
+    t = command_table(args, ("student", "the student checkpoint from `ecg-edge distill`"),
                ("artifacts", "the folder of `ecg-edge export` / `quantize`"))
     for module in ("torch", "executorch", "ai_edge_litert", "onnxruntime"):
         require(module, "export", "compare")
@@ -395,7 +400,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     report = compare(t.student, t.artifacts, out, teacher=t.teacher, data=t.data, n_boot=t.n_boot, threads=t.threads,
                      latency_runs=t.latency_runs, ram=t.ram, tflm=t.tflm, seed=t.seed, log=_LOG.info,
                      progress=_progress("compare"))
-    _write_table(out / "config.json", args, t)
+    write_table(out / "config.json", args, t)
     print_table(report)
     print(f"-> {out / 'compare.html'}, {out / 'compare.json'}")
     return 0
@@ -412,209 +417,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(config=args.config, out=Path(args.out), progress=_progress("demo"), data=args.data)
 
 
-# --- the shared vocabulary --------------------------------------------------------------------
-#
-# One meaning per flag, in every subcommand that has it (README "Command line"):
-#   --data SPEC      a dataset: synthetic | ptbxl:PATH | cinc2017:PATH | mitdb:PATH
-#   --source SPEC    a live or replayed stream: replay:PATH | synthetic | ble:NAME_OR_ADDRESS
-#   --artifact PATH  one artifact (manifest.json, its folder or the model file); --artifacts DIR: a folder of them
-#   --teacher PATH / --student PATH   checkpoints; --arch NAME: a model registry name
-#   --fs HZ          the rate of the recording or source given; --device-fs HZ: the rate the device delivers
-#   --device         auto | cpu | cuda (auto: cuda when available); --method: ptq | qat | brevitas
-#   --out DIR        the output folder; --config FILE: a pipeline TOML (or a written config.json)
-# A flag bound to a config key (`_bind`) overrides that key of --config; the old spellings
-# (`Deprecated`) still work for a release and say so in one line.
-
-class Deprecated(argparse.Action):
-    """An old spelling: one line on stderr naming the new one, then it sets what the new one would.
-
-    `new`: the new spelling, as the line shows it; `target`: the dest the new spelling sets (default:
-    this action's dest); `to(value, current)`: the value to set, from the old one and the one the
-    new spelling already set (None if it did not)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str, target: str | None = None,
-                 to: Callable[[Any, Any], Any] | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("default", argparse.SUPPRESS)
-        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
-        self.new, self.target, self.to = new, target or dest, to
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        if values is None and not self.option_strings:  # an optional positional that was not given
-            return
-        old = option_string or f"the positional {self.metavar or self.dest.upper()}"
-        print(f"ecg-edge: deprecated: {old} is now {self.new} (the old spelling goes in a later release)",
-              file=sys.stderr)
-        value = self.to(values, getattr(namespace, self.target, None)) if self.to else values
-        setattr(namespace, self.target, value)
-
-
-def _bind(p: argparse.ArgumentParser, table: str | None = None, **keys: str) -> None:
-    """Bind flags of `p` to config keys: with `table`, every flag whose dest is a field of that table;
-    `keys`: dest -> "table.field" for the others. A bound flag has no argparse default (the config's
-    value is the default, shown by `--help`), and `_config` applies the ones given."""
-    from dataclasses import fields
-
-    from ecg_edge.config import PipelineConfig
-
-    if table:
-        keys = {f.name: f"{table}.{f.name}" for f in fields(getattr(PipelineConfig(), table))} | keys
-    bound = {}
-    for action in p._actions:
-        if action.dest in keys and not isinstance(action, Deprecated):
-            action.default, action.config_key = argparse.SUPPRESS, keys[action.dest]
-            bound[action.dest] = keys[action.dest]
-    p.set_defaults(config_keys=bound, config_table=table)
-
-
-def _builtin(key: str) -> Any:
-    """The built-in default of a config key ("export.n_boot" -> 1000)."""
-    from ecg_edge.config import PipelineConfig
-
-    value: Any = PipelineConfig()
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _with(obj: Any, path: Sequence[str], value: Any) -> Any:
-    """`obj` (a config dataclass) with the field at `path` replaced (validated again by its class)."""
-    if len(path) > 1:
-        value = _with(getattr(obj, path[0]), path[1:], value)
-    return replace(obj, **{path[0]: tuple(value) if isinstance(value, list) else value})
-
-
-def _config(args: argparse.Namespace):
-    """`--config` (or the built-in defaults) with the bound flags given on the command line applied."""
-    from ecg_edge.config import load_pipeline_config
-
-    cfg = load_pipeline_config(getattr(args, "config", None))
-    for dest, key in getattr(args, "config_keys", {}).items():
-        if hasattr(args, dest):
-            cfg = _with(cfg, key.split("."), getattr(args, dest))
-    return cfg
-
-
-def _table(args: argparse.Namespace, *required: tuple[str, str]):
-    """The command's table (`_bind(p, table)`), resolved; `required`: (field, what it is) pairs that
-    must be set, by their flag or by the table of --config."""
-    from edge_runtime.errors import ConfigError
-
-    table = getattr(_config(args), args.config_table)
-    for name, what in required:
-        if getattr(table, name) is None:
-            raise ConfigError(f"--{name.replace('_', '-')}: required ({what}), or {args.config_table}.{name} "
-                              f"in --config")
-    return table
-
-
-def _write_table(path: str | Path, args: argparse.Namespace, table: Any) -> Path:
-    """The command's resolved table as JSON (`{"export": {...}}`); `--config PATH` runs it again."""
-    from edge_runtime.config import write_json
-
-    return write_json(path, {args.config_table: table})
-
-
-class CliHelpFormatter(argparse.HelpFormatter):
-    """Help that shows each default: a bound flag's built-in value and its config key, a plain
-    flag's argparse default (unless its help already says it)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        key = getattr(action, "config_key", None)
-        if key:
-            value = _builtin(key)
-            shown = "" if value in (None, ()) or isinstance(value, bool) else \
-                f"default: {' '.join(map(str, value)) if isinstance(value, tuple) else value}; "
-            return f"{text} " + f"({shown}config key {key})".replace("%", "%%")
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text and action.option_strings:
-            return f"{text} (default: %(default)s)"
-        return text
-
-
-class CliParser(argparse.ArgumentParser):
-    """argparse with the CLI's one-line errors: a bad flag value, an unknown flag or a missing
-    argument prints `ecg-edge: error: <what>` and exits 2, without the usage block (`--help` still
-    prints it, with every default). Subparsers are made with the parent's class, so every
-    subcommand inherits this."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", CliHelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"ecg-edge: error: {' '.join(message.split())}\n")
-
-
-def _number(kind: type, expected: str, ok: Callable[[Any], bool]) -> Callable[[str], Any]:
-    """An argparse `type=`: `kind(text)` if `ok`, else "argument --x: expected <expected>, got <text>"."""
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-    parse.__name__ = expected  # argparse's fallback message names the type by it
-    return parse
-
-
-positive_int = _number(int, "a positive integer", lambda v: v > 0)
-non_negative_int = _number(int, "a non-negative integer", lambda v: v >= 0)
-positive_float = _number(float, "a positive number", lambda v: math.isfinite(v) and v > 0)
-non_negative_float = _number(float, "a non-negative number", lambda v: math.isfinite(v) and v >= 0)
-drop_fraction = _number(float, "a fraction 0 <= x < 1", lambda v: 0 <= v < 1)
-label_fraction = _number(float, "a fraction 0 < x <= 1", lambda v: 0 < v <= 1)
-
-DEVICES = ("auto", "cpu", "cuda")
-METHODS = ("ptq", "qat", "brevitas")
-
-
-def _config_flag(p: argparse.ArgumentParser, tables: str) -> None:
-    p.add_argument("--config", metavar="FILE", help=f"pipeline TOML ({tables}; see configs/) or the config.json a "
-                   "run wrote; flags override it (default: built-in defaults)")
-
-
-def _out_flag(p: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
-    p.add_argument("--out", metavar="DIR", required=default is None, default=default, help=f"output folder: {what}")
-
-
-def _data_flag(p: argparse.ArgumentParser, what: str = "") -> None:
-    from train.data.sources import DATASETS
-
-    spec = " | ".join(f"{n}:PATH" if DATASETS.entry(n).tags.get("folder") else n for n in DATASETS)
-    p.add_argument("--data", metavar="SPEC", help=f"the dataset: {spec}{f' ({what})' if what else ''}")
-
-
-def _device_flag(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--device", choices=DEVICES, default=default, help="where torch runs (auto: cuda when available)")
-
-
-def _verbosity(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
-    p.add_argument("-v", "--verbose", action="count", default=default,
-                   help="print more: the project's INFO log lines (-vv: DEBUG)")
-    p.add_argument("-q", "--quiet", action="count", default=default,
-                   help="print less: results and errors only (no progress bars or notes)")
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ecg-edge")
-    except PackageNotFoundError:  # a source tree on sys.path, not installed
-        from ecg_edge import __version__
-
-        return __version__
-
+# --- the parsers (flags: ecg_edge.flags) --------------------------------------------------------
 
 def _data_parsers(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="download datasets, build preprocessed shards").add_subparsers(
         dest="data_command", required=True, metavar="<data command>")
-    d = data.add_parser("download", help="download a PhysioNet dataset (resumable, SHA-256 verified)")
     from train.data.sources import DOWNLOADABLE
 
+    d = data.add_parser("download", help="download a PhysioNet dataset (resumable, SHA-256 verified)")
     d.add_argument("dataset", choices=DOWNLOADABLE, help="the dataset")
     d.add_argument("dest", nargs="?", action=Deprecated, new="--out DEST", target="out", metavar="DEST")
     d.add_argument("--out", metavar="DIR", help="destination folder")
@@ -625,13 +435,13 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=cmd_data_download)
 
     b = data.add_parser("build", help="preprocess a dataset once into memory-mapped shards")
-    _config_flag(b, "[data], [preprocess], shard_windows")
-    _data_flag(b)
+    config_flag(b, "[data], [preprocess], shard_windows")
+    data_flag(b)
     b.add_argument("--source", action=Deprecated, new="--data", target="data")
     b.add_argument("--n-records", type=positive_int, help="records of the synthetic dataset")
-    _out_flag(b, "the shards (must not hold shards already)")
+    out_flag(b, "the shards (must not hold shards already)")
     b.add_argument("--workers", type=positive_int, default=1, help="preprocessing processes")
-    _bind(b, data="data.source", n_records="data.n_records")
+    bind(b, data="data.source", n_records="data.n_records")
     b.set_defaults(func=cmd_data_build)
 
     i = data.add_parser("info", help="summarise a shard folder")
@@ -641,12 +451,14 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
 
 def _stream_options(st: argparse.ArgumentParser) -> None:
     """The flags `stream` and `wearable` share; all bound to the [stream] table but --fast and --no-live."""
-    _config_flag(st, "[stream]")
+    config_flag(st, "[stream]")
     st.add_argument("--artifact", metavar="PATH", help="artifact (manifest.json, its folder or the model file); "
                     "without it: beats, HR and quality only")
     st.add_argument("--model", action=Deprecated, new="--artifact", target="artifact")
-    st.add_argument("--backend", choices=("litert", "tflite_runtime", "tflite_micro", "executorch", "onnxruntime"),
-                    help="override the artifact's runtime (tflite_micro: the host TFLite Micro interpreter)")
+    from edge_runtime.backends import BACKENDS
+
+    st.add_argument("--backend", choices=BACKENDS.names(), help="override the artifact's runtime (tflite_micro: the "
+                    "host TFLite Micro interpreter)")
     st.add_argument("--threads", type=positive_int, help="runtime threads")
     st.add_argument("--lead", help="lead to stream, by name (default: the record's first lead; I for synthetic)")
     st.add_argument("--row", type=non_negative_int, help="row of a (k, n) .npy to stream, 0-based (required when "
@@ -676,7 +488,7 @@ def _stream_parsers(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--source", metavar="SPEC", help="replay:PATH (WFDB record or .npy in mV) | synthetic | "
                     "ble:NAME_OR_ADDRESS (empty: first found)")
     _stream_options(st)
-    _bind(st, "stream")
+    bind(st, "stream")
     st.set_defaults(func=cmd_stream)
 
     we = sub.add_parser("wearable", help="try the stack without hardware: a virtual wearable (bumble) replays a "
@@ -691,7 +503,7 @@ def _stream_parsers(sub: argparse._SubParsersAction) -> None:
     we.add_argument("--device-fs", type=positive_float, metavar="HZ",
                     help="sample rate the wearable delivers with the open profile (Polar is 130 Hz)")
     _stream_options(we)
-    _bind(we, "stream")
+    bind(we, "stream")
     we.set_defaults(func=cmd_wearable)
 
     ble = sub.add_parser("ble", help="Bluetooth LE wearables").add_subparsers(dest="ble_command", required=True,
@@ -704,21 +516,21 @@ def _stream_parsers(sub: argparse._SubParsersAction) -> None:
 def _teacher_parsers(sub: argparse._SubParsersAction) -> None:
     pt = sub.add_parser("pretrain", help="pretrain a teacher: clip | fgclep | clef | ssl | supervised "
                                          "(torchrun for several processes)")
-    _config_flag(pt, "[data], [preprocess], [pretrain], [train]; configs/pretrain/")
+    config_flag(pt, "[data], [preprocess], [pretrain], [train]; configs/pretrain/")
     pt.add_argument("--objective", choices=("clip", "fgclep", "clef", "ssl", "supervised"), help="the teacher's objective")
     pt.add_argument("--arch", metavar="NAME", help="the teacher's registry name (--list-models)")
     pt.add_argument("--encoder", action=Deprecated, new="--arch", target="arch")
-    _data_flag(pt)
+    data_flag(pt)
     pt.add_argument("--shards", metavar="DIR", help="shard folder from `ecg-edge data build` (default: build the "
                     "config's data in OUT/shards)")
     pt.add_argument("--out", metavar="DIR", help="output folder: checkpoint.pt, history.jsonl, config.json")
     pt.add_argument("--epochs", type=positive_int, help="training epochs")
     pt.add_argument("--batch-size", type=positive_int, help="batch size (per process)")
-    _device_flag(pt)
+    device_flag(pt)
     pt.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     pt.add_argument("--stop-after-epochs", type=positive_int, metavar="N", help="end this run after N epochs (resume later)")
     pt.add_argument("--list-models", action="store_true", help="list the model registry and exit")
-    _bind(pt, data="data.source", objective="pretrain.objective", arch="pretrain.encoder", epochs="train.epochs",
+    bind(pt, data="data.source", objective="pretrain.objective", arch="pretrain.encoder", epochs="train.epochs",
           batch_size="train.batch_size", device="train.device")
     pt.set_defaults(func=cmd_pretrain)
 
@@ -728,7 +540,7 @@ def _teacher_parsers(sub: argparse._SubParsersAction) -> None:
                     help="teacher checkpoint(s) (checkpoint.pt or its folder)")
     ev.add_argument("--shards", metavar="DIR", help="shard folder to evaluate on (train split for probes; --splits "
                     "for figures)")
-    _out_flag(ev, "evaluation.json, evaluation.md and the saliency PNG", default="runs/evaluate")
+    out_flag(ev, "evaluation.json, evaluation.md and the saliency PNG", default="runs/evaluate")
     ev.add_argument("--fractions", type=label_fraction, nargs="+", default=[0.01, 0.1, 1.0],
                     help="label fractions of the training records")
     ev.add_argument("--splits", nargs="+", default=["val", "test"], help="evaluation splits (PTB-XL: val = fold 9, "
@@ -741,16 +553,16 @@ def _teacher_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--no-saliency", action="store_true", help="skip the saliency figure")
     ev.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples for the 95 %% CIs")
     ev.add_argument("--seed", type=non_negative_int, default=0, help="seed of the probes and the bootstrap")
-    _device_flag(ev, default="cpu")
+    device_flag(ev, default="cpu")
     ev.set_defaults(func=cmd_evaluate)
 
 
 def _release_options(p: argparse.ArgumentParser, table: str, default_out: str) -> None:
     """The flags `quantize` and `export` share, bound to their table."""
-    _config_flag(p, f"[{table}]")
+    config_flag(p, f"[{table}]")
     p.add_argument("--student", metavar="PATH", help="student checkpoint from `ecg-edge distill` (e.g. "
                    "runs/ptbxl_students/distilled)")
-    _out_flag(p, "the artifacts, the summary JSON and config.json", default=default_out)
+    out_flag(p, "the artifacts, the summary JSON and config.json", default=default_out)
     p.add_argument("--device-fs", type=positive_float, metavar="HZ", help="device input rate whose filter design goes "
                    "into each manifest (none: the rate the training data was recorded at)")
     p.add_argument("--fs-device", type=positive_float, action=Deprecated, new="--device-fs", target="device_fs")
@@ -763,20 +575,20 @@ def _release_options(p: argparse.ArgumentParser, table: str, default_out: str) -
 def _student_parsers(sub: argparse._SubParsersAction) -> None:
     di = sub.add_parser("distill", help="distil a teacher into a single-lead student (and train the label-only baseline)")
     di.add_argument("--teacher", metavar="PATH", help="teacher checkpoint (none: only the label-only student)")
-    _config_flag(di, "[distill], [train]; configs/distill/")
+    config_flag(di, "[distill], [train]; configs/distill/")
     di.add_argument("--shards", metavar="DIR", help="shard folder (default: the one the teacher was pretrained on)")
-    _out_flag(di, "distilled/, baseline/, distill.json and config.json")
+    out_flag(di, "distilled/, baseline/, distill.json and config.json")
     di.add_argument("--arch", metavar="NAME", help="the student's registry name "
                     "(student_xs | student_s | student_m | test_student)")
     di.add_argument("--student", action=Deprecated, new="--arch", target="arch")
     di.add_argument("--lead", help="the student's one lead, by name")
     di.add_argument("--epochs", type=positive_int, help="training epochs")
     di.add_argument("--batch-size", type=positive_int, help="batch size")
-    _device_flag(di)
+    device_flag(di)
     di.add_argument("--no-baseline", action="store_true", help="skip the label-only student")
     di.add_argument("--no-labels", dest="labels", action="store_false", help="pure distillation: no ground-truth loss")
     di.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples for the CIs")
-    _bind(di, arch="distill.student", lead="distill.lead", labels="distill.labels", epochs="train.epochs",
+    bind(di, arch="distill.student", lead="distill.lead", labels="distill.labels", epochs="train.epochs",
           batch_size="train.batch_size", device="train.device")
     di.set_defaults(func=cmd_distill)
 
@@ -784,7 +596,7 @@ def _student_parsers(sub: argparse._SubParsersAction) -> None:
                         "each parity-checked and scored")
     _release_options(qu, "quantize", "runs/quantize")
     qu.add_argument("--method", nargs="+", choices=METHODS, help="int8 method(s)")
-    _bind(qu, "quantize")
+    bind(qu, "quantize")
     qu.set_defaults(func=cmd_quantize)
 
     ex = sub.add_parser("export", help="every artifact of a student (.pte/.bpte, .tflite, .onnx; fp32 and int8) "
@@ -797,19 +609,19 @@ def _student_parsers(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--brevitas", nargs=0, action=Deprecated, new="--method ... brevitas", target="method",
                     to=lambda _, current: list(dict.fromkeys([*(current or ["ptq"]), "brevitas"])))
     ex.add_argument("--no-embedded", dest="embedded", action="store_false", help="skip Vela and the Cortex-M lowering")
-    _bind(ex, "export")
+    bind(ex, "export")
     ex.set_defaults(func=cmd_export)
 
     co = sub.add_parser("compare", help="int8 artifacts vs the fp32 student and teacher on the same windows: per-class "
                         "metrics with CIs, paired differences, agreement, calibration, fairness, size, latency, RAM "
                         "(HTML + JSON + table)")
-    _config_flag(co, "[compare]")
+    config_flag(co, "[compare]")
     co.add_argument("--student", metavar="PATH", help="student checkpoint (ecg-edge distill)")
     co.add_argument("--artifacts", metavar="DIR", help="folder of ecg-edge export / quantize (every manifest.json in it)")
     co.add_argument("--teacher", metavar="PATH", help="teacher checkpoint (ecg-edge pretrain), run in fp32 on all its leads")
-    _data_flag(co, "default: the shards the student was trained on; another dataset is preprocessed as the "
+    data_flag(co, "default: the shards the student was trained on; another dataset is preprocessed as the "
                "student's was")
-    _out_flag(co, "compare.html, compare.json and config.json", default="runs/compare")
+    out_flag(co, "compare.html, compare.json and config.json", default="runs/compare")
     co.add_argument("--n-boot", type=positive_int, help="bootstrap resamples of records")
     co.add_argument("--threads", type=positive_int, help="CPU threads of every runtime")
     co.add_argument("--latency-runs", type=positive_int, help="batch-1 calls timed per model")
@@ -818,20 +630,22 @@ def _student_parsers(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--no-tflm", dest="tflm", action="store_false", help="skip running int8 .tflite models on "
                     "TFLite Micro too")
     co.add_argument("--seed", type=non_negative_int, help="seed of the teacher's probe (non-supervised teachers)")
-    _bind(co, "compare")
+    bind(co, "compare")
     co.set_defaults(func=cmd_compare)
 
 
 def _bundle_parsers(sub: argparse._SubParsersAction) -> None:
     pk = sub.add_parser("package", help="a vendor bundle for one target: model, C array, arena / Vela figures, "
                         "golden tests, manifest with checksums, README; optionally signed")
-    _config_flag(pk, "[package]")
+    config_flag(pk, "[package]")
     pk.add_argument("--artifact", metavar="DIR", help="int8 artifact folder: tflite-int8 for tflm / ethos-u*, "
                     "pte-int8 for xnnpack / cortex-m")
-    pk.add_argument("--target", choices=("tflm", "cortex-m55", "ethos-u55-128", "ethos-u65-256", "cortex-m", "xnnpack"),
-                    help="tflm / cortex-m55: TFLite Micro with a firmware project (cortex-m55 builds and measures it "
-                         "on an emulated Cortex-M55); ethos-u*: Vela; xnnpack / cortex-m: ExecuTorch .pte")
-    _out_flag(pk, "a new folder for the bundle (its config is written to DIR.config.json)")
+    from firmware_bridge.bundle.format import TARGETS
+
+    pk.add_argument("--target", choices=TARGETS, help="tflm / cortex-m55: TFLite Micro with a firmware project "
+                    "(cortex-m55 builds and measures it on an emulated Cortex-M55); ethos-u*: Vela; xnnpack / "
+                    "cortex-m: ExecuTorch .pte")
+    out_flag(pk, "a new folder for the bundle (its config is written to DIR.config.json)")
     pk.add_argument("--golden", metavar="PATH", help="golden windows .npy (none: golden.npy beside the artifact folder)")
     pk.add_argument("--no-firmware", dest="firmware", action="store_false",
                     help="tflm: write no firmware project (the vendor's own firmware flashes model_data.c)")
@@ -841,7 +655,7 @@ def _bundle_parsers(sub: argparse._SubParsersAction) -> None:
     pk.add_argument("--tflm", metavar="DIR", help="vendored TFLite Micro + CMSIS-NN (folder with "
                     "tflite-micro-cmsis-nn.tar.xz, or an unpacked tree; none: $ECG_EDGE_TFLM or "
                     "../shared/vendor/tflite-micro)")
-    _bind(pk, "package")
+    bind(pk, "package")
     pk.set_defaults(func=cmd_package)
 
     ve = sub.add_parser("verify", help="check a vendor bundle: checksums, signature, C array, golden outputs")
@@ -856,7 +670,7 @@ def _bundle_parsers(sub: argparse._SubParsersAction) -> None:
     ve.set_defaults(func=cmd_verify)
 
     kg = sub.add_parser("keygen", help="an Ed25519 key pair for signing bundles")
-    _out_flag(kg, "signing_key.pem (0600) and signing_key.pub.pem")
+    out_flag(kg, "signing_key.pem (0600) and signing_key.pub.pem")
     kg.set_defaults(func=cmd_keygen)
 
 
@@ -873,54 +687,25 @@ def _run_parsers(sub: argparse._SubParsersAction) -> None:
 
     demo = sub.add_parser("demo", help="the main job: data -> teacher -> evaluation -> single-lead student -> int8 "
                           "export -> vendor bundle -> BLE stream -> comparison report, on built-in synthetic data")
-    _config_flag(demo, "configs/default.toml")
-    _data_flag(demo)
-    _out_flag(demo, "every stage's outputs and demo.json", default="runs/demo")
+    config_flag(demo, "configs/default.toml")
+    data_flag(demo)
+    out_flag(demo, "every stage's outputs and demo.json", default="runs/demo")
     demo.set_defaults(func=cmd_demo)
-
-
-def _leaves(p: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """Every subcommand's parser (`data build`, `stream`, ...), depth first."""
-    subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs:
-        return [p]
-    return [leaf for s in subs for child in dict.fromkeys(s.choices.values()) for leaf in _leaves(child)]
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = CliParser(prog="ecg-edge", description="ECG foundation models distilled to the edge. The flags mean the "
                   "same in every command (README, section Command line).")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit")
-    _verbosity(p, default=0)
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                   help="print the version and exit")
+    verbosity_flags(p, default=0)
     sub = p.add_subparsers(dest="command", required=True, metavar="<command>")
     for group in (_data_parsers, _stream_parsers, _teacher_parsers, _student_parsers, _bundle_parsers, _run_parsers):
         group(sub)
-    for leaf in _leaves(p):
+    for leaf in leaves(p):
         if not any(a.nargs == argparse.REMAINDER for a in leaf._actions):  # bench passes -v/-q on
-            _verbosity(leaf)
+            verbosity_flags(leaf)
     return p
-
-
-#: The project's loggers; -v / -q move each level from its default (the CLI's own notes: INFO).
-LOGGERS = {"ecg_edge": logging.INFO, "edge_runtime": logging.WARNING, "train": logging.WARNING,
-           "distill": logging.WARNING, "firmware_bridge": logging.WARNING}
-
-
-class _Stderr(logging.Handler):
-    """A log line as its bare message on the current sys.stderr (what logging's last resort printed)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stderr)
-
-
-def set_verbosity(level: int) -> None:
-    """0: what the commands always printed; each -v one level more (DEBUG at most), -q one less."""
-    for name, default in LOGGERS.items():
-        logger = logging.getLogger(name)
-        logger.setLevel(min(max(default - 10 * level, logging.DEBUG), logging.CRITICAL))
-        if not any(isinstance(h, _Stderr) for h in logger.handlers):
-            logger.addHandler(_Stderr())
-            logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

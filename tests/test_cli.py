@@ -128,10 +128,11 @@ DEPRECATED = [
 
 def _deprecated_actions() -> dict[tuple[str, str], Any]:
     """(subcommand, old flag or positional's metavar) -> its `Deprecated` action, from the parser."""
-    from ecg_edge.cli import Deprecated, _leaves, build_parser
+    from ecg_edge.cli import build_parser
+    from ecg_edge.flags import Deprecated, leaves
 
     return {(p.prog.removeprefix("ecg-edge "), (a.option_strings or [a.metavar])[0]): a
-            for p in _leaves(build_parser()) for a in p._actions if isinstance(a, Deprecated)}
+            for p in leaves(build_parser()) for a in p._actions if isinstance(a, Deprecated)}
 
 
 @pytest.mark.parametrize("command,old,new,named", DEPRECATED, ids=[f"{c} {' '.join(o)}" for c, o, _, _ in DEPRECATED])
@@ -160,9 +161,10 @@ def test_a_deprecated_spelling_runs_the_command(tmp_path: Path, capsys: pytest.C
 
 
 def test_every_option_of_every_subcommand_has_help_text() -> None:
-    from ecg_edge.cli import Deprecated, _leaves, build_parser
+    from ecg_edge.cli import build_parser
+    from ecg_edge.flags import Deprecated, leaves
 
-    leaves = _leaves(build_parser())
+    leaves = leaves(build_parser())
     assert [p.prog.removeprefix("ecg-edge ") for p in leaves] == [
         "data download", "data build", "data info", "stream", "wearable", "ble scan", "pretrain", "evaluate", "distill",
         "quantize", "export", "compare", "package", "verify", "keygen", "bench", "demo"]  # pipeline order
@@ -191,7 +193,7 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture) -> 
 def test_verbose_and_quiet_set_the_project_log_levels() -> None:
     import logging
 
-    from ecg_edge.cli import LOGGERS, set_verbosity
+    from ecg_edge.flags import LOGGERS, set_verbosity
 
     try:
         for level, shift in ((0, 0), (1, -10), (-1, 10)):
@@ -228,16 +230,17 @@ def test_config_table_round_trip(command: str, flags: list[str], expected: dict,
                                  capsys: pytest.CaptureFixture) -> None:
     """Flags set the table; the written config read back with --config gives the same table; a flag
     overrides the file's value."""
-    from ecg_edge.cli import _table, _write_table, build_parser
+    from ecg_edge.cli import build_parser
+    from ecg_edge.flags import command_table, write_table
 
     out = [] if command in ("stream", "wearable") else ["--out", str(tmp_path / "out")]  # not a table setting
     args = build_parser().parse_args([command, *out, *flags])
-    table = _table(args)
+    table = command_table(args)
     assert {k: getattr(table, k) for k in expected} == expected
-    written = _write_table(tmp_path / "config.json", args, table)
-    again = _table(build_parser().parse_args([command, *out, "--config", str(written)]))
+    written = write_table(tmp_path / "config.json", args, table)
+    again = command_table(build_parser().parse_args([command, *out, "--config", str(written)]))
     assert again == table
-    override = _table(build_parser().parse_args([command, *out, "--config", str(written), *OVERRIDE[command]]))
+    override = command_table(build_parser().parse_args([command, *out, "--config", str(written), *OVERRIDE[command]]))
     assert override == replace(table, **{OVERRIDE[command][0][2:].replace("-", "_"): 3})
 
 
@@ -256,10 +259,19 @@ def test_stream_writes_its_config_and_reruns_from_it(tmp_path: Path, capsys: pyt
 
 
 def test_flags_are_applied_to_the_config_in_one_place() -> None:
-    """Only `_config` loads --config in the CLI (every handler gets its settings from it)."""
+    """Only `ecg_edge.flags.resolve_config` loads --config for the CLI (every handler gets its settings
+    from it), and `Deprecated` is the one argparse action of the project (old spellings go through it)."""
     import ast
 
-    tree = ast.parse((Path(__file__).resolve().parents[1] / "ecg_edge" / "cli.py").read_text())
-    callers = {f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
-               for n in ast.walk(f) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "load_pipeline_config"}
-    assert callers == {"_config"}
+    def calls(module: str) -> dict[str, set[str]]:
+        tree = ast.parse((Path(__file__).resolve().parents[1] / "ecg_edge" / module).read_text())
+        return {f.name: {getattr(n.func, "id", getattr(n.func, "attr", "")) for n in ast.walk(f) if isinstance(n, ast.Call)}
+                for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)}
+
+    cli, flags = calls("cli.py"), calls("flags.py")
+    assert [f for f, c in {**cli, **flags}.items() if "load_pipeline_config" in c] == ["resolve_config"]
+    root = Path(__file__).resolve().parents[1]
+    actions = [f"{path.name}:{c.name}" for pkg in ("ecg_edge", "edge_runtime", "train", "distill", "firmware_bridge")
+               for path in sorted((root / pkg).rglob("*.py")) for c in ast.walk(ast.parse(path.read_text()))
+               if isinstance(c, ast.ClassDef) and any(getattr(b, "attr", "") == "Action" for b in c.bases)]
+    assert actions == ["flags.py:Deprecated"]

@@ -102,11 +102,12 @@ README_RUNS = [
 
 @pytest.mark.parametrize("line", README_RUNS, ids=[r.split()[1] for r in README_RUNS])
 def test_shipped_command_config_equals_the_readme_command(line: str) -> None:
-    from ecg_edge.cli import _table, build_parser
+    from ecg_edge.cli import build_parser
+    from ecg_edge.flags import command_table
 
     assert line in " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     argv = line.split()[1:]
     out = argv[argv.index("--out"):argv.index("--out") + 2]
-    from_flags = _table(build_parser().parse_args(argv))
-    from_config = _table(build_parser().parse_args([argv[0], "--config", str(REPO / "configs/commands/ptbxl.toml"), *out]))
+    from_flags = command_table(build_parser().parse_args(argv))
+    from_config = command_table(build_parser().parse_args([argv[0], "--config", str(REPO / "configs/commands/ptbxl.toml"), *out]))
     assert from_config == from_flags

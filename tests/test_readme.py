@@ -68,10 +68,11 @@ def test_every_readme_command_parses_in_the_current_spelling(capsys) -> None:
 
 
 def test_command_line_section_lists_every_subcommand_and_old_spelling() -> None:
-    from ecg_edge.cli import Deprecated, _leaves, build_parser
+    from ecg_edge.cli import build_parser
+    from ecg_edge.flags import Deprecated, leaves
 
     rows = [line for line in _section("Command line").splitlines() if line.startswith("| `")]
-    for p in _leaves(build_parser()):
+    for p in leaves(build_parser()):
         name = p.prog.removeprefix("ecg-edge ")
         assert any(row.startswith(f"| `{name}") for row in rows), f"README Command line: no row for {name}"
         for action in p._actions:
