@@ -13,6 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: The session fixtures that pretrain and distil the chain, export it with QAT, or export the student
+#: with Vela and the Cortex-M lowering (minutes on 2 cores together). A test that requests one, itself
+#: or through another fixture, is marked `slow`, so that `pytest -m "not slow"` builds none of them
+#: (tests/test_tiers.py checks it).
+HEAVY_FIXTURES = frozenset({"chain", "exported", "student_export"})
+
 
 def shared_data_dir() -> Path:
     env = os.environ.get("ECG_EDGE_SHARED_DATA")
@@ -118,7 +124,10 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Synthetic shards -> a tiny supervised 12-lead teacher -> a distilled lead-I test_student
-    (and its label-only baseline), through the CLI; shared by test_distill and test_compare."""
+    (and its label-only baseline), through the CLI; shared by test_distill and test_compare. Trained
+    long enough to learn (about 10 s on one thread): the teacher and the students rank the five
+    conditions well above chance on the 20 validation and test records, so that a broken
+    distillation fails test_distill."""
     torch = pytest.importorskip("torch", reason="the 'train' extra (torch) is needed to train the chain")
     from ecg_edge.cli import main
     from ecg_edge.config import load_pipeline_config
@@ -128,11 +137,11 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("distill")
     cfg = load_pipeline_config(REPO / "configs" / "pretrain" / "supervised-cpu.toml")
     shards = tmp / "shards"
-    build_shards(DataConfig(n_records=60, seed=5), cfg.preprocess, shards)
+    build_shards(DataConfig(n_records=100, seed=5), cfg.preprocess, shards)
     conf = tmp / "tiny.toml"
     conf.write_text('[pretrain]\nobjective = "supervised"\nencoder = "test_resnet1d"\nembed_dim = 16\n'
                     '[distill]\nstudent = "test_student"\nlead = "I"\n'
-                    '[train]\nepochs = 2\nbatch_size = 16\ndevice = "cpu"\n')
+                    '[train]\nepochs = 20\nbatch_size = 16\nlr = 5e-3\ndevice = "cpu"\n')
     teacher = tmp / "teacher"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -158,7 +167,7 @@ def exported(chain: dict[str, Path]) -> dict:
     torch.set_num_threads(1)
     try:
         assert main(["export", "--student", str(chain["students"] / "distilled"), "--out", str(out),
-                     "--n-boot", "50", "--brevitas", "--qat-epochs", "1"]) == 0
+                     "--n-boot", "50", "--method", "ptq", "brevitas", "--qat-epochs", "1"]) == 0
     finally:
         torch.set_num_threads(before)
     return {"out": out, "summary": json.loads((out / "export.json").read_text())}

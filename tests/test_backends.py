@@ -177,7 +177,8 @@ def test_oversize_manifest_is_refused_before_parsing(exports: Exports, tmp_path:
 
 
 @pytest.mark.parametrize("kind, backend", [("tflite_int8", "litert"), ("tflite_int8", "tflite_micro"),
-                                           ("tflite_int8", None), ("onnx_fp32", None), ("pte_fp32", None)])
+                                           ("tflite_int8", None), ("onnx_fp32", None),
+                                           pytest.param("pte_fp32", None, marks=pytest.mark.slow)])  # loads executorch
 def test_unloadable_model_with_matching_sha256_gives_one_line(exports: Exports, tmp_path: Path, kind: str,
                                                                 backend: str | None) -> None:
     """Bytes no runtime can load, the manifest's sha256 updated to match: one ArtifactError naming the

@@ -21,13 +21,15 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-pytest.importorskip("tflite_micro")
-pytest.importorskip("ai_edge_litert")
-pytest.importorskip("cryptography")
+pytest.importorskip("tflite_micro", reason="the 'export' extra (tflite-micro) runs the bundles' golden check")
+pytest.importorskip("ai_edge_litert", reason="the 'edge' extra (ai-edge-litert) runs the bundles' .tflite")
+pytest.importorskip("cryptography", reason="the 'edge' extra (cryptography) checks the bundles' signatures")
 
 from cli_errors import assert_one_error_line  # noqa: E402
 from ecg_edge.cli import main  # noqa: E402
 from firmware_bridge.bundle import BundleError, render_c_array, verify_bundle  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every case corrupts a bundle made from conftest.student_export
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("torch", reason="the 'train' extra (torch) is needed to build the models")
+pytestmark = pytest.mark.slow  # each test runs the benchmark in a subprocess that exports and times
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "bench" / "models.py"

@@ -10,7 +10,9 @@ import pytest
 from ecg_edge.cli import main
 from edge_runtime.artifact import load_artifact
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# Every test needs the chain and its export (conftest.HEAVY_FIXTURES), most the compare run with a RAM
+# subprocess per model.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 INT8 = ("pte-int8", "tflite-int8", "onnx-int8", "tflite-int8 on TFLM")
 

@@ -14,13 +14,14 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
-from distill.embedded import cortex_m_lower
-from edge_runtime.errors import ArtifactError, ConfigError
-from firmware_bridge.bundle.vela import vela_compile
-from tiny_export import EXAMPLE, LABELS, LEADS, export_tflite_int8, one_thread
+torch = pytest.importorskip("torch", reason="the 'train' extra (torch) is needed to export the models")
+from torch import nn  # noqa: E402
+
+from distill.embedded import cortex_m_lower  # noqa: E402
+from edge_runtime.errors import ArtifactError, ConfigError  # noqa: E402
+from firmware_bridge.bundle.vela import vela_compile  # noqa: E402
+from tiny_export import EXAMPLE, LABELS, LEADS, export_tflite_int8, one_thread  # noqa: E402
 
 needs_vela = pytest.mark.skipif(importlib.util.find_spec("ethosu") is None,
                                 reason="ethos-u-vela is in the 'export' extra")

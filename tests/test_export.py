@@ -176,6 +176,7 @@ def test_bpte_with_a_modified_expected_output_fails(built: Built, tmp_path: Path
         ex.verify_bpte(data, pte=built.get("pte_fp32").manifest.parent / "model.pte")
 
 
+@pytest.mark.slow
 def test_parity_fails_on_a_model_file_from_other_weights(built: Built, tmp_path: Path) -> None:
     other = tx.TinyStudent()
     other.load_state_dict(built.model.state_dict())

@@ -20,8 +20,8 @@ import pytest
 
 from firmware_bridge.bundle import firmware as fw
 
-pytest.importorskip("tflite_micro")
-pytest.importorskip("torch")
+pytest.importorskip("tflite_micro", reason="the 'export' extra (tflite-micro) is the firmware's reference")
+pytest.importorskip("torch", reason="the 'train' extra (torch) is needed to export the student")
 
 
 def _missing(reason: str) -> None:
@@ -97,6 +97,7 @@ def test_harness_output_parsing_and_instruction_calibration() -> None:
     assert fw._parse("test", "ecg out 0 0 00\n", 0, 1).instructions() is None  # no counter on the host
 
 
+@pytest.mark.slow
 def test_cortex_m55_bundle_runs_bit_exact_on_the_emulated_board(bundle: Path) -> None:
     """Acceptance: every golden window's int8 output on mps3-an547 equals the host build's bit for bit,
     is at most one step from the Python TFLite Micro interpreter, and every decision is identical."""
@@ -114,6 +115,7 @@ def test_cortex_m55_bundle_runs_bit_exact_on_the_emulated_board(bundle: Path) ->
             assert r["outputs_crc32"] == f"{zlib.crc32(z['expected_tflite_micro'].tobytes()):08x}"
 
 
+@pytest.mark.slow
 def test_memory_is_measured_from_the_elf_and_meets_the_goals(bundle: Path) -> None:
     man = _manifest(bundle)
     f = man["firmware"]["measured"]
@@ -138,6 +140,7 @@ def test_memory_is_measured_from_the_elf_and_meets_the_goals(bundle: Path) -> No
     assert f"{ins['median']:,} instructions per inference" in readme
 
 
+@pytest.mark.slow
 def test_firmware_sources_build_without_warnings(bundle: Path) -> None:
     man = _manifest(bundle)
     builds = man["firmware"]["measured"]["builds"]
@@ -150,6 +153,7 @@ def test_firmware_sources_build_without_warnings(bundle: Path) -> None:
     assert all(f"firmware/{n}" in man["files"] for n in files)  # checksummed like every other file
 
 
+@pytest.mark.slow
 def test_flipped_model_byte_fails_the_emulated_run(bundle: Path, tree: fw.TflmTree, tools: dict[str, str],
                                                    tmp_path: Path) -> None:
     """A changed byte of model_data.c (manifest checksum updated): `verify` stops at the C array check;
@@ -183,6 +187,7 @@ def test_flipped_model_byte_fails_the_emulated_run(bundle: Path, tree: fw.TflmTr
         _check(b, tree, tools)
 
 
+@pytest.mark.slow
 def test_too_small_arena_fails_loudly_on_the_board(bundle: Path, tree: fw.TflmTree, tools: dict[str, str]) -> None:
     n_out = len(_manifest(bundle)["output"]["labels"])
     small = fw.build(bundle, "cm55", tree=tree, tools=tools, arena_bytes=4096)
@@ -193,6 +198,7 @@ def test_too_small_arena_fails_loudly_on_the_board(bundle: Path, tree: fw.TflmTr
         fw._require_ok(bundle, run, 1)
 
 
+@pytest.mark.slow
 def test_a_stack_overflow_is_caught_by_msplim(bundle: Path, tree: fw.TflmTree, tools: dict[str, str],
                                               tmp_path: Path) -> None:
     """The stack limit register stops an overflow before it corrupts the arena: a 1 KiB stack faults."""
@@ -203,6 +209,7 @@ def test_a_stack_overflow_is_caught_by_msplim(bundle: Path, tree: fw.TflmTree, t
     assert run.status == 8 and any("stack overflow (MSPLIM)" in e for e in run.errors)
 
 
+@pytest.mark.slow
 def test_the_cmsis_nn_fix_is_what_makes_the_board_match(bundle: Path, tree: fw.TflmTree, tools: dict[str, str],
                                                         tmp_path: Path) -> None:
     """Without cmsis-nn-1xn-stride.patch the Helium 1xN convolution (stride 2 here) reads past its input
@@ -214,6 +221,7 @@ def test_the_cmsis_nn_fix_is_what_makes_the_board_match(bundle: Path, tree: fw.T
         _check(b, tree, tools)
 
 
+@pytest.mark.slow
 def test_a_vendor_rebuilds_and_runs_it_with_make_alone(bundle: Path, tree: fw.TflmTree, tools: dict[str, str],
                                                        tmp_path: Path) -> None:
     """The README's commands: `make -C firmware TFLM=...` and `make ... run` from the bundle folder alone
@@ -234,6 +242,7 @@ def test_a_vendor_rebuilds_and_runs_it_with_make_alone(bundle: Path, tree: fw.Tf
     assert run.outputs_crc32 == man["firmware"]["measured"]["outputs_crc32"]
 
 
+@pytest.mark.slow
 def test_missing_toolchain_is_one_error_line_naming_the_packages(student_export: Path, tmp_path: Path) -> None:
     """cortex-m55 needs the Arm toolchain: without it on PATH, one line naming the Debian packages,
     exit status 2, and no half-written bundle."""
@@ -255,6 +264,7 @@ def test_missing_toolchain_is_one_error_line_naming_the_packages(student_export:
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_bench_firmware_prints_the_figures(bundle: Path, student_export: Path, tmp_path: Path) -> None:
     """bench/firmware.py on the same export: JSON with the measured figures (the images come from the cache)."""
     import subprocess

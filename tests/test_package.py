@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("executorch")
-pytest.importorskip("litert_torch")
-pytest.importorskip("tflite_micro")
-pytest.importorskip("cryptography")
-pytest.importorskip("ethosu")
-torch = pytest.importorskip("torch")
+for _module in ("executorch", "litert_torch", "tflite_micro", "cryptography", "ethosu"):
+    pytest.importorskip(_module, reason=f"the 'export' extra ({_module}) makes and checks the vendor bundles")
+torch = pytest.importorskip("torch", reason="the 'train' extra (torch) is needed to export the student")
 
 from ecg_edge.cli import main  # noqa: E402
 from firmware_bridge.bundle import TARGETS, BundleError, parse_c_array, render_c_array, verify_bundle  # noqa: E402
 from firmware_bridge.bundle.readme import memory_lines  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every test packages conftest.student_export (Vela, Cortex-M lowering)
 
 REPO = Path(__file__).resolve().parents[1]
 

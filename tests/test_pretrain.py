@@ -7,17 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch", reason="the 'train' extra (torch) is needed to pretrain")
 
-from ecg_edge.cli import main
-from ecg_edge.config import load_pipeline_config
-from edge_runtime.errors import ConfigError
-from train.config import OBJECTIVE_NAMES, PretrainConfig, TrainConfig
-from train.data.shards import build_shards
-from train.data.sources import DataConfig
-from train.engine import load_checkpoint
-from train.loader import WindowSet, meta_row, report_text
-from train.pretrain import build_models, load_teacher, pretrain
+from ecg_edge.cli import main  # noqa: E402
+from ecg_edge.config import load_pipeline_config  # noqa: E402
+from edge_runtime.errors import ConfigError  # noqa: E402
+from train.config import OBJECTIVE_NAMES, PretrainConfig, TrainConfig  # noqa: E402
+from train.data.shards import build_shards  # noqa: E402
+from train.data.sources import DataConfig  # noqa: E402
+from train.engine import load_checkpoint  # noqa: E402
+from train.loader import WindowSet, meta_row, report_text  # noqa: E402
+from train.pretrain import build_models, load_teacher, pretrain  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN_CONFIGS = sorted((REPO / "configs" / "pretrain").glob("*.toml"))

@@ -526,12 +526,14 @@ def test_fuzz_every_decoder_on_arbitrary_bytes(data: bytes) -> None:
     _check_all_decoders(data)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(mutated(valid_messages()))
 def test_fuzz_every_decoder_on_mutated_valid_messages(data: bytes) -> None:
     _check_all_decoders(data)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(valid_messages())
 def test_every_valid_message_decodes_and_re_encodes_to_the_same_bytes(message) -> None:
@@ -540,6 +542,7 @@ def test_every_valid_message_decodes_and_re_encodes_to_the_same_bytes(message) -
     _check_all_decoders(data)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.integers(0, 2**64 - 1), int_samples(24, 80))
 def test_round_trip_polar_ecg(ts: int, samples: np.ndarray) -> None:
@@ -547,6 +550,7 @@ def test_round_trip_polar_ecg(ts: int, samples: np.ndarray) -> None:
     assert frame.timestamp_ns == ts and np.array_equal(frame.samples_uv, samples)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.booleans(), st.integers(0, 0xFFFF), st.lists(st.integers(0, 0xFFFF), max_size=9),
        st.none() | st.booleans(), st.none() | st.integers(0, 0xFFFF))
@@ -556,6 +560,7 @@ def test_round_trip_heart_rate(u16: bool, bpm: int, rr: list[int], contact: bool
     assert (hr.bpm, hr.rr_1024, hr.contact, hr.energy_kj) == (bpm, tuple(rr), contact, energy)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(open_packet_kwargs())
 def test_round_trip_open_packet(kw: dict) -> None:

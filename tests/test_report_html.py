@@ -384,6 +384,7 @@ def _colour_pixels(png: Path) -> dict[str, int]:
     return {k: int((np.abs(img - np.array(rgb)).max(axis=-1) <= 12).sum()) for k, rgb in PLOT_COLOURS.items()}
 
 
+@pytest.mark.slow
 def test_plots_render_in_headless_chromium(tmp_path: Path) -> None:
     """The multi-label page (all three plots, three models); the single-label one differs only in data."""
     exe = _chromium()

@@ -8,6 +8,7 @@ import pytest
 from ecg_edge.cli import main
 
 
+@pytest.mark.slow
 def test_soak_benchmark_reports_each_period_and_checks_rss(capfd: pytest.CaptureFixture) -> None:
     pytest.importorskip("neurokit2")
     pytest.importorskip("rich")

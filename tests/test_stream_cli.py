@@ -97,6 +97,7 @@ def test_ble_without_an_adapter_is_one_line(capsys: pytest.CaptureFixture) -> No
     assert rc == 2 and err.startswith("ecg-edge: error: no Bluetooth adapter reachable") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_virtual_wearable_in_real_time_ends_with_its_recording(mitdb_root: Path, tmp_path: Path) -> None:
     """Not --fast: the wearable marks itself finished after its last frame, when no further chunk
     will come; the stream must still end (it used to wait forever, logging stalls)."""
@@ -180,6 +181,7 @@ def test_ctrl_c_stops_the_live_view_cleanly() -> None:
     assert out.rfind("╭") < out.rfind("╰") and out.rstrip().endswith("\x1b[?25h"), out[-600:]
 
 
+@pytest.mark.slow
 def test_live_view_keeps_litert_info_line_off_the_panel(exports) -> None:
     """LiteRT's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." to fd 2 when the
     interpreter allocates; with the live view on it must not land above the panel."""

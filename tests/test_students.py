@@ -233,6 +233,7 @@ def student_s_int8(fused_students: dict, tmp_path_factory: pytest.TempPathFactor
         return te.export_tflite_int8(fused_students["student_s"], calib, tmp_path_factory.mktemp("student_s_int8"))
 
 
+@pytest.mark.slow
 def test_student_s_int8_tflite_fits_64_kb_and_tracks_its_reference(student_s_int8: te.Exported,
                                                                     windows: tuple) -> None:
     path = _model_file(student_s_int8.manifest)
@@ -246,6 +247,7 @@ def test_student_s_int8_tflite_fits_64_kb_and_tracks_its_reference(student_s_int
     assert np.abs(got - reference).max() <= 3 * scale
 
 
+@pytest.mark.slow
 def test_student_s_int8_runs_wholly_on_the_ethos_u_npu(student_s_int8: te.Exported, tmp_path: Path) -> None:
     if importlib.util.find_spec("ethosu") is None:
         pytest.skip("ethos-u-vela is not installed")

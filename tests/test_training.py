@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the 'train' extra (torch) is needed for the training loop")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from training_fixtures import SeenModel, TinySet  # noqa: E402
