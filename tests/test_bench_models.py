@@ -1,9 +1,10 @@
 """bench/models.py: the students-in-every-format benchmark, run as a script on the tiny test student.
 
 The script is run the way a user runs it (a fresh interpreter, JSON on stdout) with a tiny teacher,
-a few timed windows and few calibration windows, so that it stays well under a minute; the numbers
-are not checked for speed, only for being measured, and for one real property of the exports: the
-full-int8 .tflite is smaller than the fp32 one.
+a few timed windows and few calibration windows, so that it stays well under a minute. No clock is
+compared with a constant: sizes must agree with the registry (`count_parameters`, `macs`) and the
+files with the weights they hold (4 bytes a float, 1 an int8), and latencies only with each other in
+the same run, where the gap in work is two orders of magnitude (a tolerance of more than 10x).
 """
 from __future__ import annotations
 
@@ -31,9 +32,20 @@ def _run(*args: str) -> dict:
 
 
 def _positive_latency(lat: dict) -> None:
-    assert lat["n"] == 5
-    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"]
-    assert lat["mean"] > 0
+    """Five per-window times, ordered, in milliseconds (a window of these models takes microseconds to
+    milliseconds: seconds or nanoseconds would be off by 1000x)."""
+    assert set(lat) == {"n", "min", "p50", "p99", "mean"} and lat["n"] == 5
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] and lat["min"] <= lat["mean"]
+    assert 1e-3 < lat["p50"] < 1e3
+
+
+def _registry(name: str) -> tuple[int, int]:
+    """(parameters, macs) of a registry student as bench/models.py builds it (lead I, five classes)."""
+    from train.models import count_parameters, create_model
+    from train.models.student import macs
+
+    model = create_model(name, leads=("I",), n_classes=5)
+    return count_parameters(model), macs(model)
 
 
 def test_every_format_is_exported_measured_and_compared(tmp_path: Path) -> None:
@@ -51,16 +63,20 @@ def test_every_format_is_exported_measured_and_compared(tmp_path: Path) -> None:
 
     (student,) = out["students"]
     assert student["student"] == student["model"] == "test_student" and student["leads"] == ["I"]
-    assert student["parameters"] == 1217 and student["macs"] == 76928  # train/models/student.py's table
+    params, n_macs = _registry("test_student")
+    assert (student["parameters"], student["macs"]) == (params, n_macs)
     assert list(student["formats"]) == formats
     t50 = teacher["latency_ms"]["p50"]
+    e50 = student["formats"]["torch-eager-fp32"]["latency_ms"]["p50"]
     for fmt, row in student["formats"].items():
         assert "error" not in row, (fmt, row)
-        assert row["file_bytes"] > 0 and row["parameters"] == 1217 and row["macs"] == 76928
+        assert row["file_bytes"] > 0 and (row["parameters"], row["macs"]) == (params, n_macs)
         assert row["threads"] == 1
         _positive_latency(row["latency_ms"])
         assert row["speedup_vs_teacher_eager"] == pytest.approx(t50 / row["latency_ms"]["p50"], rel=0.01)
-        assert row["speedup_vs_student_eager"] > 0
+        assert row["speedup_vs_student_eager"] == pytest.approx(e50 / row["latency_ms"]["p50"], rel=0.01)
+        # a file holds every weight: 4 bytes each in fp32, at least 1 in int8
+        assert row["file_bytes"] >= params * (4 if row.get("precision", "fp32") == "fp32" else 1), (fmt, row)
         assert row["max_abs_logit_diff_vs_eager"] >= 0
         if fmt != "torch-eager-fp32":  # the artifact kept on disk is the file measured
             art = tmp_path / "artifacts" / "test_student" / fmt
@@ -81,13 +97,29 @@ def test_every_format_is_exported_measured_and_compared(tmp_path: Path) -> None:
     assert out["env"]["versions"]["torch"]
 
 
-def test_eager_only_needs_no_export_extras() -> None:
-    """With only torch-eager-fp32 nothing is exported: torch alone suffices; no int8 row, no goal met."""
-    out = _run("--formats", "torch-eager-fp32")
-    row = out["students"][0]["formats"]["torch-eager-fp32"]
-    _positive_latency(row["latency_ms"])
-    assert row["file_bytes"] > 0 and row["max_abs_logit_diff_vs_eager"] == 0.0
-    assert out["summary"]["int8_student_vs_teacher_eager"]["students"]["test_student"] == {
-        "error": "no int8 format measured"}
+def test_eager_only_needs_no_export_extras_and_sizes_order_the_students() -> None:
+    """With only torch-eager-fp32 nothing is exported: torch alone suffices; no int8 row, no goal met.
+    The registry's students, smallest to largest, grow in parameters, MACs and file size, and the
+    largest (over 400x the MACs of test_student, 17x the tiny teacher's) is slower than both in the same run."""
+    names = ["test_student", "student_xs", "student_s", "student_m"]
+    out = _run("--formats", "torch-eager-fp32", "--students", *names)
+    rows = {s["student"]: s for s in out["students"]}
+    assert list(rows) == names and all(s["windows"]["source"] == "synthetic" for s in rows.values())
+    for name, s in rows.items():
+        row = s["formats"]["torch-eager-fp32"]
+        _positive_latency(row["latency_ms"])
+        assert row["max_abs_logit_diff_vs_eager"] == 0.0 and row["speedup_vs_student_eager"] == 1.0
+        assert (s["parameters"], s["macs"]) == _registry(name)
+        assert row["file_bytes"] >= 4 * s["parameters"]
+        assert out["summary"]["int8_student_vs_teacher_eager"]["students"][name] == {"error": "no int8 format measured"}
     assert out["summary"]["int8_student_vs_teacher_eager"]["all_meet_goal"] is False
-    assert out["students"][0]["windows"]["source"] == "synthetic"
+    for key in ("parameters", "macs"):
+        sizes = [rows[n][key] for n in names]
+        assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes), (key, sizes)
+    files = [rows[n]["formats"]["torch-eager-fp32"]["file_bytes"] for n in names]
+    assert files == sorted(files), files
+    p50 = {n: rows[n]["formats"]["torch-eager-fp32"]["latency_ms"]["p50"] for n in names}
+    teacher = out["teacher"]
+    assert rows["student_m"]["macs"] > 400 * rows["test_student"]["macs"] and rows["student_m"]["macs"] > 10 * teacher["macs"]
+    assert p50["student_m"] > 3 * p50["test_student"], p50  # measured 35x on a loaded 2-core x86
+    assert p50["student_m"] > teacher["latency_ms"]["p50"], (p50, teacher["latency_ms"])  # measured 12x
