@@ -40,7 +40,7 @@ def test_int8_tflite_model_streams_chunked_equal_to_whole(exports) -> None:
 def test_stream_command_with_a_model(exports, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     manifest = exports.get("tflite_int8").manifest
     out = tmp_path / "s.jsonl"
-    rc = main(["stream", "--source", "synthetic", "--fs", "500", "--seconds", "60", "--model", str(manifest),
+    rc = main(["stream", "--source", "synthetic", "--fs", "500", "--seconds", "60", "--artifact", str(manifest),
                "--fast", "--no-live", "--jsonl", str(out), "--csv", str(tmp_path / "s.csv")])
     assert rc == 0, capsys.readouterr().err
     windows, events = _jsonl(out)
@@ -48,7 +48,7 @@ def test_stream_command_with_a_model(exports, tmp_path: Path, capsys: pytest.Cap
     assert all(50 <= w["hr_bpm"] <= 110 for w in windows)  # seed 0, record 0 is NORM
     assert events[-1]["kind"] == "end"
     assert "30000 samples received, 0 lost" in capsys.readouterr().out
-    rc = main(["stream", "--source", "synthetic", "--lead", "II", "--model", str(manifest), "--fast", "--no-live"])
+    rc = main(["stream", "--source", "synthetic", "--lead", "II", "--artifact", str(manifest), "--fast", "--no-live"])
     assert rc == 2 and "expects lead I; the source gives II" in capsys.readouterr().err
 
 
@@ -67,7 +67,7 @@ def test_virtual_wearable_with_drops_and_disconnects(mitdb_root: Path, tmp_path:
                                                       capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("bumble")
     out = tmp_path / "w.jsonl"
-    rc = main(["wearable", "--replay", str(mitdb_root / "100"), "--seconds", "300", "--fast", "--drop", "0.01",
+    rc = main(["wearable", "--source", f"replay:{mitdb_root / '100'}", "--seconds", "300", "--fast", "--drop", "0.01",
                "--disconnect-after", "100", "200", "300", "--seed", "3", "--no-live", "--jsonl", str(out)])
     assert rc == 0, capsys.readouterr().err
     text = capsys.readouterr().out
@@ -106,7 +106,7 @@ def test_virtual_wearable_in_real_time_ends_with_its_recording(mitdb_root: Path,
     import sys
 
     out = tmp_path / "rt.jsonl"
-    r = subprocess.run([sys.executable, "-m", "ecg_edge", "wearable", "--replay", str(mitdb_root / "100"),
+    r = subprocess.run([sys.executable, "-m", "ecg_edge", "wearable", "--source", f"replay:{mitdb_root / '100'}",
                         "--seconds", "30", "--speed", "20", "--no-live", "--no-beats", "--jsonl", str(out)],
                        capture_output=True, text=True, timeout=90, cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr[-2000:]
@@ -189,7 +189,7 @@ def test_live_view_keeps_litert_info_line_off_the_panel(exports) -> None:
     import sys
 
     manifest = str(exports.get("tflite_int8").manifest)
-    argv = ["stream", "--source", "synthetic", "--fs", "500", "--seconds", "20", "--model", manifest, "--fast"]
+    argv = ["stream", "--source", "synthetic", "--fs", "500", "--seconds", "20", "--artifact", manifest, "--fast"]
     plain = subprocess.run([sys.executable, "-m", "ecg_edge", *argv, "--no-live"], capture_output=True, text=True,
                            timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert plain.returncode == 0, plain.stderr[-2000:]
