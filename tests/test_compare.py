@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ecg_edge.cli import main
@@ -64,6 +65,75 @@ def test_every_model_runs_on_its_runtime_with_ci_metrics(compared: dict, exporte
     # a float export decides as the float student on every record
     assert models["tflite-fp32"]["metrics"]["agreement"]["records"] == 1.0
     assert models["teacher fp32"]["size"]["bytes"] > models["student fp32"]["size"]["bytes"]
+
+
+def _eval_windows(shards: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The student's evaluation windows (val + test, lead I) as (n, 1, 1, T), targets and record rows,
+    read from the shards, not from the report."""
+    from train.loader import WindowSet
+
+    sets = [WindowSet(shards, split, ("I",)) for split in ("val", "test")]
+    items = [s[i] for s in sets for i in range(len(s))]
+    return (np.stack([it["x"] for it in items])[:, :, None, :], np.stack([it["target"] for it in items]),
+            np.concatenate([s.record_rows for s in sets]))
+
+
+def _per_record(p: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Window probabilities averaged per record, records in sorted order."""
+    ids, inverse = np.unique(records, return_inverse=True)
+    sums = np.zeros((len(ids), p.shape[1]))
+    np.add.at(sums, inverse, p)
+    return sums / np.bincount(inverse)[:, None]
+
+
+def test_figures_equal_what_the_artifacts_output_on_the_records(compared: dict, chain: dict[str, Path]) -> None:
+    """Every artifact run again here, on windows read from the shards: the report's counts are the
+    records' and windows', its agreement the fraction of records (and windows) on which the artifact
+    and the float student decide alike, its AUROC scikit-learn's on the per-record probabilities;
+    each interval holds its estimate and each paired difference is the two models' figures apart."""
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from distill.distill import load_student
+    from edge_runtime.backends import decide, open_backend
+
+    r = compared["report"]
+    models = r["models"]
+    x, y, records = _eval_windows(chain["shards"])
+    n_rec = len(np.unique(records))
+    assert r["n_records"] == n_rec and r["n_windows"] == len(x)
+    y_rec = _per_record(y, records) > 0
+    student, _ = load_student(chain["students"] / "distilled")
+    with torch.no_grad():
+        p_ref = torch.softmax(student(torch.from_numpy(x)), 1).numpy()
+    ref = models["student fp32"]
+    thr = ref["thresholds"]
+    assert ref["metrics"]["ranking"]["auroc"]["macro"]["value"] == pytest.approx(
+        roc_auc_score(y_rec, _per_record(p_ref, records), average="macro"), abs=1e-6)
+    artifacts = {name: m for name, m in models.items() if m["role"] == "artifact"}
+    assert set(INT8) | {"pte-fp32", "tflite-fp32", "onnx-fp32"} <= set(artifacts)
+    for name, m in artifacts.items():
+        b = open_backend(m["file"], backend="tflite_micro" if name.endswith("on TFLM") else None, threads=1)
+        p = b.probabilities(b.run(x))
+        agree = m["metrics"]["agreement"]
+        assert (agree["n_records"], agree["n_windows"]) == (n_rec, len(x))
+        assert agree["windows"] == pytest.approx((decide(p, thr, False) == decide(p_ref, thr, False)).all(1).mean())
+        same = decide(_per_record(p, records), thr, False) == decide(_per_record(p_ref, records), thr, False)
+        assert agree["records"] == pytest.approx(same.all(1).mean()), name
+        ranking, decisions = m["metrics"]["ranking"], m["metrics"]["decisions"]
+        assert ranking["auroc"]["macro"]["value"] == pytest.approx(
+            roc_auc_score(y_rec, _per_record(p, records), average="macro"), abs=1e-6), name
+        for metric in (ranking["auroc"], ranking["prauc"], decisions["f1"]):
+            lo, hi = metric["macro"]["ci"]
+            assert lo <= metric["macro"]["value"] <= hi, (name, metric["macro"])
+        pair = m["paired_vs_reference"]
+        for key, ours, theirs in (("auroc", ranking, ref["metrics"]["ranking"]),
+                                  ("prauc", ranking, ref["metrics"]["ranking"]),
+                                  ("f1", decisions, ref["metrics"]["decisions"])):
+            d = pair[key]
+            assert d["a"] == pytest.approx(ours[key]["macro"]["value"]), (name, key)
+            assert d["b"] == pytest.approx(theirs[key]["macro"]["value"]), (name, key)
+            assert d["difference"] == pytest.approx(d["a"] - d["b"]) and d["ci"][0] <= d["difference"] <= d["ci"][1]
 
 
 def test_report_figures_equal_those_of_distill_and_export(compared: dict) -> None:
