@@ -11,6 +11,8 @@ import pytest
 
 from ecg_edge.cli import main
 
+for _module in ("torch", "neurokit2"):  # checked before any of the demo's arguments
+    pytest.importorskip(_module, reason=f"`ecg-edge demo` needs the 'train' extra ({_module})")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = ("[data]\nsource = 'synthetic'\nn_records = 20\n"

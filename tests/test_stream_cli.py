@@ -174,6 +174,7 @@ def test_ctrl_c_stops_the_live_view_cleanly() -> None:
     """Ctrl-C: exit 130 with one line, the final panel whole, the cursor back, and no echoed ^C (at
     80 columns it wrapped below the panel and the last redraw left the old top border behind)."""
     pytest.importorskip("rich")
+    pytest.importorskip("neurokit2", reason="--source synthetic needs the 'synthetic' extra (neurokit2)")
     rc, out, err = _in_a_terminal(["stream", "--source", "synthetic", "--seconds", "60", "--speed", "5",
                                    "--no-beats"], ctrl_c=True)
     assert rc == 130 and err.strip() == "ecg-edge: interrupted", (rc, err[-2000:])
@@ -203,6 +204,7 @@ def test_live_view_keeps_litert_info_line_off_the_panel(exports) -> None:
 def test_synthetic_source_plays_the_condition_asked_for(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--condition picks the generator's rhythm (it always played NORM); AF (for AFIB) shows as an
     RR-irregularity episode, the default NORM as none; the heart rate follows STACH."""
+    pytest.importorskip("neurokit2", reason="--source synthetic needs the 'synthetic' extra (neurokit2)")
     found = {}
     for condition in ("AF", "NORM", "STACH"):
         out = tmp_path / f"{condition}.jsonl"
