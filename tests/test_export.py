@@ -76,6 +76,8 @@ class Built:
         return self._done[kind]
 
 
+# The tests that use `built` are slow: it trains the student again and exports every kind with its
+# own spec (half a minute on 2 cores); the fast tier's exports are the session's `exports` (conftest).
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     with tx.one_thread():
@@ -96,6 +98,7 @@ def _replace_model(folder: Path, data: bytes) -> Path:
     return manifest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_loads_and_matches_its_reference(built: Built, kind: str, record_property: Any) -> None:
     exp = built.get(kind)
@@ -117,6 +120,7 @@ def test_every_kind_loads_and_matches_its_reference(built: Built, kind: str, rec
         assert rep["agreement"] >= 0.97 and rep["n_clear"] >= 0.5 * rep["n"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_manifest_round_trips_and_carries_the_spec(built: Built, kind: str) -> None:
     path = built.get(kind).manifest
@@ -133,6 +137,7 @@ def test_manifest_round_trips_and_carries_the_spec(built: Built, kind: str) -> N
         assert m.provenance["calibration_sha256"] == hashlib.sha256(built.calib.tobytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_int8_tflite_manifest_has_the_model_files_int8_io(built: Built) -> None:
     m = load_artifact(built.get("tflite_int8").manifest).manifest
     for t in (m.input, m.output):
@@ -145,6 +150,7 @@ def test_int8_tflite_manifest_has_the_model_files_int8_io(built: Built) -> None:
     assert pte.input.dtype == pte.output.dtype == "float32"  # XNNPACK int8 keeps float I/O
 
 
+@pytest.mark.slow
 def test_bpte_verifies_its_golden_outputs(built: Built) -> None:
     for kind in ("bpte_fp32", "bpte_int8"):
         folder = built.get(kind).manifest.parent
@@ -159,6 +165,7 @@ def test_bpte_verifies_its_golden_outputs(built: Built) -> None:
         load_artifact(built.get("pte_int8").manifest).manifest.sha256
 
 
+@pytest.mark.slow
 def test_bpte_with_a_modified_expected_output_fails(built: Built, tmp_path: Path) -> None:
     folder = built.get("bpte_int8").manifest.parent
     data = (folder / "model.bpte").read_bytes()
@@ -207,6 +214,7 @@ def test_parity_fails_on_a_model_file_from_other_weights(built: Built, tmp_path:
     assert not rep["passed"] and rep["max_abs_diff"] > 3 * rep["tolerance"], rep
 
 
+@pytest.mark.slow
 def test_decision_check_catches_what_a_loose_tolerance_lets_through(built: Built, tmp_path: Path) -> None:
     exp, foreign = built.get("onnx_fp32"), built.get("other_onnx_fp32")
     manifest = _replace_model(_copy(built, "onnx_fp32", tmp_path), (foreign.manifest.parent / "model.onnx").read_bytes())
@@ -214,6 +222,7 @@ def test_decision_check_catches_what_a_loose_tolerance_lets_through(built: Built
         check_parity(manifest, exp.reference, built.x, tolerance=1e6)
 
 
+@pytest.mark.slow
 def test_flipped_byte_without_a_fixed_sha256_fails_at_load(built: Built, tmp_path: Path) -> None:
     for kind in ("tflite_int8", "pte_int8"):
         folder = _copy(built, kind, tmp_path)
@@ -227,6 +236,7 @@ def test_flipped_byte_without_a_fixed_sha256_fails_at_load(built: Built, tmp_pat
         assert msg.startswith(f"{model.resolve()}: sha256 mismatch") and "\n" not in msg
 
 
+@pytest.mark.slow
 def test_multilabel_parity_uses_the_manifest_thresholds(built: Built, tmp_path: Path) -> None:
     spec = dataclasses.replace(SPEC, multilabel=True)
     with tx.one_thread():
@@ -242,6 +252,7 @@ def test_multilabel_parity_uses_the_manifest_thresholds(built: Built, tmp_path: 
     assert rep["max_abs_diff"] == pytest.approx(0.3, abs=1e-4) and rep["agreement"] < 1.0
 
 
+@pytest.mark.slow
 def test_int8_export_refuses_missing_or_bad_calibration(built: Built, tmp_path: Path) -> None:
     for export in (ex.export_pte, ex.export_tflite):
         with pytest.raises(ConfigError, match=r"^calib: int8 export needs real preprocessed calibration windows"):
@@ -300,6 +311,7 @@ def test_batchnorm_is_folded_with_the_students_fuser() -> None:
 
 # --------------------------------------------------------------------------- one manifest write, one decision rule
 
+@pytest.mark.slow
 def test_a_compilers_provenance_joins_the_one_manifest_write(built: Built, tmp_path: Path) -> None:
     """`compiler` (Vela in a release) runs on the model file in place before the manifest is
     written: the manifest is the plain export's plus what the compiler reported, the model the same."""
