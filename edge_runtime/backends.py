@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from scipy.special import expit, softmax
 
 from edge_runtime.artifact import Artifact, TensorSpec, load_artifact
 from edge_runtime.errors import (ArtifactError, ConfigError, MissingExtraError, SignalShapeError, SignalValueError,
@@ -44,7 +43,11 @@ BACKENDS: Registry[type["Backend"]] = Registry("backend")
 
 
 def probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
-    """Sigmoid per label (multi-label) or softmax over labels (single-label) of (N, n_labels) logits."""
+    """Sigmoid per label (multi-label) or softmax over labels (single-label) of (N, n_labels) logits.
+    (scipy.special is imported here, not at module level: building the CLI's parser reads the
+    backend registry and should not pay for scipy.)"""
+    from scipy.special import expit, softmax
+
     logits = np.asarray(logits, dtype=np.float32)
     return expit(logits) if multilabel else softmax(logits, axis=-1)
 

@@ -26,9 +26,18 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
-from scipy import signal as sps
 
 from edge_runtime.errors import ConfigError, SamplingRateError
+
+
+@functools.cache
+def _sps() -> Any:
+    """scipy.signal, imported on first use: the filter designs need it, a CLI that only parses its
+    flags (or imports a config class) does not pay the ~0.7 s import."""
+    from scipy import signal
+
+    return signal
+
 
 #: Largest up- or down-sampling factor accepted for a rational rate change.
 MAX_RATIO_TERM = 2000
@@ -59,10 +68,10 @@ def design_resampler(fs_in: float, fs_out: float) -> tuple[int, int, np.ndarray]
     nyq_low = 0.5 * min(fs_in, fs_out)
     f_pass, f_stop = RESAMPLE_PASS_FRACTION * nyq_low, nyq_low
     fs_up = up * fs_in
-    numtaps, beta = sps.kaiserord(RESAMPLE_ATTEN_DB, (f_stop - f_pass) / (0.5 * fs_up))
+    numtaps, beta = _sps().kaiserord(RESAMPLE_ATTEN_DB, (f_stop - f_pass) / (0.5 * fs_up))
     taps_per_phase = max(1, math.ceil(numtaps / up))
     numtaps = taps_per_phase * up
-    h = sps.firwin(numtaps, 0.5 * (f_pass + f_stop), window=("kaiser", beta), fs=fs_up) * up
+    h = _sps().firwin(numtaps, 0.5 * (f_pass + f_stop), window=("kaiser", beta), fs=fs_up) * up
     phases = h.reshape(taps_per_phase, up).T.copy()
     return up, down, phases
 
@@ -72,9 +81,9 @@ def design_band(fs: float, highpass_hz: float | None, lowpass_hz: float | None,
     """Butterworth high-pass and low-pass at `fs` as one SOS cascade (n_sections, 6), or None."""
     sections = []
     if highpass_hz is not None:
-        sections.append(sps.butter(highpass_order, highpass_hz, btype="highpass", fs=fs, output="sos"))
+        sections.append(_sps().butter(highpass_order, highpass_hz, btype="highpass", fs=fs, output="sos"))
     if lowpass_hz is not None:
-        sections.append(sps.butter(lowpass_order, lowpass_hz, btype="lowpass", fs=fs, output="sos"))
+        sections.append(_sps().butter(lowpass_order, lowpass_hz, btype="lowpass", fs=fs, output="sos"))
     return np.concatenate(sections) if sections else None
 
 
@@ -82,8 +91,8 @@ def design_notch(fs: float, notch_hz: float | None, q: float) -> np.ndarray | No
     """Second-order IIR notch at `notch_hz` (quality factor q) as SOS (1, 6), or None."""
     if notch_hz is None:
         return None
-    b, a = sps.iirnotch(notch_hz, q, fs=fs)
-    return sps.tf2sos(b, a)
+    b, a = _sps().iirnotch(notch_hz, q, fs=fs)
+    return _sps().tf2sos(b, a)
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,7 @@ class FilterDesign:
         return design
 
 
+@functools.cache
 def _sos_kernel() -> Any:
     """scipy's compiled SOS kernel (what `sosfilt` calls after checking its arguments), or None.
 
@@ -148,10 +158,10 @@ def _sos_kernel() -> Any:
         from scipy.signal._sosfilt import _sosfilt
     except ImportError:
         return None
-    sos = sps.butter(2, [0.1, 0.3], btype="bandpass", output="sos")
+    sos = _sps().butter(2, [0.1, 0.3], btype="bandpass", output="sos")
     x = np.cos(np.arange(64.0))[None, :]
-    zi = sps.sosfilt_zi(sos)[:, None, :] * 0.5
-    ref, zf = sps.sosfilt(sos, x, axis=-1, zi=zi)
+    zi = _sps().sosfilt_zi(sos)[:, None, :] * 0.5
+    ref, zf = _sps().sosfilt(sos, x, axis=-1, zi=zi)
     try:
         y, z = x.copy(), np.ascontiguousarray(np.moveaxis(zi, 1, 0))
         _sosfilt(sos, y, z)
@@ -161,13 +171,11 @@ def _sos_kernel() -> Any:
     return _sosfilt if ok else None
 
 
-_SOS_KERNEL = _sos_kernel()
-
 
 @functools.lru_cache(maxsize=64)
 def _steady_state(sos_bytes: bytes, n_sections: int) -> np.ndarray:
     """`sosfilt_zi` (a linear solve per section), once per design: stages are made per window too."""
-    zi = sps.sosfilt_zi(np.frombuffer(sos_bytes, dtype=np.float64).reshape(n_sections, 6))
+    zi = _sps().sosfilt_zi(np.frombuffer(sos_bytes, dtype=np.float64).reshape(n_sections, 6))
     zi.setflags(write=False)
     return zi
 
@@ -183,7 +191,7 @@ class SosStage:
         self.sos = np.ascontiguousarray(sos, dtype=np.float64)
         self._zi_unit = _steady_state(self.sos.tobytes(), len(self.sos))  # (n_sections, 2), unit step
         self._sections = [(row[:3].copy(), row[3:].copy()) for row in self.sos]
-        self._kernel = _SOS_KERNEL if fast else None
+        self._kernel = _sos_kernel() if fast else None
         self.n_channels = n_channels
         self._zi: Any = None
 
@@ -202,7 +210,7 @@ class SosStage:
         if self._zi is None:
             self._zi = [unit[None, :] * x[:, :1] for unit in self._zi_unit]
         for s, (b, a) in enumerate(self._sections):
-            x, self._zi[s] = sps.lfilter(b, a, x, axis=-1, zi=self._zi[s])
+            x, self._zi[s] = _sps().lfilter(b, a, x, axis=-1, zi=self._zi[s])
         return x
 
 

@@ -102,3 +102,18 @@ def test_edge_runtime_works_where_torch_cannot_be_imported() -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["5", "(5,", "1,", "1000)", "[]"]
+
+
+def test_building_the_cli_parser_imports_no_heavy_module() -> None:
+    """`ecg-edge --version`, `--help`, `keygen` or a flag error should not wait for scipy or torch:
+    the parser (flags, config tables, registries' names) imports only numpy of the heavy stack."""
+    code = textwrap.dedent("""
+        import sys
+        from ecg_edge.cli import build_parser
+        build_parser()
+        print(sorted({m.split('.')[0] for m in sys.modules} & {'scipy', 'torch', 'pandas', 'neurokit2', 'wfdb',
+                                                            'matplotlib', 'sklearn', 'bleak', 'bumble'}))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
