@@ -6,7 +6,6 @@ Every test runs its own event loop (`asyncio.run`) and bounds every wait with a 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +57,10 @@ async def wait_until(predicate, timeout: float, task: asyncio.Task | None = None
 
 
 async def stream_all(wearable: VirtualWearable, timeout: float = 30.0, **client_kw):
-    """Stream the wearable's whole signal through EcgClient; return (chunks, client, seconds)."""
+    """Stream the wearable's whole signal through EcgClient (bounded by `timeout`); return (chunks, client).
+    Throughput is measured by `ecg-edge bench ble`, not asserted here."""
     async with virtual_link(wearable) as vlink:
         chunks: list = []
-        t0 = time.perf_counter()
         async with EcgClient(wearable.name, wearable.profile, backend=vlink, initial_backoff_s=0.01,
                              connect_timeout=5, scan_timeout=5, **client_kw) as client:
             async def consume():
@@ -71,9 +70,8 @@ async def stream_all(wearable: VirtualWearable, timeout: float = 30.0, **client_
             await asyncio.wait_for(wearable.finished.wait(), timeout)
             last = wearable.log.delivered()[-1]
             await wait_until(lambda: bool(chunks) and chunks[-1].end_index >= last.first_index + last.n, 5, task)
-            seconds = time.perf_counter() - t0
         await asyncio.wait_for(task, 5)
-    return chunks, client, seconds
+    return chunks, client
 
 
 def assert_exact(chunks: list, sent: np.ndarray, scale: float = 1000.0) -> np.ndarray:
@@ -98,7 +96,7 @@ def test_mitdb_record_100_streams_exactly(mitdb_root: Path) -> None:
     assert np.abs(peaks - beats).max() < 0.05
 
     wearable = VirtualWearable(signal, FS, speed=1000.0, drift_ppm=250.0)
-    chunks, client, seconds = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     assert_exact(chunks, signal.astype(np.int64))
     st = client.stats
     assert st.received == signal.size and st.lost == 0 and st.received + st.lost == signal.size
@@ -109,7 +107,6 @@ def test_mitdb_record_100_streams_exactly(mitdb_root: Path) -> None:
     err_ns = np.abs(np.array([c.device_time_ns for c in chunks]) - expected_t)
     assert err_ns[0] < 200_000 and err_ns[1:].max() < 1000  # frame 1 has only the nominal period to go by
     assert st.rate_ppm == pytest.approx(250.0, abs=1.0)
-    assert seconds < 20, f"{signal.size / seconds:.0f} samples/s is too slow"
 
 
 def test_drops_and_disconnects_are_flagged_exactly() -> None:
@@ -118,7 +115,7 @@ def test_drops_and_disconnects_are_flagged_exactly() -> None:
     signal, _ = synthetic_uv(300, seed=1)
     faults = Faults(drop_fraction=0.01, seed=7, disconnect_after=(120, 260), disconnect_at_s=(200.0,), outage_s=2.0)
     wearable = VirtualWearable(signal, FS, speed=1000.0, faults=faults, drift_ppm=-120.0)
-    chunks, client, _ = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     log, st = wearable.log, client.stats
     assert_exact(chunks, signal.astype(np.int64))
     assert st.reconnects == 3 and len(log.outages) == 3 and log.connections == 4
@@ -174,7 +171,7 @@ def test_open_profile_round_trip(fs: int, fmt: str, gain: float) -> None:
     signal, _ = synthetic_uv(60, fs=fs, seed=fs)
     wearable = VirtualWearable(signal, fs, profile="open", name="ECG Open VIRTUAL", speed=400.0,
                                open_fmt=fmt, open_gain=gain)
-    chunks, client, _ = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     assert_exact(chunks, wearable.samples, scale=gain)
     assert client.stats.received == signal.size and client.stats.lost == 0
     assert all(c.fs == fs for c in chunks) and client.fs == fs
@@ -219,7 +216,7 @@ def test_corrupt_and_compressed_frames_are_counted_and_skipped() -> None:
     """(e) Damaged frames count as malformed (with the reason), their samples as one exact gap each."""
     signal, _ = synthetic_uv(60, seed=5)
     wearable = VirtualWearable(signal, FS, speed=1000.0, faults=Faults(corrupt=(5, 40), compressed=(20,)))
-    chunks, client, _ = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     st = client.stats
     assert st.malformed == 3 and st.reconnects == 0
     assert any("delta-compressed" in reason for reason in st.malformed_reasons)
@@ -352,7 +349,7 @@ def test_open_profile_outages_are_counted_lost_and_flag_their_windows(outage_s: 
     faults = Faults(disconnect_after=(40, 120, 200), outage_s=outage_s)
     wearable = VirtualWearable(signal, fs, profile="open", name="ECG Open VIRTUAL", speed=400.0, faults=faults,
                                drift_ppm=200.0)
-    chunks, client, _ = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     log, st = wearable.log, client.stats
     withheld = sum(n for _, n in log.outages)
     assert len(log.outages) == 3 and withheld == 3 * round(outage_s * fs)
@@ -376,7 +373,7 @@ def test_open_profile_restart_whose_first_packet_is_lost() -> None:
     signal, _ = synthetic_uv(120, fs=fs, seed=16)
     faults = Faults(drop_fraction=0.02, seed=3, disconnect_after=(40, 150), corrupt=(40,), outage_s=1.5)
     wearable = VirtualWearable(signal, fs, profile="open", name="ECG Open VIRTUAL", speed=400.0, faults=faults)
-    chunks, client, _ = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     st, log = client.stats, wearable.log
     assert st.reconnects == 2 and st.malformed == 1 and len(log.outages) == 2
     assert [(g.first_index, g.n) for g in st.gaps] == log.missing_ranges()
@@ -391,7 +388,7 @@ def test_open_profile_packets_that_change_the_stream_are_rejected_with_an_event(
     signal, _ = synthetic_uv(60, fs=fs, seed=12)
     wearable = VirtualWearable(signal, fs, profile="open", name="ECG Open VIRTUAL", speed=400.0,
                                faults=Faults(wrong_rate=(30,)))
-    chunks, client, _ = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     st, spp = client.stats, wearable.samples_per_frame
     assert st.rejected == 1 and st.malformed == 0
     assert any("fs_hz: expected 250" in r and "got 500" in r for r in st.rejected_reasons)
@@ -410,7 +407,7 @@ def test_corrupt_well_formed_frames_are_malformed_not_obeyed(profile: str) -> No
     signal, _ = synthetic_uv(60, fs=fs, seed=13)
     faults = Faults(flip_time=(25,), bad_gain=(50,) if profile == "open" else ())
     wearable = VirtualWearable(signal, fs, profile=profile, name=f"{profile} VIRTUAL", speed=400.0, faults=faults)
-    chunks, client, _ = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     st, spp = client.stats, wearable.samples_per_frame
     bad = [25] + ([50] if profile == "open" else [])
     assert st.malformed == len(bad) and st.rejected == 0
@@ -426,7 +423,7 @@ def test_duplicates_and_reordering_through_the_client() -> None:
     """Duplicated and reordered notifications (virtual Faults): counted, nothing lost."""
     signal, _ = synthetic_uv(60, seed=14)
     wearable = VirtualWearable(signal, FS, speed=400.0, faults=Faults(duplicate=(10, 30), reorder=(20,)))
-    chunks, client, _ = run(stream_all(wearable))
+    chunks, client = run(stream_all(wearable))
     st = client.stats
     assert st.duplicated == 2 * 73 and st.reordered == 73 and st.lost == 0 and st.received == signal.size
     assert not st.gaps and st.malformed == st.rejected == 0
