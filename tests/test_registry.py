@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -19,20 +20,30 @@ def _sources() -> list[Path]:
     return [p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))]
 
 
+@functools.cache
+def _nodes() -> tuple[tuple[Path, tuple[ast.AST, ...]], ...]:
+    """Every source file's AST nodes, parsed once for all the lookups of this module."""
+    return tuple((path, tuple(ast.walk(ast.parse(path.read_text(encoding="utf-8"))))) for path in _sources())
+
+
 def _calls(name: str) -> list[str]:
     """'path:line' of every call whose dotted callee ends with `name` (e.g. 'metadata.version')."""
+    last = name.rsplit(".", 1)[-1]
     found = []
-    for path in _sources():
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and ast.unparse(node.func).endswith(name):
+    for path, nodes in _nodes():
+        for node in nodes:
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            if (f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", None)) == last \
+                    and ast.unparse(f).endswith(name):
                 found.append(f"{path.relative_to(REPO)}:{node.lineno}")
     return found
 
 
 def _definitions(name: str) -> list[str]:
     """'path' of every class or function definition called `name`."""
-    return [str(path.relative_to(REPO)) for path in _sources()
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+    return [str(path.relative_to(REPO)) for path, nodes in _nodes() for node in nodes
             if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name == name]
 
 
