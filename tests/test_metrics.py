@@ -273,22 +273,51 @@ def test_calibration_error_by_hand() -> None:
     from train.metrics import calibration
     y = np.array([[1], [0], [0], [0], [0], [0], [0], [0], [0], [0]], dtype=float)
     exact = calibration(y, np.full((10, 1), 0.1), n_boot=50)  # 10 % predicted, 10 % observed
-    assert exact["classes"]["0"]["ece"]["value"] == pytest.approx(0.0)
+    assert exact["classes"]["0"]["ece"]["plugin"] == pytest.approx(0.0)
+    assert exact["classes"]["0"]["ece"]["value"] == pytest.approx(0.0)  # bias-corrected, clipped at 0
     bins = exact["classes"]["0"]["bins"]
     assert bins["count"][1] == 10 and sum(bins["count"]) == 10 and bins["confidence"][0] is None
     assert bins["frequency"][1] == pytest.approx(0.1)
     over = calibration(y, np.full((10, 1), 0.9), n_boot=50)  # 90 % predicted, 10 % observed
-    assert over["classes"]["0"]["ece"]["value"] == pytest.approx(0.8)
+    assert over["classes"]["0"]["ece"]["plugin"] == pytest.approx(0.8)
     # two bins: 0.2 predicted for 5 records with 0 positives, 1.0 (last bin) for 5 with 5
     y2 = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], dtype=float)[:, None]
     p2 = np.array([0.2] * 5 + [1.0] * 5)[:, None]
     two = calibration(y2, p2, label_names=["AF"], n_boot=200)
-    assert two["classes"]["AF"]["ece"]["value"] == pytest.approx(0.5 * 0.2)
+    assert two["classes"]["AF"]["ece"]["plugin"] == pytest.approx(0.5 * 0.2)
     assert two["classes"]["AF"]["bins"]["count"][-1] == 5
     lo, hi = two["macro"]["ci"]
     assert lo <= two["macro"]["value"] <= hi
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
         calibration(y, np.full((10, 1), 1.5))
+
+
+def test_ece_value_lies_inside_its_bias_corrected_interval_where_the_percentile_one_excludes_it() -> None:
+    """A calibrated model (y ~ Bernoulli(p)): the plug-in ECE is only noise, resamples add more, so
+    the percentile interval lies above the plug-in. The bias-corrected value 2 * plug-in - median
+    sits inside the basic interval [2 * plug-in - q_hi, 2 * plug-in - q_lo], every class and macro."""
+    from train.metrics import bias_corrected, calibration
+
+    rng = np.random.default_rng(4)
+    p = rng.uniform(0, 1, (300, 2))
+    y = (rng.uniform(0, 1, (300, 2)) < p).astype(float)
+    cal = calibration(y, p, ["a", "b"], n_boot=500)
+    entries = [cal["classes"]["a"]["ece"], cal["classes"]["b"]["ece"], cal["macro"]]
+    excluded = [e for e in entries if not e["percentile_ci"][0] <= e["plugin"] <= e["percentile_ci"][1]]
+    assert excluded, "the case must be one where the percentile interval misses the plug-in"
+    for e in entries:
+        lo, hi = e["ci"]
+        assert 0 <= lo <= e["value"] <= hi <= 1, e
+        assert e["value"] < e["plugin"]  # the upward bias removed
+        q_lo, q_hi = e["percentile_ci"]
+        assert (lo, hi) == pytest.approx((max(0.0, 2 * e["plugin"] - q_hi), 2 * e["plugin"] - q_lo))
+    # by hand: resamples at 0.3, 0.4, 0.5 around a plug-in of 0.3 (median 0.4)
+    b = bias_corrected(0.3, np.array([0.3, 0.4, 0.5] * 10), level=0.5)
+    assert b["value"] == pytest.approx(0.2) and b["plugin"] == 0.3
+    q = np.percentile([0.3, 0.4, 0.5] * 10, [25, 75])
+    assert b["ci"] == pytest.approx([0.6 - q[1], 0.6 - q[0]]) and b["percentile_ci"] == pytest.approx(list(q))
+    assert bias_corrected(0.01, np.array([0.2, 0.3]))["value"] == 0.0  # clipped at 0, CI too
+    assert bias_corrected(None, np.array([0.1]))["ci"] is None
 
 
 def test_score_records_scores_record_means_and_decides_with_the_one_rule() -> None:
