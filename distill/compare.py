@@ -136,20 +136,26 @@ def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs:
 
     ckpt = load_checkpoint(path)
     leads = tuple(ckpt["meta"]["encoder"]["kwargs"]["leads"])
-    x_tr, y_tr, _, _ = _windows(shards, ("train",), leads)
+    own = Path(data.meta["shards"])  # probe and thresholds from the training shards, never the scored data
+    x_tr, y_tr, _, _ = _windows(own, ("train",), leads)
     teacher, tmeta = teacher_from_checkpoint(ckpt, x_tr, y_tr, None, seed=seed)
     del x_tr
     if tmeta["objective"] == "supervised" and tuple(tmeta.get("label_names") or data.labels) != data.labels:
         raise ConfigError(f"--teacher: {path} was trained for labels {tmeta.get('label_names')}; the student for "
                           f"{list(data.labels)}")
     fn = lambda x: teacher(x)[0]  # noqa: E731
-    x_val, y_val, r_val, _ = _windows(shards, ("val",), leads)
+    x_val, y_val, r_val, _ = _windows(own, ("val",), leads)
     p_val = probabilities(predict(teacher, x_val), data.multilabel)
     if data.multilabel:
         thr = tuple(float(t) if np.isfinite(t) else 0.5 for t in operating_thresholds(y_val, p_val, "youden"))
     else:
         thr = single_label_thresholds(p_val, y_val, r_val, data.labels)
-    x_ev, y_ev, r_ev, _ = _windows(shards, data.eval_splits, leads)
+    x_ev, y_ev, r_ev = _windows(shards, data.eval_splits, leads)[:3] if data.eval_splits else (None,) * 3
+    if data.short.n_padded:  # the padded short records, on the teacher's leads
+        sh = data.short
+        pad = sh.x[:, [sh.leads.index(k) for k in leads]]
+        x_ev, y_ev, r_ev = (pad, sh.y, sh.rows) if x_ev is None else \
+            (np.concatenate([x_ev, pad]), np.concatenate([y_ev, sh.y]), np.concatenate([r_ev, sh.rows]))
     if not (np.array_equal(r_ev, data.eval_records) and np.array_equal(y_ev, data.eval_y)):
         raise ConfigError(f"--teacher: its windows of {shards} do not line up with the student's")
     log(f"teacher: {tmeta['objective']} {tmeta['encoder']['name']} over {len(leads)} leads, {len(x_ev)} windows")
@@ -278,7 +284,7 @@ def _groups(shards: Path, data: Any) -> dict[str, Any] | None:
     from train.loader import read_records
     from train.metrics import aggregate_by_record, meta_groups
 
-    records = read_records(shards)
+    records = read_records(shards) + data.short.records()  # the padded short records after records.jsonl's
     rid, _ = aggregate_by_record(data.eval_y, data.eval_records, "max")
     return meta_groups([records[int(r)].get("meta") or {} for r in rid])
 
@@ -301,7 +307,7 @@ def cross_checks(report: dict[str, Any], artifacts: Path, student: Path) -> list
     folder = Path(student).resolve()
     folder = folder if folder.is_dir() else folder.parent  # OUT/distilled (or OUT/baseline) of ecg-edge distill
     distill_json = folder.parent / "distill.json"
-    if distill_json.is_file() and report["same_shards_as_training"]:
+    if distill_json.is_file() and report.get("same_records_as_training", report["same_shards_as_training"]):
         dj = json.loads(distill_json.read_text())
         role = folder.name  # "distilled" or "baseline"
         for name, key in (("teacher fp32", "teacher"), (REFERENCE, role)):
@@ -311,7 +317,8 @@ def cross_checks(report: dict[str, Any], artifacts: Path, student: Path) -> list
                           dj["models"][key]["metrics"][metric]["macro"]["value"], distill_json)
     by_sha = {m.get("sha256"): name for name, m in models.items() if m["role"] == "artifact" and "TFLM" not in name}
     for summary in sorted(Path(artifacts).rglob("*.json")):
-        if summary.name not in ("export.json", "quantize.json") or not report["same_shards_as_training"]:
+        if summary.name not in ("export.json", "quantize.json") or \
+                not report.get("same_records_as_training", report["same_shards_as_training"]):
             continue
         js = json.loads(summary.read_text())
         for aname, a in js.get("artifacts", {}).items():
@@ -336,13 +343,19 @@ def cross_checks(report: dict[str, Any], artifacts: Path, student: Path) -> list
 
 def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teacher: str | Path | None = None,
             data: str | None = None, n_boot: int = 1000, threads: int = 1, latency_runs: int = 50,
-            ram: bool = True, tflm: bool = True, seed: int = 0, log: Callable[[str], None] = print,
-            progress: Callable | None = None) -> dict[str, Any]:
-    """Run the comparison (module docstring); write OUT/compare.json and OUT/compare.html."""
+            ram: bool = True, tflm: bool = True, seed: int = 0, split: str = "eval", short: str = "pad",
+            log: Callable[[str], None] = print, progress: Callable | None = None) -> dict[str, Any]:
+    """Run the comparison (module docstring); write OUT/compare.json and OUT/compare.html.
+
+    `split` (`distill.config.SPLIT_CHOICES`): the student's evaluation splits ("eval"), every
+    record of the dataset whatever split its hash gives it ("all": a dataset that was never split),
+    or one split. `short` (`distill.config.SHORT_CHOICES`): records shorter than one window are
+    scored on one padded window ("pad") or counted as "too short". Thresholds are the manifest's,
+    never chosen on the scored data."""
     import torch
 
     from distill.footprint import measure
-    from distill.release import _is_cinc, load_release_data
+    from distill.release import _is_cinc, check_every_record_read, load_release_data, scored_splits
     from distill.distill import load_student
     from edge_runtime.artifact import load_artifact
     from edge_runtime.config import write_json
@@ -356,15 +369,17 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
     out.mkdir(parents=True, exist_ok=True)
     shards = resolve_shards(meta, data, out, progress)
     same = shards.resolve() == Path(meta["shards"]).resolve()
-    data_ = load_release_data(student, shards=shards, seed=seed)
     manifests = find_artifacts(artifacts)
     for manifest in manifests:
         made_from = ((load_artifact(manifest).manifest.provenance or {}).get("student") or {}).get("checkpoint_sha256")
         if made_from != meta["checkpoint_sha256"]:
             raise ConfigError(f"{manifest}: exported from student checkpoint sha256 {made_from}, not from --student "
                               f"({meta['checkpoint_sha256']}); give the artifacts of this student")
-    thr = tuple(load_artifact(manifests[0]).manifest.thresholds)
-    data_ = dataclasses.replace(data_, spec=dataclasses.replace(data_.spec, thresholds=thr))
+    thr = tuple(load_artifact(manifests[0]).manifest.thresholds)  # the manifest's operating point, never re-chosen
+    check_every_record_read(json.loads((shards / "dataset.json").read_text()), scored_splits(split, meta))
+    data_ = load_release_data(student, shards=shards, seed=seed, split=split, short=short, thresholds=thr)
+    # the figures of distill.json / export.json are of the same records only on the same shards and splits
+    same_records = same and split == "eval" and data_.short.n_padded == 0
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -404,6 +419,19 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
     if not same:
         notes.append(f"Compared on {shards}, not on the shards the student was trained on ({meta['shards']}); "
                      "thresholds are still the manifest's.")
+    if split != "eval":
+        notes.append(f"Split {split!r}: " + ("every record of the dataset, whatever split the hash gives it"
+                     if split == "all" else f"the {split} split only") + f" ({'+'.join(data_.eval_splits)}); "
+                     "thresholds are the manifest's (chosen on the student's validation split), never chosen on "
+                     "these records; the teacher's probe and thresholds also come from the student's training shards.")
+    sh = data_.short
+    if sh.ids:
+        notes.append(f"{len(sh.ids)} record(s) shorter than one {data_.spec.preprocess.window_s:g} s window: "
+                     + ("each scored on one window, its samples normalised on their own then zeros (padded)"
+                        if sh.policy == "pad" else "not scored, counted as 'too short' (n_records_too_short)") + ".")
+    if not same_records and same:
+        notes.append("Cross-checks against distill.json / export.json are left out: these are not the records "
+                     "those commands scored.")
     if all(g is None for g in groups.values()):
         notes.append("Fairness gaps: this dataset's records carry no sex or age.")
     report = {
@@ -411,7 +439,10 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
                  f"{json.loads((shards / 'dataset.json').read_text())['source']}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": json.loads((shards / "dataset.json").read_text())["source"], "shards": str(shards),
-        "same_shards_as_training": same, "eval_splits": list(data_.eval_splits), "n_records": int(len(y)),
+        "same_shards_as_training": same, "same_records_as_training": same_records, "split": split,
+        "eval_splits": list(data_.eval_splits), "n_records": int(len(y)),
+        "n_records_too_short": sh.n_too_short, "n_records_padded": sh.n_padded,
+        "short_records": sh.summary(data_.spec.preprocess.window_s),
         "n_windows": int(len(data_.eval_x)), "labels": list(data_.labels), "multilabel": data_.multilabel,
         "decision_rule": "a label is present when its probability >= its threshold" if data_.multilabel
         else "one label per record: argmax(probability / threshold)",

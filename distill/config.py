@@ -7,6 +7,14 @@ from typing import Any
 from edge_runtime.errors import ConfigError
 from edge_runtime.spec import canonical_lead
 
+#: `ecg-edge compare --split` (`[compare] split`): the student's evaluation splits ("eval"), every
+#: record whatever split its hash gives it ("all": a dataset that was never split), or one split.
+SPLIT_CHOICES = ("eval", "all", "train", "val", "test")
+#: `ecg-edge compare --short` (`[compare] short`): a record shorter than one window is scored on one
+#: zero-padded window ("pad", `edge_runtime.signal.Windower.pad_tail`) or gets the explicit "too
+#: short" outcome (counted, not scored).
+SHORT_CHOICES = ("pad", "too-short")
+
 
 @dataclass(frozen=True)
 class DistillConfig:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill.config import SHORT_CHOICES, SPLIT_CHOICES
 from edge_runtime.errors import ConfigError
 from train.engine import predict
 
@@ -46,6 +47,45 @@ INT8_FORMATS = {"ptq": ("pte-int8", "tflite-int8"), "qat": ("pte-int8", "tflite-
 BREVITAS_TOLERANCE = 0.1
 #: Golden windows bundled into each .bpte.
 N_GOLDEN = 8
+
+
+@dataclass
+class ShortRecords:
+    """The records of the scored splits that are shorter than one window (the shard builder keeps
+    no window of them, `dataset.json` "skipped" lists them `too_short`).
+
+    policy "pad": each is scored on its one padded window, as record row `rows[i]` of the
+    evaluation windows (rows after those of records.jsonl); `x` holds that window on every lead of
+    the shards (`leads`) for models of other leads (the teacher), `y` its targets. policy
+    "too-short": none is scored; each is counted as the "too short" outcome."""
+
+    policy: str
+    ids: tuple[str, ...] = ()
+    durations_s: tuple[float, ...] = ()
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    x: np.ndarray | None = None
+    y: np.ndarray | None = None
+    leads: tuple[str, ...] = ()
+    metas: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def n_padded(self) -> int:
+        return len(self.ids) if self.policy == "pad" else 0
+
+    @property
+    def n_too_short(self) -> int:
+        return len(self.ids) if self.policy == "too-short" else 0
+
+    def records(self) -> list[dict[str, Any]]:
+        """records.jsonl-like rows (id, meta) of the padded records, in `rows` order."""
+        return [{"id": i, "meta": m} for i, m in zip(self.ids, self.metas)] if self.n_padded else []
+
+    def summary(self, window_s: float) -> dict[str, Any]:
+        what = (f"scored on one {window_s:g} s window: their samples, normalised on their own, then zeros"
+                if self.policy == "pad" else "not scored: the explicit 'too short' outcome, counted here")
+        return {"policy": self.policy, "n_records_padded": self.n_padded, "n_records_too_short": self.n_too_short,
+                "ids": list(self.ids), "durations_s": list(self.durations_s),
+                "what": f"records shorter than one {window_s:g} s window: {what}"}
 
 
 @dataclass
@@ -64,6 +104,7 @@ class ReleaseData:
     eval_records: np.ndarray
     eval_splits: tuple[str, ...]
     provenance: dict[str, Any] = field(default_factory=dict)
+    short: ShortRecords = field(default_factory=lambda: ShortRecords("too-short"))
 
     @property
     def multilabel(self) -> bool:
@@ -93,11 +134,79 @@ def _choose(n: int, k: int, seed: int) -> np.ndarray:
 BATCH = 512
 
 
+def scored_splits(split: str, meta: dict[str, Any]) -> tuple[str, ...]:
+    """The splits `--split` names: "eval" the student's evaluation splits (`[distill] eval_splits`),
+    "all" every split (every record of the dataset), else that one split."""
+    from train.data.sources import SPLITS
+
+    if split not in SPLIT_CHOICES:
+        raise ConfigError(f"compare.split: expected one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+    if split == "eval":
+        return tuple((meta.get("distill") or {}).get("eval_splits") or ("val", "test"))
+    return SPLITS if split == "all" else (split,)
+
+
+def check_every_record_read(info: dict[str, Any], splits: tuple[str, ...]) -> None:
+    """A `ConfigError` naming the first record of `splits` that the shard builder skipped for another
+    reason than being shorter than one window (listed in the labels but missing or unreadable):
+    external evaluation scores or counts every listed record."""
+    from train.data.shards import is_too_short
+
+    bad = [s for s in info.get("skipped") or [] if s["split"] in splits and not is_too_short(s)]
+    if bad:
+        raise ConfigError(f"{info['source']}: record {bad[0]['id']} ({bad[0]['split']} split) is listed but was "
+                          f"not read: {bad[0]['reason']}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+
+
+def short_records(shards: Path, info: dict[str, Any], splits: tuple[str, ...], policy: str) -> ShortRecords:
+    """The records of `splits` shorter than one window (`ShortRecords`); with "pad" each read again
+    and preprocessed as the shards were, padded to one window."""
+    from edge_runtime.signal import PreprocessConfig
+    from train.data.shards import is_too_short, padded_records
+    from train.data.sources import DataConfig
+    from train.loader import read_records
+
+    if policy not in SHORT_CHOICES:
+        raise ConfigError(f"compare.short: expected one of {', '.join(SHORT_CHOICES)}, got {policy!r}")
+    skipped = [s for s in info.get("skipped") or [] if s["split"] in splits and is_too_short(s)]
+    ids = tuple(s["id"] for s in skipped)
+    durations = tuple(float(s.get("duration_s", float("nan"))) for s in skipped)
+    if policy == "too-short" or not ids:
+        return ShortRecords(policy, ids, durations)
+    res = padded_records(DataConfig(**info["data"]), PreprocessConfig(**info["preprocess"]), ids)
+    first = len(read_records(shards))
+    return ShortRecords(policy, ids, durations, np.arange(first, first + len(res), dtype=np.int64),
+                        np.concatenate([r["windows"].data for r in res]), np.concatenate([r["targets"] for r in res]),
+                        tuple(info["spec"]["leads"]), tuple(r["meta"] or {} for r in res))
+
+
+def _eval_windows(shards: Path, splits: tuple[str, ...], lead: str, every: bool,
+                  short: ShortRecords) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The student's windows of `splits` (with `every`, splits holding none are left out), the
+    padded short records' windows after them, and the splits read."""
+    from train.data.shards import open_shards
+
+    _, present = open_shards(shards)
+    use = [s for s in splits if not every or (s in present and len(present[s]))]
+    if not use and not short.n_padded:
+        raise ConfigError(f"{shards}: no windows in split(s) {', '.join(splits)}")
+    parts = [_student_windows(shards, s, lead) for s in use]
+    if short.n_padded:
+        k = short.leads.index(lead)
+        parts.append((np.ascontiguousarray(short.x[:, k:k + 1, None, :], dtype=np.float32), short.y, short.rows))
+    x, y, r = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return x, y, r, tuple(use)
+
+
 def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None, n_calib: int = 512,
                       n_fit: int = 4096, n_parity: int = 512, seed: int = 0,
-                      shards: str | Path | None = None) -> ReleaseData:
+                      shards: str | Path | None = None, split: str = "eval", short: str = "too-short",
+                      thresholds: tuple[float, ...] | None = None) -> ReleaseData:
     """Load a student checkpoint and the windows of its shards, or of `shards` built with the same
-    preprocessing and labels (module docstring)."""
+    preprocessing and labels (module docstring). `split`: the splits scored (`scored_splits`);
+    `short`: what records shorter than one window get (`short_records`). With `thresholds` (the
+    manifest's: `ecg-edge compare`) nothing is chosen, so no train or validation window is read and
+    calib / fit / parity are empty."""
     from distill.distill import load_student
     from distill.export import ExportSpec
     from edge_runtime.backends import probabilities
@@ -113,19 +222,22 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
     info, _ = open_shards(shards)
     lead = meta["spec"]["leads"][0]
     labels, multilabel = tuple(meta["label_names"]), bool(meta["multilabel"])
-    x_tr, y_tr, _ = _student_windows(shards, "train", lead)
-    x_val, y_val, r_val = _student_windows(shards, "val", lead)
-    splits = tuple((meta.get("distill") or {}).get("eval_splits") or ("val", "test"))
-    parts = [_student_windows(shards, s, lead) for s in splits]
-    eval_x = np.concatenate([p[0] for p in parts])
-    eval_y = np.concatenate([p[1] for p in parts])
-    eval_r = np.concatenate([p[2] for p in parts])
-    p_val = probabilities(predict(student, x_val, batch_size=BATCH), multilabel)
-    if multilabel:
-        th = operating_thresholds(y_val, p_val, "youden")
-        thresholds = tuple(float(t) if np.isfinite(t) else 0.5 for t in th)
+    splits = scored_splits(split, meta)
+    shorts = short_records(shards, info, splits, short)
+    eval_x, eval_y, eval_r, splits = _eval_windows(shards, splits, lead, split == "all", shorts)
+    empty = np.empty((0, *eval_x.shape[1:]), np.float32)
+    if thresholds is not None:
+        x_tr = x_val = empty
+        y_tr = np.empty((0, len(labels)), np.float32)
     else:
-        thresholds = single_label_thresholds(p_val, y_val, r_val, labels)
+        x_tr, y_tr, _ = _student_windows(shards, "train", lead)
+        x_val, y_val, r_val = _student_windows(shards, "val", lead)
+        p_val = probabilities(predict(student, x_val, batch_size=BATCH), multilabel)
+        if multilabel:
+            th = operating_thresholds(y_val, p_val, "youden")
+            thresholds = tuple(float(t) if np.isfinite(t) else 0.5 for t in th)
+        else:
+            thresholds = single_label_thresholds(p_val, y_val, r_val, labels)
     if fs_device is None:  # the rate the dataset was recorded at: its filter design goes into the manifest
         designs = sorted(float(k) for k in (info.get("filter_designs") or {}))
         fs_device = designs[0] if len(designs) == 1 else None
@@ -141,10 +253,11 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
              + " of the decision argmax(probability / threshold)",
     }
     spec = ExportSpec(preprocess=PreprocessConfig(**info["preprocess"]), leads=(lead,), labels=labels,
-                      multilabel=multilabel, thresholds=thresholds, fs_device=fs_device, provenance=provenance)
+                      multilabel=multilabel, thresholds=tuple(thresholds), fs_device=fs_device, provenance=provenance)
     return ReleaseData(student=student, meta=meta, spec=spec, calib=x_tr[calib_idx], fit_x=x_tr[fit_idx],
                        fit_y=y_tr[fit_idx].astype(np.float32), parity_x=x_val[_choose(len(x_val), n_parity, seed)],
-                       eval_x=eval_x, eval_y=eval_y, eval_records=eval_r, eval_splits=splits, provenance=provenance)
+                       eval_x=eval_x, eval_y=eval_y, eval_records=eval_r, eval_splits=splits, provenance=provenance,
+                       short=shorts)
 
 
 def _is_cinc(labels: tuple[str, ...]) -> bool:
@@ -444,6 +557,7 @@ def release(checkpoint: str | Path, out: str | Path, *, methods: tuple[str, ...]
         "checkpoint": str(checkpoint), "student": data.meta["encoder"]["name"], "lead": data.spec.leads[0],
         "labels": list(data.labels), "multilabel": data.multilabel, "thresholds": data.spec.thresholds,
         "eval_splits": list(data.eval_splits), "dataset": data.provenance["dataset"], "methods": list(methods),
+        "short_records": data.short.summary(data.spec.preprocess.window_s),
         "golden_inputs": {"file": golden.name, "shape": list(_golden(data).shape),
                           "what": "preprocessed float32 validation windows (n, leads, 1, window)"},
         "artifacts": verify_and_score(built, data, n_boot=n_boot, threads=threads, log=log)}

@@ -398,7 +398,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     report = compare(t.student, t.artifacts, out, teacher=t.teacher, data=t.data, n_boot=t.n_boot, threads=t.threads,
-                     latency_runs=t.latency_runs, ram=t.ram, tflm=t.tflm, seed=t.seed, log=_LOG.info,
+                     latency_runs=t.latency_runs, ram=t.ram, tflm=t.tflm, seed=t.seed, split=t.split, short=t.short,
+                     log=_LOG.info,
                      progress=_progress("compare"))
     write_table(out / "config.json", args, t)
     print_table(report)
@@ -630,6 +631,14 @@ def _student_parsers(sub: argparse._SubParsersAction) -> None:
     co.add_argument("--no-tflm", dest="tflm", action="store_false", help="skip running int8 .tflite models on "
                     "TFLite Micro too")
     co.add_argument("--seed", type=non_negative_int, help="seed of the teacher's probe (non-supervised teachers)")
+    from ecg_edge.config import CompareConfig  # bind() imports it anyway
+
+    co.add_argument("--split", choices=CompareConfig.SPLITS, help="records scored: eval = the student's evaluation "
+                    "splits; all = every record of --data whatever split its hash gives it (a dataset never split: "
+                    "your own recordings); train / val / test = that split. Thresholds stay the manifest's")
+    co.add_argument("--short", choices=CompareConfig.SHORT, help="a record shorter than one window: pad = scored "
+                    "on one window, zero-padded after the filters (flagged padded); too-short = counted "
+                    "(n_records_too_short), not scored")
     bind(co, "compare")
     co.set_defaults(func=cmd_compare)
 

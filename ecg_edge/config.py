@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from edge_runtime.config import NON_NEGATIVE, POSITIVE, POSITIVE_INT, check_values, expect, load_toml
 from edge_runtime.signal import PreprocessConfig
 from ecg_edge.stream import StreamOptions
-from distill.config import DistillConfig
+from distill.config import SHORT_CHOICES, SPLIT_CHOICES, DistillConfig
 from train.config import PretrainConfig, TrainConfig
 from train.data.sources import DataConfig
 
@@ -69,10 +69,14 @@ class ExportConfig(QuantizeConfig):
 @dataclass(frozen=True)
 class CompareConfig:
     """The `[compare]` table (`ecg-edge compare`): the student checkpoint, the artifacts folder, an
-    optional teacher checkpoint and dataset (None: the shards the student was trained on), and how
-    much to measure."""
+    optional teacher checkpoint and dataset (None: the shards the student was trained on), the
+    records scored (split: eval = the student's evaluation splits, all = every record, or train /
+    val / test; short: pad = a record shorter than one window gets one padded window, too-short =
+    it is counted, not scored), and how much to measure."""
 
     TABLE: ClassVar[str] = "compare"
+    SPLITS: ClassVar[tuple[str, ...]] = SPLIT_CHOICES
+    SHORT: ClassVar[tuple[str, ...]] = SHORT_CHOICES
 
     student: str | None = None
     artifacts: str | None = None
@@ -84,10 +88,14 @@ class CompareConfig:
     ram: bool = True
     tflm: bool = True
     seed: int = 0
+    split: str = "eval"
+    short: str = "pad"
 
     def __post_init__(self) -> None:
         check_values(self.TABLE, self, {"n_boot": POSITIVE_INT, "threads": POSITIVE_INT, "latency_runs": POSITIVE_INT,
                               "seed": NON_NEGATIVE})
+        expect("compare.split", self.split in self.SPLITS, f"one of {', '.join(self.SPLITS)}", self.split)
+        expect("compare.short", self.short in self.SHORT, f"one of {', '.join(self.SHORT)}", self.short)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,9 @@ class EngineConfig:
     #: keep each window's model input and raw output and every R peak (`WindowResult.inputs` /
     #: `.logits`, `Engine.audit_peaks`) to compare two machines bit for bit (`ecg-edge stream --audit`).
     audit: bool = False
+    #: a stream that ends before its first window is classified on one zero-padded window
+    #: (`Preprocessor.pad_tail`, flagged "padded"); off: it ends with the explicit "too short" line.
+    pad_short: bool = True
 
     def __post_init__(self) -> None:
         for name in ("bridge_max_s", "stall_timeout_s"):
@@ -109,6 +112,7 @@ class StreamStats:
     chunks: int = 0
     windows: int = 0
     windows_unusable: int = 0
+    windows_padded: int = 0
     beats: int = 0
 
 
@@ -347,7 +351,7 @@ class Engine:
                 usable=bool(usable[i]),
                 flags={"flat": [self.leads[j] for j in np.flatnonzero(win.flat[i])],
                        "saturated": [self.leads[j] for j in np.flatnonzero(win.saturated[i])],
-                       "gap": bool(win.gap[i] or early[i]), "noisy": bool(noisy[i])},
+                       "gap": bool(win.gap[i] or early[i]), "noisy": bool(noisy[i]), "padded": bool(win.padded[i])},
                 latency_ms={"preprocess": t_pre * 1e3, "quality": t_quality * 1e3,
                             "inference": t_inf * 1e3 if usable[i] else 0.0})
             if probs is not None and res.usable:
@@ -370,6 +374,7 @@ class Engine:
             res = self._pending.popleft()
             self.stats.windows += 1
             self.stats.windows_unusable += not res.usable
+            self.stats.windows_padded += res.flags.get("padded", False)
             self._heart_rate(res)
             if res.probabilities is not None:
                 self._classify(res, events)
@@ -438,8 +443,13 @@ class Engine:
         return results + r, events + e
 
     def finish(self) -> tuple[list[WindowResult], list[Event]]:
-        """End of stream: release held windows, close open episodes, report what was not classified."""
+        """End of stream: release held windows, close open episodes, report what was not classified.
+        A stream shorter than one window gets its one padded window (`EngineConfig.pad_short`) or
+        ends with the explicit "too short" line."""
         events: list[Event] = []
+        short = self._n_windows == 0 and self.stats.used > 0
+        if short and self.cfg.pad_short:
+            self._pending.extend(self._windows(self.pre.pad_tail(), 0.0, self.clock()))
         results = self._release(events, force=True)
         end = (self._expected or 0) / self.fs_in
         for ep in self._af.flush(end):
@@ -448,10 +458,16 @@ class Engine:
             if st["open"] is not None:
                 events.append(Event("rhythm", st["open"].t_start_s, st["last_pos"], label, "offset at end of stream"))
         s = self.stats
+        window_s = self.pre.config.window_s
+        tail = "the last partial window is not classified"
+        if short:
+            seconds = f"the stream ({(self._expected - self._stream_start) / self.fs_in:.1f} s) is shorter than one " \
+                      f"{window_s:g} s window"
+            tail = f"{seconds}: padded to one window (flagged padded)" if s.windows_padded else f"{seconds}: too short, no decision"
         events.append(Event("end", end, end, detail=(
             f"{s.received} samples received, {s.used} used, {s.lost} lost in {s.bridged_gaps + s.reset_gaps} gaps, "
             f"{s.duplicate} duplicate, {s.invalid} invalid, {s.rejected} rejected; {s.windows} windows "
-            f"({s.windows_unusable} unusable); the last partial window is not classified")))
+            f"({s.windows_unusable} unusable, {s.windows_padded} padded); {tail}")))
         return results, events
 
 

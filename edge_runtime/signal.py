@@ -13,6 +13,12 @@ Data flow for one chunk:
 Quality is flagged, never raised: a lead that is flat (peak-to-peak below `flat_ptp_mv` within the
 window) or saturated (raw amplitude at or beyond `saturation_mv` anywhere inside the window) is
 marked in `Windows.flat` / `Windows.saturated`.
+
+Short records: a record (or stream segment) shorter than one window gives no window. With
+`pad=True` (`process_record`, or `Preprocessor.pad_tail` at the end of a stream) it gives one
+window instead: the filtered samples it has, normalised on their own, then zeros to the window's
+length (zero after the filters is the high-passed baseline, and the z-scored mean), flagged in
+`Windows.padded` so that quality checks and reports can tell it from a full window.
 """
 from __future__ import annotations
 
@@ -178,7 +184,8 @@ class Windows:
     """Fixed windows: data (n, n_leads, window) float32; start = index of the first sample at fs_out.
 
     flat, saturated: (n, n_leads) bool per lead; gap: (n,) bool, the window holds samples bridged
-    over a transmission gap.
+    over a transmission gap; padded: (n,) bool, the window was zero-padded to its length (a record
+    shorter than one window, `Windower.pad_tail`).
     """
 
     data: np.ndarray
@@ -187,6 +194,11 @@ class Windows:
     saturated: np.ndarray
     gap: np.ndarray
     fs: float = 0.0
+    padded: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.padded is None:
+            self.padded = np.zeros(len(self.start), bool)
 
     @property
     def usable(self) -> np.ndarray:
@@ -207,7 +219,7 @@ class Windows:
             raise EmptySignalError("windows: nothing to concatenate")
         return cls(np.concatenate([p.data for p in parts]), np.concatenate([p.start for p in parts]),
                    np.concatenate([p.flat for p in parts]), np.concatenate([p.saturated for p in parts]),
-                   np.concatenate([p.gap for p in parts]), parts[0].fs)
+                   np.concatenate([p.gap for p in parts]), parts[0].fs, np.concatenate([p.padded for p in parts]))
 
 
 class Windower:
@@ -238,15 +250,34 @@ class Windower:
         flags = np.moveaxis(self._mask[:, idx].any(axis=2), 0, 1)  # (n, leads + 1)
         saturated, gap = flags[:, :-1], flags[:, -1]
         flat = np.ptp(data, axis=2) < self.flat_ptp_mv
-        if self.normalize == "zscore":
-            mean = data.mean(axis=2, keepdims=True)
-            std = np.maximum(data.std(axis=2, keepdims=True), ZSCORE_STD_FLOOR_MV)
-            data = (data - mean) / std
+        data = self._normalised(data)
         self._next_start = int(starts[-1] + self.hop)
         drop = min(self._next_start, end) - self._buf_start
         self._buf, self._mask = self._buf[:, drop:], self._mask[:, drop:]
         self._buf_start += drop
         return Windows(data.astype(np.float32), starts.astype(np.int64), flat, saturated, gap, self.fs)
+
+    def _normalised(self, data: np.ndarray) -> np.ndarray:
+        """Per-window, per-lead z-score of (n, leads, samples) ("none": unchanged)."""
+        if self.normalize != "zscore":
+            return data
+        mean = data.mean(axis=2, keepdims=True)
+        return (data - mean) / np.maximum(data.std(axis=2, keepdims=True), ZSCORE_STD_FLOOR_MV)
+
+    def pad_tail(self) -> Windows:
+        """The one window of a segment that ended before its first window: the samples buffered
+        since `reset`, normalised on their own, then zeros to the window length, flagged `padded`.
+        Empty when a window was already cut or nothing was buffered."""
+        n = self._buf.shape[1]
+        if self._next_start != 0 or self._buf_start != 0 or not 0 < n < self.window:
+            return Windows.empty(self.n_leads, self.window, self.fs)
+        real = self._buf[None]                                   # (1, leads, n)
+        data = np.zeros((1, self.n_leads, self.window))
+        data[:, :, :n] = self._normalised(real)
+        flat = np.ptp(real, axis=2) < self.flat_ptp_mv
+        flags = self._mask.any(axis=1)                           # (leads + 1,)
+        return Windows(data.astype(np.float32), np.zeros(1, np.int64), flat, flags[None, :-1], flags[-1:].copy(),
+                       self.fs, np.ones(1, bool))
 
 
 @dataclass
@@ -305,13 +336,21 @@ class Preprocessor:
         y, mask = self._chain(as_signal(chunk, self.leads), gap)
         return self._windower(y, mask)
 
-    def process_record(self, signal: Any, where: str = "record") -> Windows:
-        """Preprocess a whole record from a fresh state: the same windows a stream of it would give."""
+    def pad_tail(self) -> Windows:
+        """At the end of a record or stream segment shorter than one window: its one zero-padded
+        window (`Windower.pad_tail`, flagged `padded`); empty when it had a window."""
+        return self._windower.pad_tail()
+
+    def process_record(self, signal: Any, where: str = "record", pad: bool = False) -> Windows:
+        """Preprocess a whole record from a fresh state: the same windows a stream of it would give.
+        A record shorter than one window gives none, or with `pad` one padded window (`pad_tail`)."""
         x = as_signal(signal, self.leads, where)
         if x.shape[1] == 0:
             raise EmptySignalError(f"{where}: expected at least one sample, got an empty signal")
         self.reset()
         y, mask = self._chain(x)
         out = self._windower(y, mask)
+        if pad and len(out) == 0:
+            out = self._windower.pad_tail()
         self.reset()
         return out

@@ -232,3 +232,136 @@ def test_real_cinc2017_report_equals_the_students_commands(cinc2017_root: Path, 
     fair = rep["models"]["tflite-int8"]["fairness"]["groupings"]
     assert fair["sex"]["value"] is None and "no sex labels" in fair["sex"]["reason"]
     assert rep["models"]["tflite-int8 on TFLM"]["metrics"]["decisions"]["n"] == rep["n_records"]
+
+
+# --------------------------------------------------------------------------- external evaluation
+
+#: Two real CinC 2017 recordings shorter than one 10 s window (9.0 s, N; 9.4 s, ~).
+SHORT_CINC = ("A05493", "A00984")
+
+
+def _cinc_folder(root: Path, folder: Path, ids: list[str], labels: dict[str, str]) -> Path:
+    """A user's folder in the CinC 2017 layout: the records (symlinks) and a REFERENCE.csv of them."""
+    folder.mkdir()
+    for rid in ids:
+        for ext in ("hea", "mat"):
+            (folder / f"{rid}.{ext}").symlink_to(root / f"{rid}.{ext}")
+    (folder / "REFERENCE.csv").write_text("".join(f"{rid},{labels[rid]}\n" for rid in ids))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def external_cinc(cinc2017_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny teacher and student trained on 100 CinC 2017 records, PT2E int8, and another folder of
+    40 records (every class, two shorter than one window) that no training step saw."""
+    import csv
+
+    labels = dict(csv.reader((cinc2017_root / "REFERENCE.csv").open()))
+    by = {c: sorted(r for r, lab in labels.items() if lab == c and r not in SHORT_CINC) for c in "NAO~"}
+    ext = by["N"][:14] + by["A"][:8] + by["O"][:8] + by["~"][:8] + list(SHORT_CINC)
+    train = by["N"][100:140] + by["A"][100:120] + by["O"][100:125] + by["~"][100:115]
+    tmp = tmp_path_factory.mktemp("external")
+    own = _cinc_folder(cinc2017_root, tmp / "own", train, labels)
+    conf = tmp / "tiny.toml"
+    conf.write_text(f'[data]\nsource = "cinc2017:{own}"\nleads = ["I"]\n'
+                    '[preprocess]\nfs_out = 100.0\nnotch_hz = 60\nwindow_s = 10.0\nhop_s = 5.0\n'
+                    '[pretrain]\nobjective = "supervised"\nencoder = "test_resnet1d"\nembed_dim = 16\nleads = ["I"]\n'
+                    '[distill]\nstudent = "test_student"\nlead = "I"\neval_splits = ["test"]\n'
+                    '[train]\nepochs = 1\nbatch_size = 64\ndevice = "cpu"\n')
+    assert main(["data", "build", "--config", str(conf), "--out", str(tmp / "shards"), "-q"]) == 0
+    assert main(["pretrain", "--config", str(conf), "--shards", str(tmp / "shards"), "--out", str(tmp / "t"), "-q"]) == 0
+    assert main(["distill", "--teacher", str(tmp / "t"), "--config", str(conf), "--out", str(tmp / "s"),
+                 "--no-baseline", "--n-boot", "20", "-q"]) == 0
+    assert main(["quantize", "--student", str(tmp / "s" / "distilled"), "--out", str(tmp / "q"), "--n-boot", "20",
+                 "-q"]) == 0
+    return {"tmp": tmp, "teacher": tmp / "t", "student": tmp / "s" / "distilled", "artifacts": tmp / "q",
+            "folder": _cinc_folder(cinc2017_root, tmp / "mine", ext, labels), "ids": ext, "labels": labels}
+
+
+def _compare_external(e: dict, out: Path, *extra: str) -> dict:
+    assert main(["compare", "--student", str(e["student"]), "--artifacts", str(e["artifacts"]), "--data",
+                 f"cinc2017:{e['folder']}", "--split", "all", "--out", str(out), "--n-boot", "20",
+                 "--latency-runs", "2", "--no-ram", "--no-tflm", "-q", *extra]) == 0
+    return json.loads((out / "compare.json").read_text())
+
+
+def test_split_all_scores_every_record_of_an_external_folder(external_cinc: dict, tmp_path: Path) -> None:
+    """`compare --split all` on a folder of 40 records: every record is scored, whatever split its
+    hash gives it, the two short ones on one padded window each; the figures are those of each
+    artifact run here on the shards' windows and on the padded windows made from the records."""
+    from sklearn.metrics import roc_auc_score
+
+    from edge_runtime.backends import decide, open_backend
+    from edge_runtime.signal import Preprocessor, PreprocessConfig
+    from train.data.cinc2017 import Cinc2017
+    from train.loader import WindowSet, read_records
+
+    e = external_cinc
+    rep = _compare_external(e, tmp_path / "c", "--teacher", str(e["teacher"]))
+    assert rep["split"] == "all" and rep["eval_splits"] == ["train", "val", "test"]
+    assert rep["n_records"] == len(e["ids"]) == 40 and rep["n_records_padded"] == 2 and rep["n_records_too_short"] == 0
+    assert sorted(rep["short_records"]["ids"]) == sorted(SHORT_CINC)
+    assert not rep["same_shards_as_training"] and rep["cross_checks"] == []
+    assert any("never chosen on these records" in n for n in rep["notes"])
+    # independently: the windows of every split of the shards compare built, then the padded ones
+    shards = tmp_path / "c" / "shards"
+    rows = read_records(shards)
+    sets = [WindowSet(shards, s, ("I",)) for s in ("train", "val", "test")]
+    x = [np.stack([s[i]["x"] for i in range(len(s))]) for s in sets if len(s)]
+    rid = [rows[r]["id"] for s in sets for r in s.record_rows]
+    info = json.loads((shards / "dataset.json").read_text())
+    pre = Preprocessor(PreprocessConfig(**info["preprocess"]), 300, ("I",))
+    reader = Cinc2017(e["folder"])
+    for r in SHORT_CINC:
+        w = pre.process_record(reader.read(r).signal, pad=True)
+        assert w.padded.tolist() == [True]
+        x.append(w.data)
+        rid.append(r)
+    x = np.concatenate(x)[:, :, None, :]
+    assert rep["n_windows"] == len(x) and sorted(set(rid)) == sorted(e["ids"])
+    order = sorted(set(rid))
+    inv = np.array([order.index(r) for r in rid])
+    truth = np.eye(4, dtype=bool)[[["N", "A", "O", "~"].index(e["labels"][r]) for r in order]]
+    for name in ("pte-int8", "tflite-int8"):
+        m = rep["models"][name]
+        b = open_backend(m["file"], threads=1)
+        p = b.probabilities(b.run(x))
+        per = np.zeros((len(order), 4))
+        np.add.at(per, inv, p)
+        per /= np.bincount(inv)[:, None]
+        dec = decide(per, m["thresholds"], False)
+        tp, pred, true = (dec & truth).sum(0), dec.sum(0), truth.sum(0)
+        f1 = 2 * tp / np.maximum(pred + true, 1)
+        assert m["metrics"]["decisions"]["challenge_f1"]["value"] == pytest.approx(f1[:3].mean(), abs=1e-9), name
+        assert m["metrics"]["ranking"]["auroc"]["macro"]["value"] == pytest.approx(
+            roc_auc_score(truth, per, average="macro"), abs=1e-6), name
+        assert m["metrics"]["ranking"]["n"] == 40
+    assert rep["models"]["teacher fp32"]["metrics"]["ranking"]["n"] == 40
+
+
+def test_short_records_counted_as_too_short(external_cinc: dict, tmp_path: Path) -> None:
+    rep = _compare_external(external_cinc, tmp_path / "c", "--short", "too-short")
+    assert rep["n_records"] == 38 and rep["n_records_too_short"] == 2 and rep["n_records_padded"] == 0
+    assert rep["models"]["tflite-int8"]["metrics"]["ranking"]["n"] == 38
+    assert any("counted as 'too short'" in n for n in rep["notes"])
+
+
+def test_external_folder_errors_name_the_record_or_the_line(external_cinc: dict, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    from cli_errors import assert_one_error_line
+
+    e = external_cinc
+    base = ["compare", "--student", str(e["student"]), "--artifacts", str(e["artifacts"]), "--split", "all",
+            "--no-ram", "--no-tflm"]
+    missing = tmp_path / "missing"
+    _cinc_folder(e["folder"], missing, e["ids"][:3], e["labels"])
+    with (missing / "REFERENCE.csv").open("a") as f:
+        f.write("A99999,N\n")
+    assert_one_error_line(base + ["--data", f"cinc2017:{missing}", "--out", str(tmp_path / "o1")], capsys,
+                          "record A99999", "is listed but was not read", "A99999.hea")
+    bad = tmp_path / "bad"
+    _cinc_folder(e["folder"], bad, e["ids"][:3], e["labels"])
+    (bad / "REFERENCE.csv").write_text((bad / "REFERENCE.csv").read_text() + "A99998,AF\n")
+    assert_one_error_line(base + ["--data", f"cinc2017:{bad}", "--out", str(tmp_path / "o2")], capsys,
+                          "REFERENCE.csv:4", "label 'AF'")
+    assert_one_error_line(base + ["--data", f"cinc2017:{bad}", "--split", "every"], capsys, "--split", "every")

@@ -221,3 +221,29 @@ def test_engine_refuses_a_beat_detector_at_another_rate() -> None:
     with pytest.raises(ConfigError, match="R-peak detector runs at 360 Hz, the preprocessor takes 130 Hz"):
         Engine(pre, None, RPeakDetector(360.0))
     assert Engine(pre, None, RPeakDetector(130.0)).fs_in == 130.0
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_a_stream_shorter_than_one_window_ends_with_a_padded_window_or_an_explicit_line(pad: bool) -> None:
+    """7 s of signal: with pad_short one window, flagged padded, classified on exactly the window
+    `Preprocessor.process_record(pad=True)` gives; without it no window and an end line that says
+    too short (never nothing)."""
+    x = _signal(7.0)
+    eng = _engine(pad_short=pad)
+    results, events = _feed_all(eng, ArraySource(x, FS, chunk=73).chunks())
+    end = events[-1]
+    assert end.kind == "end" and "the stream (7.0 s) is shorter than one 10 s window" in end.detail
+    if not pad:
+        assert results == [] and "too short, no decision" in end.detail and eng.stats.windows_padded == 0
+        return
+    assert len(results) == 1 and results[0].flags["padded"] and results[0].usable
+    assert eng.stats.windows == eng.stats.windows_padded == 1 and "padded to one window" in end.detail
+    w = Preprocessor(PreprocessConfig(hop_s=5.0), FS, ("CHEST",)).process_record(x, pad=True)
+    expected = DominantFrequencyModel().predict(w.data)[0]
+    assert [results[0].probabilities[k] for k in ("NORM", "FAST")] == pytest.approx(expected.tolist())
+
+
+def test_a_stream_with_windows_is_never_padded() -> None:
+    results, events = _feed_all(_engine(), ArraySource(_signal(23.0), FS, chunk=73).chunks())
+    assert len(results) == 3 and not any(r.flags["padded"] for r in results)
+    assert "0 padded); the last partial window is not classified" in events[-1].detail

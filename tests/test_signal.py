@@ -225,3 +225,41 @@ def test_fast_sos_kernel_equals_the_public_path() -> None:
     b = np.concatenate([public(x[:, i:i + 73]) for i in range(0, 5000, 73)], axis=1)
     assert np.abs(a - b).max() <= 1e-12
     assert _sos_kernel() is not None  # scipy's kernel is in use on the pinned stack
+
+
+@pytest.mark.parametrize("fs_in", [300, 500])
+def test_a_record_shorter_than_one_window_is_padded_only_when_asked(fs_in: float) -> None:
+    """9.2 s of ECG: no window, or with pad one window flagged padded: its filtered samples z-scored
+    on their own (the same numbers as normalising the unpadded filtered signal), then zeros; a
+    stream of it padded at its end (`Preprocessor.pad_tail`) gives the same window."""
+    rng = np.random.default_rng(int(fs_in))
+    pre = Preprocessor(PreprocessConfig(notch_hz=60), fs_in, ("I", "II"))
+    x = _ecg_like(rng, 2, fs_in, 9.2)
+    x[1, 100:140] = 12.0  # saturated on lead II only
+    assert len(pre.process_record(x)) == 0
+    w = pre.process_record(x, pad=True)
+    assert len(w) == 1 and w.padded.tolist() == [True] and w.start.tolist() == [0]
+    y, _ = pre.filter(x)  # the same chain, unwindowed: the real part of the padded window
+    pre.reset()
+    n = y.shape[1]
+    assert n < pre.config.window
+    real = (y - y.mean(axis=1, keepdims=True)) / y.std(axis=1, keepdims=True)
+    np.testing.assert_allclose(w.data[0, :, :n], real, atol=1e-5)
+    assert not w.data[0, :, n:].any()  # zeros after the samples
+    assert w.saturated.tolist() == [[False, True]] and not w.flat.any() and not w.gap.any()
+    for a, b in _chunks(rng, x.shape[1]):  # streamed: nothing until the end, then the same window
+        assert len(pre.process(x[:, a:b])) == 0
+    np.testing.assert_array_equal(pre.pad_tail().data, w.data)
+
+
+def test_pad_leaves_records_with_a_window_alone() -> None:
+    rng = np.random.default_rng(5)
+    pre = Preprocessor(PreprocessConfig(), 250, ("I",))
+    x = _ecg_like(rng, 1, 250, 23.0)
+    plain, padded = pre.process_record(x), pre.process_record(x, pad=True)
+    np.testing.assert_array_equal(plain.data, padded.data)
+    assert len(plain) == 3 and not padded.padded.any()
+    pre.process(x)
+    assert len(pre.pad_tail()) == 0  # windows were cut: the tail is the usual unclassified partial window
+    both = Windows.concat([plain, pre.process_record(x[:, :2000], pad=True)])
+    assert both.padded.tolist() == [False, False, False, True]

@@ -73,12 +73,20 @@ def _jsonable_labels(labels: dict[str, Any]) -> dict[str, Any]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(data_cfg: DataConfig, pre_cfg: PreprocessConfig) -> None:
-    _WORKER.update(dataset=open_dataset(data_cfg), data_cfg=data_cfg, pre_cfg=pre_cfg, pre={})
+def _init_worker(data_cfg: DataConfig, pre_cfg: PreprocessConfig, pad: bool = False) -> None:
+    _WORKER.update(dataset=open_dataset(data_cfg), data_cfg=data_cfg, pre_cfg=pre_cfg, pre={}, pad=pad)
+
+
+def is_too_short(skipped: dict[str, Any]) -> bool:
+    """Whether a `dataset.json` "skipped" entry is a record shorter than one window (not a bad one).
+    Shards built before the `too_short` key say so only in the reason."""
+    return bool(skipped.get("too_short")) or "shorter than one" in str(skipped.get("reason", ""))
 
 
 def _process(record_id: str) -> dict[str, Any]:
-    """Read and preprocess one record in a worker; a bad record is reported, not fatal."""
+    """Read and preprocess one record in a worker; a bad record is reported, not fatal. A record
+    shorter than one window is reported `too_short`, or padded to one window (`_init_worker(pad=True)`,
+    `Preprocessor.process_record(pad=True)`)."""
     ds: Dataset = _WORKER["dataset"]
     cfg: PreprocessConfig = _WORKER["pre_cfg"]
     leads = _WORKER["data_cfg"].leads
@@ -91,11 +99,12 @@ def _process(record_id: str) -> dict[str, Any]:
         _WORKER["pre"][key] = Preprocessor(cfg, rec.fs, leads)
     pre: Preprocessor = _WORKER["pre"][key]
     try:
-        win = pre.process_record(rec.signal, where=rec.source or record_id)
+        win = pre.process_record(rec.signal, where=rec.source or record_id, pad=_WORKER.get("pad", False))
     except EcgEdgeError as exc:
         return {"id": record_id, "skip": str(exc)}
     if len(win) == 0:
-        return {"id": record_id, "skip": f"{rec.duration_s:.1f} s is shorter than one {cfg.window_s:g} s window"}
+        return {"id": record_id, "skip": f"{rec.duration_s:.1f} s is shorter than one {cfg.window_s:g} s window",
+                "too_short": True, "duration_s": round(float(rec.duration_s), 3)}
     targets = window_targets(rec.labels, ds.label_names, win.start, rec.fs, cfg, pre.delay_s)
     return {"id": record_id, "fs": key, "windows": win, "targets": targets,
             "labels": _jsonable_labels(rec.labels), "meta": rec.meta}
@@ -159,7 +168,8 @@ def _write_split(folder: Path, split: str, results: Iterable[dict[str, Any]], re
 
     for res in results:
         if "skip" in res:
-            skipped.append({"id": res["id"], "split": split, "reason": res["skip"]})
+            skipped.append({"id": res["id"], "split": split, "reason": res["skip"],
+                            **({"too_short": True, "duration_s": res["duration_s"]} if res.get("too_short") else {})})
             continue
         win = res["windows"]
         if str(res["fs"]) not in designs:
@@ -227,6 +237,20 @@ def open_shards(path: str | Path) -> tuple[dict[str, Any], dict[str, ShardSplit]
     if info.get("format") != SHARD_FORMAT:
         raise DatasetError(f"{info_path}: format {info.get('format')!r}; expected {SHARD_FORMAT}")
     return info, {s: ShardSplit(path / s) for s in SPLITS if (path / s).is_dir()}
+
+
+def padded_records(data_cfg: DataConfig, pre_cfg: PreprocessConfig, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """The records `ids` (those shorter than one window) preprocessed as the shards were, each padded
+    to its one window: per record {"id", "windows" (`Windows`, `padded` set), "targets", "labels",
+    "meta"}. A record that cannot be read is a `DatasetError` naming it."""
+    _init_worker(data_cfg, pre_cfg, pad=True)
+    out = []
+    for rid in ids:  # per record (the few shorter than one window)
+        res = _process(rid)
+        if "skip" in res:
+            raise DatasetError(f"{data_cfg.source}: record {rid}: {res['skip']}")
+        out.append(res)
+    return out
 
 
 def build_or_reuse(data_cfg: DataConfig, pre_cfg: PreprocessConfig, out: str | Path, *,
