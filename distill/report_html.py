@@ -10,12 +10,18 @@ once the page has loaded, write how many plots decoded into `<body data-plots="l
 is escaped with `html.escape`; a value that is None (a class without positives, a CI no resample
 could give) prints as "n/a".
 
-Sections, in order: what was compared (dataset, splits, counts, labels, decision rule, bootstrap);
-a summary table with one row per model; per-class metrics with a forest plot of AUROC / PRAUC;
-calibration (reliability diagram, one panel per label); paired differences of each int8 artifact
-against the reference, with their forest plot; fairness gaps; cross-checks (when the report has
-them); notes; environment. Model colours follow matplotlib's default cycle in display order (the
-first model C0 = #1f77b4, then #ff7f0e...), the same in every plot.
+Order: the title, then the verdict (`distill.report_sections.verdict`: is each int8 artifact
+equivalent to the float student here, by the stated rule, with the paired CI, record agreement and
+the size and latency ratios; it fits a 1280 x 800 first screen, and the script writes its bounding
+box into `<body data-verdict="top bottom">`), a table of contents, then the sections: what was
+compared (dataset, splits, counts, labels, decision rule, bootstrap); a summary table with one row
+per model; confusion matrices per model; each int8 artifact's decision matrix against the float
+student and the records whose decision flipped; paired differences (table, forest plot, per-class
+bars); the size / latency / accuracy trade-off; ROC and PR curves; per-class metrics with a forest
+plot of AUROC / PRAUC; calibration (reliability diagram, one panel per label); fairness gaps (what
+cannot be evaluated is one line); cross-checks (when the report has them); notes; environment.
+Model colours follow matplotlib's default cycle in display order (the first model C0 = #1f77b4,
+then #ff7f0e...), the same in every plot (`distill.report_plots` draws the newer ones).
 """
 from __future__ import annotations
 
@@ -60,15 +66,31 @@ dl.meta dd { margin: 0; }
 img.plot { display: block; max-width: 100%; height: auto; margin: 8px 0 16px 0; }
 span[title] { border-bottom: 1px dotted #888; cursor: help; }
 code { font-size: 12px; }
+section.verdict { border: 2px solid #888; border-left-width: 10px; padding: 4px 14px 8px 14px; margin: 10px 0 12px 0; }
+section.verdict.ok { border-color: #2e7d32; background: #edf7ee; }
+section.verdict.bad { border-color: #c62828; background: #fdeeee; }
+section.verdict.unsure { border-color: #ef8f00; background: #fff6e8; }
+section.verdict h2 { margin-top: 6px; border-bottom: none; }
+section.verdict table { background: #fff; }
+b.ok { color: #1b5e20; } b.bad { color: #b71c1c; } b.unsure { color: #a15c00; }
+nav.toc ol { columns: 4; margin: 4px 0 8px 0; font-size: 13px; }
+div.grid { display: flex; flex-wrap: wrap; gap: 4px 20px; align-items: flex-start; }
+td.diag { font-weight: 700; }
 """
 
-#: After load: how many plots decoded (complete with a width), and the page height for screenshots.
+#: After load: how many plots decoded (complete with a width), the page height for screenshots, and
+#: where the verdict sits in the viewport ("top bottom", CSS pixels).
 _SCRIPT = """
 window.addEventListener("load", function () {
   var imgs = document.querySelectorAll("img.plot"), ok = 0;
   for (var i = 0; i < imgs.length; i++) { if (imgs[i].complete && imgs[i].naturalWidth > 0) { ok++; } }
   document.body.dataset.plots = ok + "/" + imgs.length;
   document.body.dataset.height = String(document.documentElement.scrollHeight);
+  var v = document.getElementById("verdict");
+  if (v) {
+    var r = v.getBoundingClientRect();
+    document.body.dataset.verdict = Math.round(r.top) + " " + Math.round(r.bottom);
+  }
 });
 """
 
@@ -371,11 +393,12 @@ def _header(report: Mapping[str, Any]) -> str:
         ("decision rule", _e(report.get("decision_rule", NA))),
         ("decision metric", _e(f"{_decision_name(metric)} ({metric})")),
         ("reference for pairing", _e(report.get("reference", NA))),
-        ("bootstrap", _e(f"{report.get('n_boot', NA)} resamples of records, {_level(report)} percentile intervals")),
+        ("bootstrap", _e(f"{report.get('n_boot', NA)} resamples of records, {_level(report)} percentile intervals "
+                         "(ECE: bias-corrected, basic intervals)")),
         ("latency threads", _e(report.get("threads", NA))),
     ]
     dl = "\n".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
-    return f"<h1>{_e(report.get('title') or 'ecg-edge compare')}</h1>\n<dl class=\"meta\">\n{dl}\n</dl>"
+    return f"<h2>What was compared</h2>\n<dl class=\"meta\">\n{dl}\n</dl>"
 
 
 def _summary(report: Mapping[str, Any]) -> str:
@@ -473,7 +496,7 @@ def _calibration(report: Mapping[str, Any], plot: str | None) -> str:
     return out + ("\n" + plot if plot else '\n<p class="na">no calibration bins in this report</p>')
 
 
-def _paired(report: Mapping[str, Any], plot: str | None) -> str:
+def _paired(report: Mapping[str, Any], plot: str | None, class_plot: str | None = None) -> str:
     models = _models(report)
     metric = report.get("decision_metric") or "f1"
     reference = report.get("reference", "reference")
@@ -499,77 +522,8 @@ def _paired(report: Mapping[str, Any], plot: str | None) -> str:
     out += _table(head, rows)
     out += ('\n<p class="small">Difference = model minus reference on the same resampled records (paired '
             "bootstrap); p(model not better) = share of resamples where the difference is &le; 0.</p>")
-    return out + ("\n" + plot if plot else "")
-
-
-def _group_rates(per_group: Mapping[str, Any] | None) -> str:
-    if not isinstance(per_group, Mapping):
-        return NA
-    parts = []
-    for g, r in per_group.items():
-        r = r if isinstance(r, Mapping) else {}
-        parts.append(f"{g}: {fmt(r.get('tpr'))} / {fmt(r.get('fpr'))} "
-                     f"({r.get('n_pos', NA)}+ / {r.get('n_neg', NA)}-)")
-    return "; ".join(parts) or NA
-
-
-def _gap_text(gap: Any) -> tuple[str, str | None]:
-    """(cell text, tooltip): "0.120 (F > M)" or "n/a" with the reason."""
-    if not isinstance(gap, Mapping):
-        return NA, None
-    if _num(gap.get("value")) is None:
-        return f"{NA}: {gap.get('reason') or 'not evaluable'}", None
-    return f"{fmt(gap['value'])} ({gap.get('max_group', '?')} > {gap.get('min_group', '?')})", \
-        "groups compared: " + ", ".join(str(g) for g in gap.get("groups") or [])
-
-
-def _fairness(report: Mapping[str, Any]) -> str:
-    models = _models(report)
-    head = ["model", "grouping", "class", "threshold", "TPR gap", "FPR gap",
-            "per group: TPR / FPR (positives / negatives)"]
-    rows = []
-    min_counts = set()
-    for name, m in models.items():
-        fair = m.get("fairness") if isinstance(m, Mapping) else None
-        if not isinstance(fair, Mapping):
-            rows.append("<tr>" + _td(_e(name), num=False)
-                        + f'<td colspan="{len(head) - 1}" class="na">not computed for this model</td></tr>')
-            continue
-        if fair.get("min_count") is not None:
-            min_counts.add(fair["min_count"])
-        groupings = fair.get("groupings") or {}
-        if not groupings:
-            rows.append("<tr>" + _td(_e(name), num=False)
-                        + f'<td colspan="{len(head) - 1}" class="na">no groupings</td></tr>')
-        for gname, g in groupings.items():
-            g = g if isinstance(g, Mapping) else {}
-            if "classes" not in g:
-                rows.append("<tr>" + _td(_e(name), num=False) + _td(_e(gname), num=False)
-                            + f'<td colspan="{len(head) - 2}" class="na">{_e(NA)}: '
-                              f'{_e(g.get("reason") or "not evaluable")}</td></tr>')
-                continue
-            gname_cell = f"{gname} ({g.get('n_missing', 0)} unknown)" if g.get("n_missing") else str(gname)
-            classes = g.get("classes") or {}
-            labels = [x for x in report.get("labels") or [] if x in classes]
-            for label in labels + [x for x in classes if x not in labels]:  # the report's label order
-                c = classes[label] if isinstance(classes[label], Mapping) else {}
-                lead = _td(_e(name), num=False) + _td(_e(gname_cell), num=False) + _td(_e(label), num=False)
-                if "per_group" not in c:
-                    rows.append("<tr>" + lead + _td(fmt(c.get("threshold")))
-                                + f'<td colspan="{len(head) - 4}" class="na">{_e(NA)}: '
-                                  f'{_e(c.get("reason") or "not evaluable")}</td></tr>')
-                    continue
-                tpr, tpr_t = _gap_text(c.get("tpr_gap"))
-                fpr, fpr_t = _gap_text(c.get("fpr_gap"))
-                rows.append("<tr>" + lead + _td(fmt(c.get("threshold")))
-                            + _td(_e(tpr), num=not tpr.startswith(NA), title=tpr_t)
-                            + _td(_e(fpr), num=not fpr.startswith(NA), title=fpr_t)
-                            + _td(_e(_group_rates(c.get("per_group"))), num=False) + "</tr>")
-    out = "<h2>Fairness: TPR / FPR gaps between patient groups</h2>\n" + _table(head, rows)
-    mc = ", ".join(str(x) for x in sorted(min_counts, key=str))
-    out += ('\n<p class="small">Gap = largest minus smallest rate among groups with at least '
-            f"{_e(mc or NA)} positives (TPR) or negatives (FPR), at each model's fixed thresholds.</p>")
-    return out
+    out += ("\n" + plot if plot else "")
+    return out + ('\n<h3>Per class</h3>\n' + class_plot if class_plot else "")
 
 
 def _cross_checks(report: Mapping[str, Any]) -> str:
@@ -606,22 +560,44 @@ def _environment(report: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- API
 
 def render_html(report: Mapping[str, Any]) -> str:
-    """The whole page as one string: inline CSS, plots as data: PNGs, a few lines of inline script."""
+    """The whole page as one string: inline CSS, plots as data: PNGs, a few lines of inline script.
+    The verdict comes first (it fits the first screen), then the table of contents."""
+    from distill import report_plots as rp
+    from distill import report_sections as rs
+
     title = _e(report.get("title") or "ecg-edge compare")
-    body = "\n".join(part for part in [
-        _header(report),
-        _summary(report),
-        _per_class(report, class_forest_plot(report)),
-        _calibration(report, reliability_plot(report)),
-        _paired(report, paired_forest_plot(report)),
-        _fairness(report),
-        _cross_checks(report),
-        _notes(report),
-        _environment(report),
-    ] if part)
+    sections = [
+        ("compared", "What was compared", _header(report)),
+        ("summary", "Summary", _summary(report)),
+        ("confusion", "Confusion matrices", rs.confusion(report)),
+        ("flipped", "int8 vs fp32 decisions", rs.decisions_vs_reference(report)),
+        ("paired", "Paired differences", _paired(report, paired_forest_plot(report), rp.class_difference_plot(report))),
+        ("tradeoff", "Size / latency / accuracy", _tradeoff(report, rp.tradeoff_plot(report))),
+        ("curves", "ROC and PR curves", _curves(rp.curves_plot(report))),
+        ("per-class", "Per-class metrics", _per_class(report, class_forest_plot(report))),
+        ("calibration", "Calibration", _calibration(report, reliability_plot(report))),
+        ("fairness", "Fairness", rs.fairness(report)),
+        ("cross-checks", "Cross-checks", _cross_checks(report)),
+        ("notes", "Notes", _notes(report)),
+        ("environment", "Environment", _environment(report)),
+    ]
+    sections = [(a, t, body.replace("<h2>", f'<h2 id="{a}">', 1)) for a, t, body in sections if body]
+    body = "\n".join([f"<h1>{title}</h1>", rs.verdict(report), rs.toc([(a, t) for a, t, _ in sections]),
+                      *(b for _, _, b in sections)])
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n"
             f"<script>{_SCRIPT}</script>\n</body>\n</html>\n")
+
+
+def _tradeoff(report: Mapping[str, Any], plot: str | None) -> str:
+    return ("<h2>Size / latency / accuracy trade-off</h2>\n" + (plot or '<p class="na">fewer than two models with '
+            "size, latency and the decision metric</p>") + '\n<p class="small">Size: the file that is flashed for '
+            "an artifact, parameters and buffers for a PyTorch model; latency: batch 1 on this host, measured in "
+            "this run.</p>")
+
+
+def _curves(plot: str | None) -> str:
+    return "<h2>ROC and PR curves</h2>\n" + (plot or '<p class="na">no curve points in this report</p>')
 
 
 def write_html(report: Mapping[str, Any], path: str | Path) -> Path:

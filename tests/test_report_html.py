@@ -26,6 +26,7 @@ import pytest
 pytest.importorskip("sklearn", reason="the 'train' extra (scikit-learn) is needed for train.metrics")
 pytest.importorskip("matplotlib", reason="the 'train' extra (matplotlib) draws the report's plots")
 
+from distill import compare_figures as cf  # noqa: E402
 from distill.report_html import fmt, fmt_ci, render_html, write_html  # noqa: E402
 from train.metrics import (  # noqa: E402
     age_groups, aggregate_by_record, bootstrap_scores, calibration, decision_scores, fairness_gaps, meta_groups,
@@ -33,6 +34,9 @@ from train.metrics import (  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 N_BOOT = 200
+N_PLOTS = 6
+#: The first screen the verdict must fit in (CSS pixels), a typical laptop viewport.
+FIRST_SCREEN = (1280, 800)
 #: matplotlib's default cycle: the first three models' colours.
 PLOT_COLOURS = {"C0": (0x1F, 0x77, 0xB4), "C1": (0xFF, 0x7F, 0x0E), "C2": (0x2C, 0xA0, 0x2C)}
 ESCAPE_NOTE = "thresholds <b>from validation</b> & fixed before test"
@@ -125,12 +129,19 @@ def _build(case: str) -> dict[str, Any]:
             pred_win, pred_rec = np.eye(4)[p_win.argmax(1)], np.eye(4)[p_rec.argmax(1)]
         models[name]["thresholds_np"] = thr
         _score(models[name], y_rec, p_rec, pred_rec.astype(float), labels, groups)
+        models[name]["confusion"] = cf.cross_table(y_rec > 0.5, pred_rec, labels, case == "ptbxl")
+        models[name]["curves"] = cf.curves(y_rec, p_rec, labels)
         preds[name] = (p_rec, pred_rec.astype(float), pred_win.astype(float))
     p_ref, d_ref, w_ref = preds["student fp32"]
     for name in models:
         if models[name]["precision"] != "int8":
             continue
         p, d, w = preds[name]
+        models[name]["paired_per_class"] = cf.paired_per_class(y_rec, p, p_ref, d, d_ref, labels, N_BOOT)
+        models[name]["decisions_vs_reference"] = {
+            "matrix": cf.cross_table(d_ref > 0.5, d > 0.5, labels, case == "ptbxl"),
+            "flipped": cf.flipped([f"rec{i:04d}" for i in range(n_rec)], y_rec, p_ref, p, d_ref > 0.5, d > 0.5,
+                                  labels)}
         models[name]["metrics"]["agreement"] = {
             "records": float((d == d_ref).all(1).mean()), "windows": float((w == w_ref).all(1).mean()),
             "n_records": n_rec, "n_windows": len(record)}
@@ -145,6 +156,7 @@ def _build(case: str) -> dict[str, Any]:
         extra = {"shards": "runs/shards_cinc2017", "same_shards_as_training": True,
                  "cross_checks": [{"figure": "student fp32 macro AUROC", "compare": auroc, "source": auroc,
                                    "file": "runs/students/distill.json", "equal": True}]}
+    extra["verdict"] = cf.verdicts(models, "student fp32", metric)
     return {
         **extra,
         "title": f"ecg-edge compare: {case} teacher vs student & int8",
@@ -255,7 +267,8 @@ def test_page_is_self_contained(page: str) -> None:
 
 def test_plots_are_embedded_pngs(page: str) -> None:
     imgs = [a for a in _parse(page).imgs if "plot" in a.get("class", "").split()]
-    assert len(imgs) == 3, "reliability diagram, per-class forest plot, paired forest plot"
+    assert len(imgs) == N_PLOTS, "paired forest, per-class difference bars, trade-off, ROC / PR, per-class forest, " \
+        "reliability diagram"
     for a in imgs:
         assert a["alt"].strip()
         prefix = "data:image/png;base64,"
@@ -266,9 +279,13 @@ def test_plots_are_embedded_pngs(page: str) -> None:
 
 def test_content_sections_names_and_values(report: dict[str, Any], page: str) -> None:
     p = _parse(page)
-    assert p.h2 == ["Summary", "Per-class metrics", "Calibration", f"Paired differences against {report['reference']}",
-                    "Fairness: TPR / FPR gaps between patient groups",
-                    *(["Cross-checks"] if "cross_checks" in report else []), "Notes", "Environment"]
+    assert p.h2[0].startswith("Verdict: int8 is ")
+    assert p.h2[1:] == ["What was compared", "Summary", "Confusion matrices",
+                        f"int8 against {report['reference']}: decisions and flipped records",
+                        f"Paired differences against {report['reference']}", "Size / latency / accuracy trade-off",
+                        "ROC and PR curves", "Per-class metrics", "Calibration",
+                        "Fairness: TPR / FPR gaps between patient groups",
+                        *(["Cross-checks"] if "cross_checks" in report else []), "Notes", "Environment"]
     if "cross_checks" in report:
         check = report["cross_checks"][0]
         assert p.section["Cross-checks"][1][:4] == [check["figure"], fmt(check["compare"], 6),
@@ -317,12 +334,14 @@ def test_none_values_print_as_na(report: dict[str, Any], page: str) -> None:
         hyp = per_class[start + 1:start + 1 + len(report["models"])]
         assert all(r[3] == "n/a" and r[4] == "n/a" and r[6] == "n/a" for r in hyp), hyp
         fairness = p.section["Fairness:"]
-        assert any("no operating threshold" in " ".join(r) for r in fairness)
+        assert "HYP: n/a: no operating threshold for this class" in page  # one line, not a row per model
+        assert not any(r and r[0] == "HYP" for r in fairness)
         assert any(re.match(r"0\.\d{3} \(\S+ > \S+\)", c) for r in fairness for c in r), "an evaluable gap"
-    else:  # TFLM: no peak RSS; CinC 2017: no sex or age labels
+    else:  # TFLM: no peak RSS; CinC 2017: no sex or age labels, one line each and no table
         assert _row(p.section["Summary"], "tflite-micro int8")[7] == "n/a"
-        fairness_text = " ".join(" ".join(r) for r in p.section["Fairness:"])
-        assert "no sex labels in this dataset" in fairness_text and "no age labels in this dataset" in fairness_text
+        fairness = page[page.index('<h2 id="fairness">'):page.index('<h2 id="cross-checks">')]
+        assert "no sex labels in this dataset" in fairness and "no age labels in this dataset" in fairness
+        assert "<table" not in fairness
     assert _row(p.section["Environment"], "executorch")[1] == "n/a"  # environment version None
 
 
@@ -344,9 +363,155 @@ def test_degraded_report_still_renders(report: dict[str, Any], tmp_path: Path) -
     assert [row[0].split(" [")[0] for row in p.section["Summary"][1:]] == ["teacher fp32", "student fp32", *artifacts]
     row = _row(p.section["Summary"], "executorch int8")
     assert row[5] == row[6] == row[12] == row[13] == "n/a" and row[9].endswith(" [n/a]")
-    assert "not computed for this model" in " ".join(" ".join(x) for x in p.section["Fairness:"])
+    assert "not computed for this model: executorch int8" in out.read_text(encoding="utf-8")
     assert "Paired" not in p.section or all(r[0] != "executorch int8" for r in p.section["Paired"])
     assert render_html({"models": {}}).startswith("<!DOCTYPE html>")
+    for key in ("verdict", "cross_checks"):  # a compare.json of an older ecg-edge compare
+        r.pop(key, None)
+    for m in r["models"].values():
+        for key in ("confusion", "curves", "paired_per_class", "decisions_vs_reference"):
+            m.pop(key, None)
+    old = _parse(render_html(r))
+    assert old.h2[0] == "Verdict: not in this report" and "Summary" in old.h2
+
+
+# ---------------------------------------------------------------------------------------- new report fields
+
+def _paired(lo: float, hi: float) -> dict[str, Any]:
+    return {"difference": (lo + hi) / 2, "ci": [lo, hi], "a": 0.8, "b": 0.8 - (lo + hi) / 2}
+
+
+@pytest.mark.parametrize(("ci", "agreement", "status", "why"), [
+    ((-0.01, 0.015), 0.995, "equivalent", "CI inside +-0.02"),
+    ((-0.01, 0.015), 0.98, "not equivalent", "records agree 98.00% < 99.00%"),
+    ((0.025, 0.05), 0.995, "not equivalent", "CI entirely outside +-0.02"),
+    ((-0.05, -0.021), None, "not equivalent", "CI entirely outside +-0.02"),
+    ((-0.03, 0.03), 0.999, "inconclusive", "CI wider than the margin band +-0.02"),
+    ((-0.01, 0.025), 0.999, "inconclusive", "CI crosses the margin +0.02"),
+])
+def test_verdict_rule(ci: tuple[float, float], agreement: float | None, status: str, why: str) -> None:
+    v = cf.verdict(_paired(*ci), agreement, (64_000, 256_000), (0.05, 0.5))
+    assert v["status"] == status and v["reason"].startswith(why), v
+    assert v["size"]["ratio"] == 0.25 and v["latency"]["ratio"] == pytest.approx(0.1)
+    assert v["margin"] == cf.EQUIVALENCE_MARGIN and v["min_agreement"] == cf.EQUIVALENCE_MIN_AGREEMENT
+    assert cf.verdict({"ci": None}, 0.999, (1, None), (None, 1))["status"] == "inconclusive"
+
+
+def test_verdicts_overall_and_only_int8(report: dict[str, Any]) -> None:
+    v = report["verdict"]
+    int8 = [n for n, m in report["models"].items() if m["precision"] == "int8"]
+    assert list(v["artifacts"]) == int8 and "+-0.02" in v["rule"] and ">= 99 % of records" in v["rule"]
+    for name, a in v["artifacts"].items():
+        m, ref = report["models"][name], report["models"]["student fp32"]
+        pair = m["paired_vs_reference"][report["decision_metric"]]
+        assert (a["difference"], a["ci"], a["agreement"]) == (pair["difference"], pair["ci"],
+                                                              m["metrics"]["agreement"]["records"])
+        assert a["size"]["ratio"] == pytest.approx(m["size"]["bytes"] / ref["size"]["bytes"])
+        assert a["latency"]["ratio"] == pytest.approx(m["latency"]["p50_ms"] / ref["latency"]["p50_ms"])
+    states = {a["status"] for a in v["artifacts"].values()}
+    assert v["status"] == ("equivalent" if states == {"equivalent"} else "not equivalent"
+                           if "not equivalent" in states else "inconclusive")
+    models = copy.deepcopy(report["models"])
+    for m in models.values():
+        if m["precision"] == "int8":
+            m["paired_vs_reference"][report["decision_metric"]]["ci"] = [-0.001, 0.001]
+            m["metrics"]["agreement"]["records"] = 1.0
+    assert cf.verdicts(models, "student fp32", report["decision_metric"])["status"] == "equivalent"
+
+
+def test_verdict_comes_first_then_the_contents(report: dict[str, Any], page: str) -> None:
+    p = _parse(page)
+    body = page[page.index("<body>"):]
+    assert body.index('id="verdict"') < body.index('id="contents"') < body.index('<h2 id="compared"')
+    assert body.index("<h1>") < body.index('id="verdict"')
+    verdict = p.section["Verdict:"]
+    metric = "challenge F1" if report["decision_metric"] == "challenge_f1" else "macro F1"
+    assert verdict[0][:4] == ["int8 artifact", "verdict", f"{metric} minus student fp32 [95 % CI]",
+                              "records decided alike"]
+    for name, a in report["verdict"]["artifacts"].items():
+        row = _row(verdict, name)
+        assert row[1] == a["status"] and row[2] == fmt_ci({"value": a["difference"], "ci": a["ci"]})
+        assert row[3] == f"{a['agreement']:.2%}" and f"({a['size']['ratio']:.2f}x)" in row[4]
+        assert f"({a['latency']['ratio']:.2f}x)" in row[5] and row[6] == a["reason"]
+    assert html.escape(report["verdict"]["rule"]) in page
+    anchors = re.findall(r'<a href="#([a-z-]+)">', page)
+    ids = set(re.findall(r'id="([a-z-]+)"', page))
+    assert anchors and set(anchors) <= ids and len(anchors) == len(p.h2) - 1  # every section but the verdict
+
+
+def test_confusion_and_decision_matrices_and_flipped_records(report: dict[str, Any], page: str) -> None:
+    n = report["n_records"]
+    single = not report["multilabel"]
+    for name, m in report["models"].items():
+        c = m["confusion"]
+        if single:  # trace / n is the accuracy decision_scores reports
+            mat = np.array(c["matrix"])
+            assert mat.sum() == n and np.trace(mat) / n == pytest.approx(m["metrics"]["decisions"]["accuracy"]["value"])
+        else:  # per class: TP / (TP + FN) is the sensitivity
+            for label, cell in c["classes"].items():
+                assert sum(cell.values()) == n
+                sens = m["metrics"]["decisions"]["sensitivity"]["classes"][label]["value"]
+                tp, fn = cell["both"], cell["a_only"]
+                assert (sens is None and tp + fn == 0) or sens == pytest.approx(tp / (tp + fn))
+        if "decisions_vs_reference" not in m:
+            continue
+        d = m["decisions_vs_reference"]
+        f = d["flipped"]
+        agree = m["metrics"]["agreement"]["records"]
+        assert f["n"] == round((1 - agree) * n) and f["of"] == n and len(f["records"]) == f["n"]
+        if single:
+            mat = np.array(d["matrix"]["matrix"])
+            assert mat.sum() - np.trace(mat) == f["n"]
+        for rec in f["records"][:25]:
+            assert rec["reference"] != rec["artifact"] and f"<code>{rec['record']}</code>" in page
+            assert len(rec["p_reference"]) == len(rec["p_artifact"]) == len(report["labels"])
+    assert page.count("<h3>") >= len(report["models"])  # a confusion matrix per model
+
+
+def test_curve_points_are_scikit_learns() -> None:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((80, 3)) < [0.3, 0.5, 0.0]).astype(float)
+    s = np.round(rng.random((80, 3)), 1)  # ties
+    cur = cf.curves(y, s, ["a", "b", "c"], points=10_000)
+    assert cur["c"] is None  # no positives
+    for k, name in enumerate("ab"):
+        fpr, tpr, _ = roc_curve(y[:, k], s[:, k], drop_intermediate=False)
+        prec, rec, _ = precision_recall_curve(y[:, k], s[:, k])
+        assert np.allclose(cur[name]["roc"]["fpr"], fpr, atol=1e-5)
+        assert np.allclose(cur[name]["roc"]["tpr"], tpr, atol=1e-5)
+        assert np.allclose(cur[name]["pr"]["recall"], rec[::-1], atol=1e-5)
+        assert np.allclose(cur[name]["pr"]["precision"], prec[::-1], atol=1e-5)
+    few = cf.curves(y, rng.random((80, 3)), ["a", "b", "c"], points=11)["a"]
+    assert len(few["roc"]["fpr"]) == 11 and few["roc"]["fpr"][0] == 0 and few["roc"]["fpr"][-1] == 1
+
+
+def test_small_fairness_groups_collapse_to_one_line() -> None:
+    """A group with fewer records than the fairness min_count is one line, not a column; a class no
+    model can give a gap for is one line with the group sizes (once, not a row per model), and a
+    grouping left with no evaluable class is lines only, no table."""
+    rng = np.random.default_rng(5)
+    n = 60
+    y = np.zeros((n, 2))
+    y[:30, 0] = 1
+    y[::20, 1] = 1  # "rare": 3 positives, so no TPR gap (needs 5 per group); FPR gaps by sex still exist
+    s = np.clip(y * 0.6 + rng.random((n, 2)) * 0.5, 0, 1)
+    sex = np.array(["M", "F"] * 30, dtype=object)
+    age = np.array(["40-59"] * 57 + [">=80"] * 3, dtype=object)  # >=80: 3 records; one group left
+    fair = fairness_gaps(y, s, [0.5, 0.5], {"sex": sex, "age": age}, ["common", "rare"], min_count=5)
+    models = {name: {"role": role, "precision": "fp32", "fairness": fair}
+              for name, role in (("teacher fp32", "teacher"), ("student fp32", "student"))}
+    page = render_html({"labels": ["common", "rare"], "models": models})
+    fairness = page[page.index('<h2 id="fairness">'):page.index('<h2 id="notes">')]
+    by_sex, by_age = fairness.split("<h3>by age</h3>")
+    assert "group too small" not in by_sex and "<table" in by_sex
+    sex_rows = [r for t in _parse(by_sex).tables for r in t]
+    assert [r[0] for r in sex_rows if len(r) == 1] == ["common", "rare"]  # class header rows
+    assert sum(1 for r in sex_rows if len(r) == 6 and r[1] in models) == 4  # 2 classes x 2 models
+    assert "<table" not in by_age and by_age.count("group too small: &gt;=80 (n = 3)") == 1
+    for label in ("common", "rare"):
+        assert by_age.count(f"{label}: group too small: 40-59 n = 57") == 1  # once, not per model
 
 
 # ---------------------------------------------------------------------------------------- real browser
@@ -393,9 +558,9 @@ def test_plots_render_in_headless_chromium(tmp_path: Path) -> None:
     path.write_text(page, encoding="utf-8")  # what write_html writes (checked in the test above)
     url = path.resolve().as_uri()
     data = _body_data(_run_chromium(exe, tmp_path / "profile", "--dump-dom", url).stdout)
-    assert data.get("plots") == "3/3", f"plots decoded in the browser: {data.get('plots')!r} (expected 3/3)"
+    assert data.get("plots") == f"{N_PLOTS}/{N_PLOTS}", f"plots decoded in the browser: {data.get('plots')!r}"
     height = int(data["height"])
-    assert 1500 < height < 16000, height
+    assert 3000 < height < 20000, height
 
     shot = tmp_path / "shot.png"
     _run_chromium(exe, tmp_path / "profile", f"--window-size=1400,{height}", f"--screenshot={shot}", url)
@@ -408,4 +573,44 @@ def test_plots_render_in_headless_chromium(tmp_path: Path) -> None:
     broken.write_text(re.sub(r"base64,[A-Za-z0-9+/=]+", "base64,AAAA", path.read_text(encoding="utf-8")),
                       encoding="utf-8")
     dom = _run_chromium(exe, tmp_path / "profile", "--dump-dom", broken.resolve().as_uri()).stdout
-    assert _body_data(dom).get("plots") == "0/3"
+    assert _body_data(dom).get("plots") == f"0/{N_PLOTS}"
+
+
+#: The verdict box's left border colour per status (distill.report_html CSS).
+VERDICT_BORDER = {"equivalent": (0x2E, 0x7D, 0x32), "not equivalent": (0xC6, 0x28, 0x28),
+                  "inconclusive": (0xEF, 0x8F, 0x00)}
+
+
+@pytest.mark.slow
+def test_first_screen_holds_the_verdict_in_headless_chromium(tmp_path: Path) -> None:
+    """At 1280 x 800 the verdict box lies wholly inside the first screen: its bounding box (written
+    into <body data-verdict="top bottom"> by the page's script) and, in a screenshot of that one
+    screen, its border colour. Control: the same page with a tall block before the verdict fails."""
+    exe = _chromium()
+    report, page = _cached("cinc2017")  # two int8 artifacts: the taller verdict
+    width, height = FIRST_SCREEN
+    path = tmp_path / "compare.html"
+    path.write_text(page, encoding="utf-8")
+    size = f"--window-size={width},{height}"
+    data = _body_data(_run_chromium(exe, tmp_path / "profile", size, "--dump-dom", path.resolve().as_uri()).stdout)
+    top, bottom = (int(v) for v in data["verdict"].split())
+    assert 0 <= top < bottom <= height, f"verdict at {top}..{bottom} px; the first screen is {height} px"
+    assert bottom - top > 100, "the verdict box holds its table"
+
+    shot = tmp_path / "first.png"
+    _run_chromium(exe, tmp_path / "profile", size, f"--screenshot={shot}", path.resolve().as_uri())
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)[..., :3]
+    img = np.round(img * 255 if img.dtype.kind == "f" else img).astype(np.int16)
+    assert img.shape[:2] == (height, width)
+    rgb = np.array(VERDICT_BORDER[report["verdict"]["status"]])
+    rows = np.flatnonzero((np.abs(img - rgb).max(axis=-1) <= 12).sum(axis=1) >= 8)  # the thick left border
+    assert len(rows) and rows.min() <= top + 5 and rows.max() >= bottom - 5, (rows[:3], rows[-3:], top, bottom)
+
+    pushed = tmp_path / "pushed.html"
+    pushed.write_text(page.replace('<section id="verdict"', '<div style="height:900px"></div><section id="verdict"', 1),
+                      encoding="utf-8")
+    data = _body_data(_run_chromium(exe, tmp_path / "profile", size, "--dump-dom",
+                                    pushed.resolve().as_uri()).stdout)
+    assert int(data["verdict"].split()[1]) > height
