@@ -235,9 +235,9 @@ def build_inputs(tmp: Path) -> dict[str, Path]:
         x, y = condition_windows(40, 1, fs=tx.FS_DEVICE, leads=(src,), preprocess=tx.CONFIG)
         calib, _ = condition_windows(12, 2, fs=tx.FS_DEVICE, leads=(src,), preprocess=tx.CONFIG)
         with tx.one_thread():
-            model = tx.train_tiny(x, y)
+            model = tx.train_tiny(x, y, leads=(lead,))
             spec = dataclasses.replace(tx._calibrated(calib), leads=(lead,), provenance={
-                "model": f"TinyStudent (tests/tiny_export.py), 150 steps on synthetic lead {src} windows (bench/pi.py)",
+                "model": f"test_student (train.models.student), 150 steps on synthetic lead {src} windows (bench/pi.py)",
                 "calibration": f"{len(calib)} preprocessed synthetic lead {src} windows"})
             from distill.export import export_tflite
             export_tflite(model, spec, tmp / name, "int8", calib)

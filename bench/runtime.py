@@ -102,7 +102,7 @@ def _torch_model(model_path: str):
 
     torch.set_num_threads(1)
     art = load_artifact(model_path)  # the fp32 artifact exported from the same module
-    net = tx.TinyStudent()
+    net = tx.tiny_student()
     net.load_state_dict(torch.load(Path(model_path).parent / "state_dict.pt", weights_only=True))
     net.eval()
 

@@ -62,11 +62,14 @@ def test_backend_matches_pytorch_reference(exports: Exports, kind: str, record_p
         assert diff <= 1e-4
         return
     # int8 vs the convert_pt2e module: the runtimes requantize in fixed point, the reference in float,
-    # so a rounding tie can land one output step (scale) away; one more step covers a tie inside the
-    # network carried through the head. Measured: at most 1 step, so 2 steps is tight, not loose.
+    # so each requantization's rounding tie can move the output by a step (scale); the bound is the
+    # one parity uses, 2 sqrt(requantizations) steps (distill.parity.int8_steps: 6.3 for test_student's
+    # 10). Measured on test_student: 3 steps for the .tflite, 1 for the .pte.
+    from distill.parity import int8_steps
+
     step = _output_step(exports, kind)
     print(f"{kind}: output step {step:.4g}, max |diff| = {diff / step:.2f} steps")
-    assert diff <= 2 * step + 1e-6
+    assert diff <= int8_steps(exports.get(kind).reference) * step + 1e-6
     assert agree >= 0.95
 
 

@@ -1,15 +1,16 @@
-"""Test helper: a tiny student-like model exported to every artifact kind the runtime loads.
+"""Test helper: the registry's tiny student exported to every artifact kind the runtime loads.
 
-The model has the students' form (ARCHITECTURE.md, FACTS.md): Conv2d over (N, C, 1, T) with (1, k)
-kernels, strided convs and ReLU, a small (1, 4) average pool over the last 8 steps (not a wide
-global pool, which Ethos-U leaves on the CPU), and a linear head giving one logit per
-synthetic condition. It is trained for a few seconds on real preprocessed windows so its logits
-carry decisions worth comparing; int8 is calibrated on other real windows, never on random tensors.
+The model is `train.models.student.test_student` (`create_model("test_student")`): the students'
+form (ARCHITECTURE.md, FACTS.md), Conv2d over (N, C, 1, T) with (1, k) kernels, BatchNorm and ReLU,
+a small average pool (not a wide global pool, which Ethos-U leaves on the CPU), and a linear head
+giving one logit per synthetic condition. It is trained for a few seconds on real preprocessed
+windows so its logits carry decisions worth comparing; int8 is calibrated on other real windows,
+never on random tensors.
 
-Every `export_*` delegates to the library exporters in `distill.export` (which write the artifact
-with `edge_runtime.artifact.write_artifact`) and returns the manifest path together with the
-PyTorch reference the artifact must reproduce (the float model, or the `convert_pt2e` module for
-int8).
+Every `export_*` delegates to the library exporters in `distill.export` (which fold BatchNorm and
+write the artifact with `edge_runtime.artifact.write_artifact`) and returns the manifest path
+together with the PyTorch reference the artifact must reproduce (the float model, or the
+`convert_pt2e` module for int8).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from distill import export
 from distill.export import Exported, ExportSpec
 from edge_runtime.signal import PreprocessConfig
 from train.data.synthetic import CONDITIONS, condition_windows
+from train.models import create_model
 
 FS_DEVICE = 500.0
 LEADS = ("I",)
@@ -38,19 +40,9 @@ WINDOW = CONFIG.window
 EXAMPLE = (torch.zeros(1, len(LEADS), 1, WINDOW),)
 
 
-class TinyStudent(nn.Module):
-    """(N, 1, 1, 1000) -> (N, 5) logits: 1000 -> 500 -> 125 -> 32 -> 8 -> pool (1, 4) -> 2 steps x 16."""
-
-    def __init__(self, n_leads: int = len(LEADS), n_labels: int = len(LABELS)) -> None:
-        super().__init__()
-        def conv(cin: int, cout: int, k: int, s: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, (1, k), (1, s), (0, k // 2)), nn.ReLU()]
-        self.features = nn.Sequential(*conv(n_leads, 8, 7, 2), *conv(8, 16, 5, 4), *conv(16, 16, 5, 4),
-                                      *conv(16, 16, 5, 4), nn.AvgPool2d((1, 4), (1, 4)))
-        self.head = nn.Linear(16 * 2, n_labels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.features(x), 1))
+def tiny_student(leads: tuple[str, ...] = LEADS, n_labels: int = len(LABELS)) -> nn.Module:
+    """The registry's `test_student` for `leads` and `n_labels` classes, on the contract's window."""
+    return create_model("test_student", leads=leads, n_classes=n_labels, window=WINDOW)
 
 
 def synthetic_windows(n_records: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,10 +64,11 @@ def one_thread() -> Iterator[None]:
 
 
 @one_thread()
-def train_tiny(x: np.ndarray, y: np.ndarray, steps: int = 150, seed: int = 0) -> TinyStudent:
-    """A few Adam steps on real windows (deterministic for a given seed: one thread)."""
+def train_tiny(x: np.ndarray, y: np.ndarray, steps: int = 150, seed: int = 0,
+               leads: tuple[str, ...] = LEADS) -> nn.Module:
+    """A few Adam steps of `tiny_student` on real windows (deterministic for a given seed: one thread)."""
     torch.manual_seed(seed)
-    model = TinyStudent()
+    model = tiny_student(leads)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
     gen = torch.Generator().manual_seed(seed)
@@ -90,7 +83,7 @@ def train_tiny(x: np.ndarray, y: np.ndarray, steps: int = 150, seed: int = 0) ->
 
 #: The manifest facts every tiny artifact carries (distill.export writes them).
 SPEC = ExportSpec(CONFIG, LEADS, LABELS, fs_device=FS_DEVICE,
-                  provenance={"model": "TinyStudent (tests/tiny_export.py)"})
+                  provenance={"model": "test_student (train.models.student), trained by tests/tiny_export.py"})
 
 
 def _calibrated(calib: np.ndarray) -> ExportSpec:
