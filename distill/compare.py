@@ -17,7 +17,11 @@ scores with, so the figures equal export.json's and distill.json's for the same 
 bootstrap differences against the float student (`train.metrics.paired_difference`); decision
 agreement with it; calibration (`train.metrics.calibration`); TPR / FPR gaps by sex and age group
 where the records carry them (`train.metrics.fairness_gaps`); size, batch-1 latency measured in
-this run, and RAM (`distill.footprint`, plus the runtime's own planned figure where it has one).
+this run, and RAM (`distill.footprint`, plus the runtime's own planned figure where it has one);
+per model the record-level confusion matrix and ROC / PR points, per artifact the decision matrix
+against the float student, the records whose decision flipped and per-class paired differences,
+and the verdict: is each int8 artifact equivalent to the float student here
+(`distill.compare_figures.EQUIVALENCE_RULE`), at what size and latency.
 
 Writes OUT/compare.json (every figure), OUT/compare.html (`distill.report_html`, plots embedded)
 and prints a table (`print_table`).
@@ -37,6 +41,8 @@ import numpy as np
 from edge_runtime.errors import ConfigError
 
 REFERENCE = "student fp32"
+#: Fewest positives (negatives) a patient group needs for a TPR (FPR) in the fairness gaps.
+FAIRNESS_MIN_COUNT = 5
 #: Packages whose versions go into the report.
 VERSIONS = ("numpy", "torch", "executorch", "ai-edge-litert", "onnxruntime", "tflite-micro", "brevitas", "scikit-learn")
 
@@ -251,7 +257,11 @@ def _planned(art: Any, backend: str | None) -> tuple[int, str] | None:
 # --------------------------------------------------------------------------- scoring
 
 def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] | None, n_boot: int,
-                 decision_metric: str) -> dict[str, Any]:
+                 decision_metric: str, ids: list[str]) -> dict[str, Any]:
+    """Metrics, calibration, fairness, the confusion matrix and ROC / PR points of one model; against
+    the reference also the paired differences (macro and per class), the decision matrix and the
+    flipped records. `ids`: the record ids in sorted record order (as aggregate_by_record)."""
+    from distill import compare_figures as cf
     from distill.release import score
     from edge_runtime.backends import decide
     from train.metrics import aggregate_by_record, calibration, fairness_gaps, paired_difference
@@ -263,11 +273,14 @@ def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] 
     _, s = aggregate_by_record(e.probs, data.eval_records, "mean")
     _, y = aggregate_by_record(data.eval_y, data.eval_records, "max")
     dec = decide(s, e.thresholds, data.multilabel)  # this model's thresholds
-    out: dict[str, Any] = {"metrics": metrics, "calibration": calibration(y, s, data.labels, n_boot=n_boot)}
+    out: dict[str, Any] = {"metrics": metrics, "calibration": calibration(y, s, data.labels, n_boot=n_boot),
+                           "confusion": cf.cross_table(y > 0.5, dec, data.labels, data.multilabel),
+                           "curves": cf.curves(y, s, data.labels)}
     if groups is not None:
         # multi-label: probability >= threshold per label; single-label: the one-hot decision
         score_, thr = (s, e.thresholds) if data.multilabel else (dec.astype(float), [0.5] * len(data.labels))
-        out["fairness"] = fairness_gaps(y, score_, thr, groups, label_names=data.labels)
+        out["fairness"] = fairness_gaps(y, score_, thr, groups, label_names=data.labels,
+                                        min_count=FAIRNESS_MIN_COUNT)
     else:
         out["fairness"] = None
     if ref is not None:
@@ -277,16 +290,22 @@ def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] 
             **{m: paired_difference(y, s, r, m, n_boot=n_boot, label_names=data.labels) for m in ("auroc", "prauc")},
             decision_metric: paired_difference(y, dec.astype(float), rdec.astype(float), decision_metric,
                                                n_boot=n_boot, label_names=data.labels)}
+        out["paired_per_class"] = cf.paired_per_class(y, s, r, dec, rdec, data.labels, n_boot)
+        out["decisions_vs_reference"] = {
+            "matrix": cf.cross_table(rdec, dec, data.labels, data.multilabel),  # rows: reference, columns: e
+            "flipped": cf.flipped(ids, y, r, s, rdec, dec, data.labels)}
     return out
 
 
-def _groups(shards: Path, data: Any) -> dict[str, Any] | None:
+def _groups(shards: Path, data: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """(sex / age groups per evaluated record, the records' ids), in sorted record order."""
     from train.loader import read_records
     from train.metrics import aggregate_by_record, meta_groups
 
     records = read_records(shards) + data.short.records()  # the padded short records after records.jsonl's
     rid, _ = aggregate_by_record(data.eval_y, data.eval_records, "max")
-    return meta_groups([records[int(r)].get("meta") or {} for r in rid])
+    rows = [records[int(r)] for r in rid]
+    return meta_groups([r.get("meta") or {} for r in rows]), [str(r.get("id", int(i))) for r, i in zip(rows, rid)]
 
 
 # --------------------------------------------------------------------------- cross-checks
@@ -354,6 +373,7 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
     never chosen on the scored data."""
     import torch
 
+    from distill.compare_figures import verdicts
     from distill.footprint import measure
     from distill.release import _is_cinc, check_every_record_read, load_release_data, scored_splits
     from distill.distill import load_student
@@ -389,13 +409,13 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
     finally:
         torch.set_num_threads(saved)
     decision_metric = "challenge_f1" if _is_cinc(data_.labels) else "f1"
-    groups = _groups(shards, data_)  # a grouping the records never carry is None
+    groups, ids = _groups(shards, data_)  # a grouping the records never carry is None
     ref = next(e for e in entries if e.name == REFERENCE)
     models: dict[str, Any] = {}
     for e in entries:
         log(f"scoring {e.name}")
         scored = _score_entry(e, data_, None if e.role in ("teacher", "student") else ref, groups, n_boot,
-                              decision_metric)
+                              decision_metric, ids)
         r = measure(*e.ram_probe) if ram and e.ram_probe else {"delta_bytes": None, "reason": "not measured (--no-ram)"}
         models[e.name] = {
             "role": e.role, "what": e.what, "runtime": e.runtime, "precision": e.precision, "leads": list(e.leads),
@@ -412,8 +432,11 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
              f"Student and artifacts decide at the manifest's thresholds ({data_.provenance['thresholds']}); the "
              "teacher at its own thresholds, chosen on the validation split by the same rule.",
              "Paired differences: the artifact minus the float student on the same bootstrap resamples of records.",
-             "ECE: 10 equal-width bins per class, one-vs-rest. Its bootstrap interval is percentile-based and "
-             "ECE is biased upward on resamples, so the point value can sit at the interval's lower end.",
+             "ECE: 10 equal-width bins per class, one-vs-rest. The plug-in ECE is biased upward, more so on "
+             "resamples (its percentile interval can lie entirely above it), so the value shown is bias-corrected "
+             "(2 x plug-in - median of the resamples) with the basic bootstrap interval (2 x plug-in - the "
+             "percentiles), which always holds it; the plug-in value, which the reliability bins show, is in "
+             "compare.json.",
              f"Latency: one window per call (batch 1), {threads} thread(s), median and 95th percentile of "
              f"{latency_runs} calls after 3 warm-up calls, measured in this run on {platform.machine()}."]
     if not same:
@@ -448,6 +471,7 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
         else "one label per record: argmax(probability / threshold)",
         "decision_metric": decision_metric, "reference": REFERENCE, "n_boot": n_boot, "level": 0.95,
         "threads": threads, "models": models, "model_order": list(models), "notes": notes,
+        "verdict": verdicts(models, REFERENCE, decision_metric),
         "environment": {"python": platform.python_version(), "platform": platform.platform(),
                         "versions": _versions()}}
     report["cross_checks"] = cross_checks(report, artifacts, student)
@@ -499,6 +523,12 @@ def print_table(report: dict[str, Any], file: Any = None) -> None:
     for r in [head, *rows]:
         print("  ".join(str(c).ljust(w) if i in (0, 1) else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))),
               file=file)
+    verdict = report.get("verdict") or {}
+    for name, v in (verdict.get("artifacts") or {}).items():
+        ratio = lambda d: f"{d['ratio']:.2f}x" if d.get("ratio") is not None else "n/a"  # noqa: E731
+        print(f"verdict {name}: {v['status']} ({v['reason']}); {report['decision_metric']} - fp32 "
+              f"{_ci({'value': v['difference'], 'ci': v['ci']}, signed=True)}; size {ratio(v['size'])}, "
+              f"latency {ratio(v['latency'])} of {verdict['reference']}", file=file)
     checks = report.get("cross_checks") or []
     if checks:
         bad = [c for c in checks if not c["equal"]]

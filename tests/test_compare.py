@@ -166,6 +166,50 @@ def test_outputs_html_json_and_terminal_table(compared: dict, capsys: pytest.Cap
     assert "figures equal" in out
 
 
+def test_verdict_matrices_flipped_records_curves_and_ece_interval(compared: dict) -> None:
+    """The page's new figures, checked against the report's own metrics: the verdict of each int8
+    artifact is its paired decision-metric CI and record agreement under the stated rule; each
+    flipped record is one the agreement counts against; confusion cells add up to the positives;
+    ROC curves run from (0, 0) to (1, 1); every ECE value lies inside its interval."""
+    from distill import compare_figures as cf
+
+    r = compared["report"]
+    models, n = r["models"], r["n_records"]
+    int8 = [name for name, m in models.items() if m["precision"] == "int8"]
+    v = r["verdict"]
+    assert list(v["artifacts"]) == int8 and v["metric"] == r["decision_metric"] == "f1"
+    for name in int8:
+        m, a = models[name], v["artifacts"][name]
+        expect = cf.verdict(m["paired_vs_reference"]["f1"], m["metrics"]["agreement"]["records"],
+                            (m["size"]["bytes"], models["student fp32"]["size"]["bytes"]),
+                            (m["latency"]["p50_ms"], models["student fp32"]["latency"]["p50_ms"]))
+        assert a == expect and a["status"] in ("equivalent", "not equivalent", "inconclusive")
+    assert not r["multilabel"]  # the synthetic chain: one label per record
+    for name, m in models.items():
+        conf = np.array(m["confusion"]["matrix"])  # rows: true label, columns: decision
+        assert conf.sum() == n and np.trace(conf) / n == pytest.approx(m["metrics"]["decisions"]["accuracy"]["value"])
+        for k, label in enumerate(r["labels"]):
+            assert conf[k].sum() == m["metrics"]["ranking"]["auroc"]["classes"][label]["n_pos"]
+            cur = m["curves"][label]
+            if cur is not None:
+                assert cur["roc"]["fpr"][0] == cur["roc"]["tpr"][0] == 0 and cur["roc"]["fpr"][-1] == 1
+                assert len(cur["roc"]["fpr"]) <= cf.CURVE_POINTS
+            ece = m["calibration"]["classes"][label]["ece"]
+            assert ece["ci"][0] <= ece["value"] <= ece["ci"][1], (name, label, ece)
+        if m["role"] != "artifact":
+            continue
+        f = m["decisions_vs_reference"]["flipped"]
+        assert f["of"] == n and f["n"] == round((1 - m["metrics"]["agreement"]["records"]) * n)
+        assert len(f["records"]) == min(f["n"], cf.FLIPPED_MAX)
+        for rec in f["records"]:
+            assert rec["reference"] != rec["artifact"] and len(rec["p_artifact"]) == len(r["labels"])
+        matrix = np.array(m["decisions_vs_reference"]["matrix"]["matrix"])  # rows: float student, columns: artifact
+        assert matrix.sum() == n and matrix.sum() - np.trace(matrix) == f["n"]
+        assert (matrix.sum(axis=0) == conf.sum(axis=0)).all()  # the artifact's decisions, counted both ways
+    page = (compared["out"] / "compare.html").read_text()
+    assert page.index('id="verdict"') < page.index('id="contents"') < page.index('id="summary"')
+
+
 def test_bad_inputs_give_one_line_errors(chain: dict[str, Path], tmp_path: Path, capsys) -> None:
     student = str(chain["students"] / "distilled")
     (tmp_path / "empty").mkdir()
