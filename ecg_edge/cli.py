@@ -159,7 +159,7 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 BENCHMARKS = {"preprocess": "preprocess.py", "runtime": "runtime.py", "rpeaks": "rpeaks_mitbih.py", "ble": "ble.py",
               "train": "training.py", "models": "models.py", "package": "package.py",
               "firmware": "firmware.py", "pi": "pi.py", "faults": "faults.py",
-              "soak": "soak.py", "hotpaths": "hotpaths.py"}
+              "soak": "soak.py", "hotpaths": "hotpaths.py", "short": "short_records.py"}
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 

@@ -249,7 +249,11 @@ def summary_lines(r: StreamResult) -> list[str]:
     s = r.stats
     lines = [f"{r.describe}: {s.received} samples received, {s.lost} lost in {s.bridged_gaps + s.reset_gaps} gaps, "
              f"{s.duplicate} duplicate, {s.invalid} invalid, {s.rejected} rejected; {s.windows} windows "
-             f"({s.windows_unusable} unusable), {s.beats} beats"]
+             f"({s.windows_unusable} unusable, {s.windows_padded} padded), {s.beats} beats"]
+    if s.used and s.windows == 0:  # the engine pads such a stream unless EngineConfig.pad_short is off
+        lines.append("  the stream is shorter than one window: too short, no decision")
+    elif s.windows_padded:
+        lines.append("  the stream is shorter than one window: classified on one window padded with zeros")
     if r.link is not None:
         c = r.link
         lines.append(f"  link: {c.received} samples received, {c.lost} lost in {len(c.gaps)} gaps, {c.duplicated} "

@@ -409,3 +409,44 @@ def test_external_folder_errors_name_the_record_or_the_line(external_cinc: dict,
     assert_one_error_line(base + ["--data", f"cinc2017:{bad}", "--out", str(tmp_path / "o2")], capsys,
                           "REFERENCE.csv:4", "label 'AF'")
     assert_one_error_line(base + ["--data", f"cinc2017:{bad}", "--split", "every"], capsys, "--split", "every")
+
+
+def test_short_records_bench_scores_padded_and_too_short(external_cinc: dict, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ecg-edge bench short` (bench/short_records.py) on the external folder: its two short records
+    decided on their padded windows as the artifact decides them here; "too short" counted wrong
+    answers nothing (F1 0 on the cut records) and abstaining covers the records answered."""
+    import importlib.util
+
+    from edge_runtime.backends import decide, open_backend
+    from edge_runtime.signal import Preprocessor, PreprocessConfig
+    from train.data.cinc2017 import Cinc2017
+
+    e = external_cinc
+    shards = tmp_path / "shards"
+    assert main(["data", "build", "--config", str(e["tmp"] / "tiny.toml"), "--data", f"cinc2017:{e['folder']}",
+                 "--out", str(shards), "-q"]) == 0
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "bench"))  # as when run as a script
+    spec = importlib.util.spec_from_file_location("short_records", Path(__file__).parents[1] / "bench" / "short_records.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    manifest = e["artifacts"] / "tflite-int8" / "manifest.json"
+    r = bench.measure(manifest, shards, "train", 9.0, 20)
+    assert r["short"]["n"] == 2 and sorted(x["id"] for x in r["short"]["records"]) == sorted(SHORT_CINC)
+    b = open_backend(manifest, threads=1)
+    info = json.loads((shards / "dataset.json").read_text())
+    pre = Preprocessor(PreprocessConfig(**info["preprocess"]), 300, ("I",))
+    labels = ["N", "A", "O", "~"]
+    for x in r["short"]["records"]:
+        w = pre.process_record(Cinc2017(e["folder"]).read(x["id"]).signal, pad=True).data[:, :, None, :]
+        d = decide(b.probabilities(b.run(w)).mean(axis=0), r["thresholds"], False)[0]
+        assert x["decision"] == [k for k, v in zip(labels, d) if v] and x["truth"] == [e["labels"][x["id"]]]
+        assert x["correct"] == (x["decision"] == x["truth"])
+    n_train = len(Cinc2017(e["folder"]).ids("train")) - sum(x["split"] == "train" for x in r["short"]["records"])
+    t, ws = r["truncated"], r["with_short"]
+    assert t["n_records"] == n_train and ws["n_records"] == n_train + 2
+    assert t["too_short_as_wrong"]["f1"] == 0.0 and t["too_short_as_wrong"]["accuracy"] == 0.0
+    assert ws["too_short_as_abstention"]["coverage"] == pytest.approx(n_train / (n_train + 2))
+    assert ws["too_short_as_abstention"]["f1"] == t["full_length"]["f1"]
+    assert r["choice"] == ("pad" if t["pad"]["f1"] > 0 and ws["pad"]["f1"] >= ws["too_short_as_wrong"]["f1"]
+                           else "too-short")
