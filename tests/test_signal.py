@@ -227,17 +227,18 @@ def test_fast_sos_kernel_equals_the_public_path() -> None:
     assert _sos_kernel() is not None  # scipy's kernel is in use on the pinned stack
 
 
-@pytest.mark.parametrize("fs_in", [300, 500])
-def test_a_record_shorter_than_one_window_is_padded_only_when_asked(fs_in: float) -> None:
+@pytest.mark.parametrize("fs_in,fill", [(300, "repeat"), (500, "repeat"), (300, "zeros")])
+def test_a_record_shorter_than_one_window_is_padded_only_when_asked(fs_in: float, fill: str) -> None:
     """9.2 s of ECG: no window, or with pad one window flagged padded: its filtered samples z-scored
-    on their own (the same numbers as normalising the unpadded filtered signal), then zeros; a
-    stream of it padded at its end (`Preprocessor.pad_tail`) gives the same window."""
+    on their own (the same numbers as normalising the unpadded filtered signal), then those samples
+    again from their start (repeat) or zeros; a stream of it padded at its end
+    (`Preprocessor.pad_tail`) gives the same window."""
     rng = np.random.default_rng(int(fs_in))
     pre = Preprocessor(PreprocessConfig(notch_hz=60), fs_in, ("I", "II"))
     x = _ecg_like(rng, 2, fs_in, 9.2)
     x[1, 100:140] = 12.0  # saturated on lead II only
     assert len(pre.process_record(x)) == 0
-    w = pre.process_record(x, pad=True)
+    w = pre.process_record(x, pad=True, fill=fill)
     assert len(w) == 1 and w.padded.tolist() == [True] and w.start.tolist() == [0]
     y, _ = pre.filter(x)  # the same chain, unwindowed: the real part of the padded window
     pre.reset()
@@ -245,11 +246,14 @@ def test_a_record_shorter_than_one_window_is_padded_only_when_asked(fs_in: float
     assert n < pre.config.window
     real = (y - y.mean(axis=1, keepdims=True)) / y.std(axis=1, keepdims=True)
     np.testing.assert_allclose(w.data[0, :, :n], real, atol=1e-5)
-    assert not w.data[0, :, n:].any()  # zeros after the samples
+    tail = real[:, :pre.config.window - n] if fill == "repeat" else 0.0  # the record from its start again, or zeros
+    np.testing.assert_allclose(w.data[0, :, n:], np.broadcast_to(tail, (2, pre.config.window - n)), atol=1e-5)
     assert w.saturated.tolist() == [[False, True]] and not w.flat.any() and not w.gap.any()
     for a, b in _chunks(rng, x.shape[1]):  # streamed: nothing until the end, then the same window
         assert len(pre.process(x[:, a:b])) == 0
-    np.testing.assert_array_equal(pre.pad_tail().data, w.data)
+    np.testing.assert_array_equal(pre.pad_tail(fill).data, w.data)
+    with pytest.raises(ConfigError, match="pad fill: expected one of repeat, zeros"):
+        pre.pad_tail("mirror")
 
 
 def test_pad_leaves_records_with_a_window_alone() -> None:
