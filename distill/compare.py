@@ -444,13 +444,15 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
                      "thresholds are still the manifest's.")
     if split != "eval":
         notes.append(f"Split {split!r}: " + ("every record of the dataset, whatever split the hash gives it"
-                     if split == "all" else f"the {split} split only") + f" ({'+'.join(data_.eval_splits)}); "
+                     if split == "all" else f"the {split} split only") + f" (splits holding windows: "
+                     f"{', '.join(data_.eval_splits) or 'none'}); "
                      "thresholds are the manifest's (chosen on the student's validation split), never chosen on "
                      "these records; the teacher's probe and thresholds also come from the student's training shards.")
     sh = data_.short
     if sh.ids:
         notes.append(f"{len(sh.ids)} record(s) shorter than one {data_.spec.preprocess.window_s:g} s window: "
-                     + ("each scored on one window, its samples normalised on their own then zeros (padded)"
+                     + ("each scored on one padded window: its samples normalised on their own, repeated from their "
+                        "start up to the window"
                         if sh.policy == "pad" else "not scored, counted as 'too short' (n_records_too_short)") + ".")
     if not same_records and same:
         notes.append("Cross-checks against distill.json / export.json are left out: these are not the records "

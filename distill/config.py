@@ -11,7 +11,7 @@ from edge_runtime.spec import canonical_lead
 #: record whatever split its hash gives it ("all": a dataset that was never split), or one split.
 SPLIT_CHOICES = ("eval", "all", "train", "val", "test")
 #: `ecg-edge compare --short` (`[compare] short`): a record shorter than one window is scored on one
-#: zero-padded window ("pad", `edge_runtime.signal.Windower.pad_tail`) or gets the explicit "too
+#: padded window ("pad", `edge_runtime.signal.Windower.pad_tail`) or gets the explicit "too
 #: short" outcome (counted, not scored).
 SHORT_CHOICES = ("pad", "too-short")
 

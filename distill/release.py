@@ -81,7 +81,8 @@ class ShortRecords:
         return [{"id": i, "meta": m} for i, m in zip(self.ids, self.metas)] if self.n_padded else []
 
     def summary(self, window_s: float) -> dict[str, Any]:
-        what = (f"scored on one {window_s:g} s window: their samples, normalised on their own, then zeros"
+        what = (f"scored on one {window_s:g} s window: their samples, normalised on their own, repeated from "
+                "their start up to the window (edge_runtime.signal.Windower.pad_tail)"
                 if self.policy == "pad" else "not scored: the explicit 'too short' outcome, counted here")
         return {"policy": self.policy, "n_records_padded": self.n_padded, "n_records_too_short": self.n_too_short,
                 "ids": list(self.ids), "durations_s": list(self.durations_s),

@@ -637,8 +637,8 @@ def _student_parsers(sub: argparse._SubParsersAction) -> None:
                     "splits; all = every record of --data whatever split its hash gives it (a dataset never split: "
                     "your own recordings); train / val / test = that split. Thresholds stay the manifest's")
     co.add_argument("--short", choices=CompareConfig.SHORT, help="a record shorter than one window: pad = scored "
-                    "on one window, zero-padded after the filters (flagged padded); too-short = counted "
-                    "(n_records_too_short), not scored")
+                    "on one window, its samples repeated from their start up to the window (flagged padded); "
+                    "too-short = counted (n_records_too_short), not scored")
     bind(co, "compare")
     co.set_defaults(func=cmd_compare)
 

@@ -253,7 +253,7 @@ def summary_lines(r: StreamResult) -> list[str]:
     if s.used and s.windows == 0:  # the engine pads such a stream unless EngineConfig.pad_short is off
         lines.append("  the stream is shorter than one window: too short, no decision")
     elif s.windows_padded:
-        lines.append("  the stream is shorter than one window: classified on one window padded with zeros")
+        lines.append("  the stream is shorter than one window: classified on one padded window (its samples repeated)")
     if r.link is not None:
         c = r.link
         lines.append(f"  link: {c.received} samples received, {c.lost} lost in {len(c.gaps)} gaps, {c.duplicated} "

@@ -76,8 +76,8 @@ class EngineConfig:
     #: keep each window's model input and raw output and every R peak (`WindowResult.inputs` /
     #: `.logits`, `Engine.audit_peaks`) to compare two machines bit for bit (`ecg-edge stream --audit`).
     audit: bool = False
-    #: a stream that ends before its first window is classified on one zero-padded window
-    #: (`Preprocessor.pad_tail`, flagged "padded"); off: it ends with the explicit "too short" line.
+    #: a stream that ends before its first window is classified on one padded window (its samples
+    #: repeated: `Preprocessor.pad_tail`, flagged "padded"); off: it ends with the explicit "too short" line.
     pad_short: bool = True
 
     def __post_init__(self) -> None:
