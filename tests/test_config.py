@@ -46,6 +46,8 @@ def test_default_toml_is_the_builtin_default() -> None:
     ("[quantize]\nmethod = ['ptq', 'int4']\n", "quantize.method: expected distinct names out of ptq, qat, brevitas"),
     ("[compare]\nram = 'yes'\n", "compare.ram: expected bool"),
     ("[compare]\nlatency_runs = 0\n", "compare.latency_runs: expected a positive integer, got 0"),
+    ("[compare]\nsplit = 'every'\n", "compare.split: expected one of eval, all, train, val, test"),
+    ("[compare]\nshort = 'skip'\n", "compare.short: expected one of pad, too-short"),
     ("[package]\nc_name = '1model'\n", "package.c_name: expected a C identifier"),
     ("[stream]\nchunk = 0\n", "stream.chunk: expected a positive integer, got 0"),
     ("[stream]\ndrop = 1.0\n", "stream.drop: expected a fraction 0 <= x < 1"),
