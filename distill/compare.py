@@ -448,6 +448,9 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
                      f"{', '.join(data_.eval_splits) or 'none'}); "
                      "thresholds are the manifest's (chosen on the student's validation split), never chosen on "
                      "these records; the teacher's probe and thresholds also come from the student's training shards.")
+    if same and split in ("all", "train"):
+        notes.append("These records include those the student was trained on (the train split of its own shards): "
+                     "their figures are optimistic.")
     sh = data_.short
     if sh.ids:
         notes.append(f"{len(sh.ids)} record(s) shorter than one {data_.spec.preprocess.window_s:g} s window: "
