@@ -450,3 +450,17 @@ def test_short_records_bench_scores_padded_and_too_short(external_cinc: dict, tm
     assert ws["too_short_as_abstention"]["f1"] == t["full_length"]["f1"]
     assert r["choice"] == ("pad" if t["pad"]["f1"] > 0 and ws["pad"]["f1"] >= ws["too_short_as_wrong"]["f1"]
                            else "too-short")
+
+
+def test_split_train_of_the_students_own_shards_says_it_is_optimistic(external_cinc: dict, tmp_path: Path) -> None:
+    from train.loader import read_records
+
+    e = external_cinc
+    assert main(["compare", "--student", str(e["student"]), "--artifacts", str(e["artifacts"]), "--split", "train",
+                 "--out", str(tmp_path / "c"), "--n-boot", "20", "--latency-runs", "2", "--no-ram", "--no-tflm",
+                 "-q"]) == 0
+    rep = json.loads((tmp_path / "c" / "compare.json").read_text())
+    rows = read_records(e["tmp"] / "shards")
+    assert rep["same_shards_as_training"] and not rep["same_records_as_training"] and rep["cross_checks"] == []
+    assert rep["n_records"] == sum(r["split"] == "train" for r in rows) and rep["eval_splits"] == ["train"]
+    assert any("include those the student was trained on" in n for n in rep["notes"])
