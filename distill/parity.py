@@ -47,13 +47,12 @@ from torch import nn
 
 from edge_runtime.artifact import Artifact, TensorSpec, load_artifact
 from edge_runtime.backends import decide, open_backend, probabilities
+from edge_runtime.backends import INT8_STEPS_PER_SQRT_REQUANT, int8_tolerance_steps  # noqa: F401 (re-exported)
 from edge_runtime.errors import ArtifactError, ConfigError
 from train.engine import predict
 
 #: Absolute tolerance on logits for fp32 artifacts, every runtime.
 FP32_TOLERANCE = 1e-4
-#: int8 tolerance: this many output steps times the square root of the activation requantizations.
-INT8_STEPS_PER_SQRT_REQUANT = 2.0
 #: Reference batch: bounds torch's memory on a few thousand windows.
 _BATCH = 256
 
@@ -91,7 +90,7 @@ def requantizations(reference: nn.Module | None) -> int | None:
 def int8_steps(reference: nn.Module | None) -> float | None:
     """Default int8 tolerance in output steps: 2 sqrt(requantizations) (module docstring)."""
     n = requantizations(reference)
-    return None if n is None else INT8_STEPS_PER_SQRT_REQUANT * math.sqrt(n)
+    return None if n is None else int8_tolerance_steps(n)
 
 
 def default_tolerance(precision: str, reference: nn.Module | None = None, output: TensorSpec | None = None) -> float:
@@ -112,7 +111,7 @@ def default_tolerance(precision: str, reference: nn.Module | None = None, output
 
 def _shifted(logits: np.ndarray, thresholds: tuple[float, ...]) -> np.ndarray:
     """Single-label: logit - log(threshold), the decision margin in logit units (its argmax is
-    `decide`'s argmax(softmax / threshold)); `_clear` compares its top two with the tolerance."""
+    `decide`'s argmax(softmax / threshold)); `clear_windows` compares its top two with the tolerance."""
     th = np.clip(np.asarray(thresholds, dtype=np.float64), 1e-12, 1.0)
     return logits - np.log(th)
 
@@ -122,7 +121,7 @@ def _decisions(logits: np.ndarray, multilabel: bool, thresholds: tuple[float, ..
     return decide(probabilities(logits, multilabel), thresholds, multilabel)
 
 
-def _clear(logits: np.ndarray, multilabel: bool, thresholds: tuple[float, ...], tolerance: float) -> np.ndarray:
+def clear_windows(logits: np.ndarray, multilabel: bool, thresholds: tuple[float, ...], tolerance: float) -> np.ndarray:
     """Windows whose reference decision no output error within `tolerance` can change: top-two
     margin above 2 x tolerance (single-label); every logit further than tolerance from its threshold's
     logit (multi-label)."""
@@ -172,7 +171,7 @@ def check_parity(manifest_path: str | Path | Artifact, reference: nn.Module, win
         raise ConfigError(f"reference: gives {want.shape} outputs for {len(x)} windows; the artifact gives {got.shape}")
     diff = float(np.abs(got.astype(np.float64) - want).max())
     same = (_decisions(got, m.multilabel, m.thresholds) == _decisions(want, m.multilabel, m.thresholds)).all(axis=1)
-    clear = _clear(want, m.multilabel, m.thresholds, noise)  # a loose tolerance keeps the decision check
+    clear = clear_windows(want, m.multilabel, m.thresholds, noise)  # a loose tolerance keeps the decision check
     agreement_clear = float(same[clear].mean()) if clear.any() else 1.0
     report = {"max_abs_diff": diff, "agreement": float(same.mean()), "agreement_clear": agreement_clear,
               "n": int(len(x)), "n_clear": int(clear.sum()), "tolerance": float(tolerance), "expected_error": noise,

@@ -25,6 +25,8 @@ second model file.
 """
 from __future__ import annotations
 
+import math
+
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -62,6 +64,19 @@ def decide(probabilities: np.ndarray, thresholds: Any, multilabel: bool) -> np.n
     if multilabel:
         return p >= t
     return np.arange(p.shape[-1])[None, :] == np.argmax(p / t, axis=-1)[:, None]
+
+
+#: int8 tolerance between two integer implementations of one model (an artifact against its
+#: reference, one host's kernels against another's): this many output steps times the square root
+#: of the activation requantizations, since each can round a tie one step apart and the steps add up
+#: through the layers like a random walk (measurements: distill/parity.py's docstring).
+INT8_STEPS_PER_SQRT_REQUANT = 2.0
+
+
+def int8_tolerance_steps(requantizations: int) -> float:
+    """The int8 tolerance in output steps for a model with `requantizations` activation
+    requantizations (its input and each layer's output): 2 sqrt(requantizations)."""
+    return INT8_STEPS_PER_SQRT_REQUANT * math.sqrt(max(int(requantizations), 1))
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:

@@ -96,15 +96,22 @@ def test_batch_gives_the_same_rows_as_single_windows(exports: Exports, kind: str
 @pytest.mark.parametrize("kind", ["tflite_int8", "tflite_fp32"])
 def test_tflite_micro_host_interpreter_matches_litert(exports: Exports, kind: str) -> None:
     """The microcontroller's interpreter (reference kernels) on the same .tflite: int8 logits equal
-    LiteRT's to within one output quantization step, float ones to float rounding."""
+    LiteRT's (XNNPACK) to within the depth rule's steps (edge_runtime.backends.int8_tolerance_steps,
+    the tolerance of a bundle's LiteRT golden check; measured on test_student: 2 of 6), float ones
+    to float rounding."""
+    from edge_runtime.backends import int8_tolerance_steps
+    from firmware_bridge.bundle.package import tflite_requantizations
+
     manifest = exports.get(kind).manifest
     micro, lite = open_backend(manifest, backend="tflite_micro"), open_backend(manifest)
     assert micro.name == "tflite_micro" and micro.threads == 1
     x = exports.x[:6]
     got, want = micro.run(x), lite.run(x)
     m = load_artifact(manifest).manifest
+    steps = int(int8_tolerance_steps(tflite_requantizations(micro.artifact.model_path.read_bytes()))) \
+        if m.output.quantized else 1
     step = m.output.scale if m.output.quantized else 1e-5
-    assert got.shape == want.shape and np.abs(got - want).max() <= step * 1.0001
+    assert got.shape == want.shape and np.abs(got - want).max() <= steps * step * 1.0001
     np.testing.assert_array_equal(micro.run(x[2:3]), got[2:3])  # one window per invoke: no batch effects
 
 

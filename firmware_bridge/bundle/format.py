@@ -21,9 +21,10 @@ SIGNATURE = "manifest.json.sig"
 SEALS = (MANIFEST, MANIFEST_SHA256, SIGNATURE)
 C_HEADER, C_SOURCE, OPS_HEADER, GOLDEN, README = "model_data.h", "model_data.c", "model_ops.h", "golden.npz", "README.md"
 C_ALIGNMENT = 16
-#: Golden comparison of int8 outputs, in quantization steps. On the host that made the bundle the
-#: outputs are identical; another host (or an aarch64 LiteRT with other optimized kernels, or
-#: CMSIS-NN against the reference kernels) may requantize a value one step apart.
+#: Golden comparison of int8 outputs on TFLite Micro, in quantization steps. On the host that made
+#: the bundle the outputs are identical; CMSIS-NN against the reference kernels may requantize a
+#: value one step apart. (LiteRT's check takes the depth rule of edge_runtime.backends.int8_tolerance_steps:
+#: its optimized kernels differ per architecture at every layer.)
 INT8_TOLERANCE_STEPS = 1
 #: builtin operator name -> MicroMutableOpResolver method, where the CamelCase rule gets it wrong
 _RESOLVER_SPECIAL = {"BATCH_MATMUL": "AddBatchMatMul", "L2_NORMALIZATION": "AddL2Normalization",

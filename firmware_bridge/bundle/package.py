@@ -41,7 +41,8 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_runtime.artifact import Artifact, load_artifact
-from edge_runtime.backends import executorch_planned_bytes, open_backend, quantize, tflm_arena_bytes
+from edge_runtime.backends import (executorch_planned_bytes, int8_tolerance_steps, open_backend, quantize,
+                                   tflm_arena_bytes)
 from edge_runtime.errors import ArtifactError, ConfigError, missing_extra
 from edge_runtime.provenance import package_versions, sha256_of
 from firmware_bridge.bundle import firmware as fw
@@ -74,6 +75,24 @@ def tflite_operators(data: bytes) -> list[str]:
         if name not in out:
             out.append(name)
     return out
+
+
+#: Operators that move int8 values without requantizing them (same scale in and out).
+_NO_REQUANT = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "PAD"})
+
+
+def tflite_requantizations(data: bytes) -> int:
+    """Activation requantizations of an int8 .tflite: its input, and each operator of its main
+    graph that writes a new quantized tensor (every one but reshape-like moves and zero padding)."""
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+        from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    except ImportError:
+        raise missing_extra("reading a .tflite's operators", "tflite_micro", None) from None
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    model = runtime.convert_bytearray_to_object(bytearray(data))
+    codes = [names.get(runtime.get_builtin_code_from_operator_code(c), "CUSTOM") for c in model.operatorCodes]
+    return 1 + sum(codes[op.opcodeIndex] not in _NO_REQUANT for op in model.subgraphs[0].operators)
 
 
 def _versions() -> dict[str, str | None]:
@@ -198,8 +217,14 @@ def golden_outputs(artifact: Artifact, x_q: np.ndarray, backend: str, arena: int
 def _host_tflite_checks(artifact: Artifact, x_q: np.ndarray, arena: int, model_file: str) -> tuple[list, dict, dict]:
     """Golden checks of an int8 .tflite on TFLite Micro and LiteRT, with their expected outputs."""
     y_tflm, y_lite = golden_outputs(artifact, x_q, "tflite_micro", arena), golden_outputs(artifact, x_q, "litert")
+    # TFLite Micro's reference kernels are portable integer C: the same outputs on any host, within a
+    # step for CMSIS-NN. LiteRT runs XNNPACK's per-architecture kernels (x86 AVX against Arm NEON),
+    # whose rounding ties differ per layer: parity's depth rule (measured on the emulated Pi: 2 steps
+    # for test_student's 10 requantizations, where the rule allows 6).
+    litert = int(int8_tolerance_steps(tflite_requantizations(artifact.model_path.read_bytes())))
     checks = [{"name": name, "runtime": name, "model": model_file, "input": "x_q", "expected": f"expected_{name}",
-               "tolerance": INT8_TOLERANCE_STEPS, "units": "int8 output steps"} for name in ("tflite_micro", "litert")]
+               "tolerance": tol, "units": "int8 output steps"}
+              for name, tol in (("tflite_micro", INT8_TOLERANCE_STEPS), ("litert", max(litert, INT8_TOLERANCE_STEPS)))]
     cross = int(np.abs(y_tflm.astype(np.int32) - y_lite.astype(np.int32)).max())
     return checks, {"expected_tflite_micro": y_tflm, "expected_litert": y_lite}, {"tflm_vs_litert_max_steps": cross}
 
