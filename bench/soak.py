@@ -164,7 +164,7 @@ def _signal(loop_s: float, path: Path, seed: int) -> list[str]:
 
 
 def _tiny_model(root: Path) -> tuple[str, str]:
-    """The tiny test student as int8 .tflite (tests/tiny_export.py), or ("-", why) without torch/exporters."""
+    """The registry's tiny test_student as int8 .tflite (trained by tests/tiny_export.py), or ("-", why) without torch/exporters."""
     try:
         sys.path.insert(0, str(REPO / "tests"))
         import tiny_export as tx
@@ -175,7 +175,7 @@ def _tiny_model(root: Path) -> tuple[str, str]:
     with tx.one_thread():
         model = tx.train_tiny(x_train, y_train)
         return str(tx.export_tflite_int8(model, calib, root / "litert_int8").manifest), \
-            "the tiny test student (tests/tiny_export.py), int8 .tflite on LiteRT"
+            "the registry's test_student (trained by tests/tiny_export.py), int8 .tflite on LiteRT"
 
 
 def main(argv: list[str] | None = None) -> int:

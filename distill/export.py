@@ -23,10 +23,12 @@ case; the runtime runs batches window by window), .onnx any batch.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import platform
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -459,7 +461,8 @@ def _tflite_bytes(edge_model: Any, out_dir: Path) -> bytes:
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "export.tflite.tmp"
     try:
-        edge_model.export(str(tmp))
+        with contextlib.redirect_stdout(sys.stderr):  # litert_torch's progress lines (see _litert_convert)
+            edge_model.export(str(tmp))
         return tmp.read_bytes()
     finally:
         tmp.unlink(missing_ok=True)
@@ -468,6 +471,15 @@ def _tflite_bytes(edge_model: Any, out_dir: Path) -> bytes:
 def _litert_quant_config() -> Any:
     from litert_torch.quantize.quant_config import QuantConfig
     return QuantConfig(pt2e_quantizer=pt2e_quantizer("litert"))
+
+
+def _litert_convert(model: nn.Module, example: tuple, **kwargs: Any) -> Any:
+    """`litert_torch.convert`, its progress lines sent to stderr: stdout is where a job's result
+    goes (the benchmarks' JSON, a table)."""
+    import litert_torch
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return litert_torch.convert(model, example, **kwargs)
 
 
 def export_tflite(model: nn.Module, spec: ExportSpec, out_dir: str | Path, precision: str = "fp32",
@@ -485,20 +497,19 @@ def export_tflite(model: nn.Module, spec: ExportSpec, out_dir: str | Path, preci
     The manifest's input / output TensorSpec carry the int8 scale and zero point read back from
     the model file; the runtime quantizes windows with them.
     """
-    import litert_torch
     if precision == "int8" and _is_quantized(model):  # a convert_pt2e(fold_quantize=False) reference
         _check_model(model, spec)
         reference = model
-        edge = litert_torch.convert(reference, spec.example(), quant_config=_litert_quant_config())
+        edge = _litert_convert(reference, spec.example(), quant_config=_litert_quant_config())
         prov = {"export": "PT2E int8 reference (given) + litert_torch.convert"}
     elif (calib := _check_precision(precision, calib, spec)) is None:
         m = prepare_model(model, spec)
-        reference, edge = m, litert_torch.convert(m, spec.example())
+        reference, edge = m, _litert_convert(m, spec.example())
         prov = {"export": "litert_torch.convert"}
     else:
         m = prepare_model(model, spec)
         reference = quantize_pt2e(m, spec, pt2e_quantizer("litert"), calib, fold_quantize=False)
-        edge = litert_torch.convert(reference, spec.example(), quant_config=_litert_quant_config())
+        edge = _litert_convert(reference, spec.example(), quant_config=_litert_quant_config())
         prov = {"export": "PT2E litert-torch PT2EQuantizer per-channel symmetric + litert_torch.convert",
                 **_calib_provenance(calib)}
     prov.update(provenance or {})
