@@ -188,8 +188,8 @@ class Windows:
     """Fixed windows: data (n, n_leads, window) float32; start = index of the first sample at fs_out.
 
     flat, saturated: (n, n_leads) bool per lead; gap: (n,) bool, the window holds samples bridged
-    over a transmission gap; padded: (n,) bool, the window was zero-padded to its length (a record
-    shorter than one window, `Windower.pad_tail`).
+    over a transmission gap; padded: (n,) bool, the window was filled to its length from fewer
+    samples (a record shorter than one window, `Windower.pad_tail`: repeated or zeros).
     """
 
     data: np.ndarray
