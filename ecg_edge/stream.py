@@ -131,8 +131,7 @@ def check_source_flags(spec: str, *, row: int | None = None, condition: str | No
     if kind not in ("replay", "synthetic", "ble", "virtual"):
         raise ConfigError(f"--source: expected replay:PATH, synthetic or ble:NAME_OR_ADDRESS, got {spec!r}")
     if kind in ("replay", "virtual") and not arg.strip():
-        raise ConfigError(f"{'--replay: expected a path' if kind == 'virtual' else '--source: expected replay:PATH'} "
-                          f"(a WFDB record or a .npy in mV), got {arg if kind == 'virtual' else spec!r}")
+        raise ConfigError(f"--source: expected {kind}:PATH (a WFDB record or a .npy in mV), got {spec!r}")
     if kind == "synthetic" and arg:
         raise ConfigError(f"--source: synthetic takes no argument (choose its rhythm with --condition), got {spec!r}")
     if condition is not None and kind != "synthetic":
