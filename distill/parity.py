@@ -38,7 +38,6 @@ The raw agreement over all windows is reported as well.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from torch import nn
 
 from edge_runtime.artifact import Artifact, TensorSpec, load_artifact
 from edge_runtime.backends import decide, open_backend, probabilities
-from edge_runtime.backends import INT8_STEPS_PER_SQRT_REQUANT, int8_tolerance_steps  # noqa: F401 (re-exported)
+from edge_runtime.backends import int8_tolerance_steps
 from edge_runtime.errors import ArtifactError, ConfigError
 from train.engine import predict
 

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from edge_runtime.errors import EcgEdgeError, MissingExtraError
+from edge_runtime.errors import EcgEdgeError
 from edge_runtime.errors import require as _require
 from ecg_edge.flags import (METHODS, CliParser, Deprecated, bind, command_table, config_flag, data_flag, device_flag,
                             drop_fraction, label_fraction, leaves, non_negative_float, non_negative_int, out_flag,

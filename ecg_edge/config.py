@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from edge_runtime.config import NON_NEGATIVE, POSITIVE, POSITIVE_INT, check_values, expect, load_toml
 from edge_runtime.signal import PreprocessConfig
