@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_runtime.abstain import check_bands
 from edge_runtime.artifact import TensorSpec, write_artifact
 from edge_runtime.errors import ArtifactError, ConfigError
 from edge_runtime.filters import FilterDesign
@@ -56,7 +57,10 @@ class ExportSpec:
     preprocess: the training `PreprocessConfig` (its `fs_out` and window are the model's input).
     leads: input channels by name, in order. labels / multilabel: the head (sigmoid per label when
     multilabel, else softmax). thresholds: one decision threshold per label on the probability,
-    chosen by the caller on validation data (None: 0.5 each). fs_device: the device input rate in
+    chosen by the caller on validation data (None: 0.5 each). abstain: one inconclusive band per
+    label in logit units, >= 0, chosen on out-of-fold scores of the int8 model
+    (`edge_runtime.abstain.choose_bands`; None: no abstention), written into every format's
+    manifest as thresholds are. fs_device: the device input rate in
     Hz whose filter design is stored so that the device reproduces preprocessing exactly (None:
     no stored design; the runtime designs filters from `preprocess`). provenance: free-form, e.g.
     teacher / student checkpoint sha256, data sha256, a calibration description.
@@ -67,6 +71,7 @@ class ExportSpec:
     labels: tuple[str, ...]
     multilabel: bool = False
     thresholds: tuple[float, ...] | None = None
+    abstain: tuple[float, ...] | None = None
     fs_device: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +91,8 @@ class ExportSpec:
                 raise ConfigError(f"thresholds: expected {len(labels)} probabilities in 0..1 (one per label), "
                                   f"got {self.thresholds!r}")
             object.__setattr__(self, "thresholds", th)
+        if self.abstain is not None:
+            object.__setattr__(self, "abstain", check_bands(self.abstain, len(labels), "abstain"))
         if self.fs_device is not None:
             object.__setattr__(self, "fs_device", check_fs(self.fs_device, "fs_device"))
             self.preprocess.design(self.fs_device)  # refuses a notch at or above the device Nyquist
@@ -285,7 +292,8 @@ def _write(data: bytes, spec: ExportSpec, out_dir: str | Path, runtime: str, pre
             facts[attr] = value
     return write_artifact(data, out_dir=out_dir, runtime=runtime, precision=precision, spec=spec.signal,
                           preprocess=spec.preprocess, labels=spec.labels, input=inp, output=out,
-                          multilabel=spec.multilabel, thresholds=spec.thresholds, filter_design=spec.filter_design,
+                          multilabel=spec.multilabel, thresholds=spec.thresholds, abstain=spec.abstain,
+                          filter_design=spec.filter_design,
                           provenance={**spec.provenance, **facts}, versions=versions)
 
 

@@ -9,7 +9,9 @@ to turn raw ECG into the model's input and its output into decisions:
   reproduces training's preprocessing bit for bit even if scipy's designers change);
 * the tensors: `input` / `output` name, shape, dtype and, for int8 tensors, the affine
   quantization `real = (q - zero_point) * scale`;
-* the head: `labels`, `multilabel` (sigmoid per label, else softmax) and per-label `thresholds`;
+* the head: `labels`, `multilabel` (sigmoid per label, else softmax), per-label `thresholds` and,
+  optionally, per-label `abstain` bands (`edge_runtime.abstain`: a decision whose margin to its
+  threshold, in logit units, is below its label's band is inconclusive);
 * integrity and history: `sha256` of the model file, free-form `provenance`, package `versions`.
 
 Layout of an artifact folder::
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from edge_runtime.abstain import check_bands
 from edge_runtime.config import from_dict
 from edge_runtime.errors import ArtifactError, ConfigError, EcgEdgeError
 from edge_runtime.filters import FilterDesign
@@ -36,7 +39,9 @@ from edge_runtime.provenance import package_versions, sha256_of
 from edge_runtime.signal import PreprocessConfig, Preprocessor, check_fs
 from edge_runtime.spec import SignalSpec
 
-#: Manifest format this runtime writes and reads; a newer one is refused.
+#: Manifest format this runtime writes and reads; a newer one is refused. `abstain` (optional) did not
+#: raise it: a manifest without a band is written exactly as before, and a reader older than the field
+#: refuses one with a band ("abstain: unknown key"), never reading it silently as a model without one.
 FORMAT = 1
 MANIFEST_NAME = "manifest.json"
 #: Runtime name -> model file suffix.
@@ -130,7 +135,9 @@ class Manifest:
     """What a model artifact declares about its model file (see the module docstring).
 
     model_file: file name relative to the manifest, its suffix matching `runtime`. thresholds: one
-    decision threshold per label on the probability (None: 0.5 each). filter_design:
+    decision threshold per label on the probability (None: 0.5 each). abstain: one inconclusive band
+    per label in logit units, >= 0 (`edge_runtime.abstain.inconclusive`; None: no abstention, and
+    the key is left out of manifest.json). filter_design:
     `FilterDesign.to_dict()` at the training input rate, or None. provenance: free-form (teacher,
     data, calibration...). versions: package versions that built the model.
     """
@@ -146,6 +153,7 @@ class Manifest:
     output: TensorSpec
     multilabel: bool = False
     thresholds: tuple[float, ...] | None = None
+    abstain: tuple[float, ...] | None = None
     filter_design: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
@@ -206,6 +214,8 @@ class Manifest:
             raise ConfigError(f"thresholds: expected {len(labels)} values (one per label), got {th!r}")
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0 for v in th):
             raise ConfigError(f"thresholds: expected probabilities in 0..1, got {th!r}")
+        if self.abstain is not None:
+            object.__setattr__(self, "abstain", check_bands(self.abstain, len(labels), "abstain"))
 
     @property
     def design(self) -> FilterDesign | None:
@@ -213,10 +223,12 @@ class Manifest:
         return None if self.filter_design is None else FilterDesign.from_dict(self.filter_design)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (what manifest.json holds)."""
+        """JSON-ready dict (what manifest.json holds); `abstain` only when the manifest has bands."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "abstain" and value is None:
+                continue
             if isinstance(value, SignalSpec):
                 value = value.to_dict()
             elif isinstance(value, (PreprocessConfig, TensorSpec)):
@@ -282,6 +294,7 @@ def write_artifact(model: bytes | str | Path, *, out_dir: str | Path, runtime: s
                    spec: SignalSpec, preprocess: PreprocessConfig, labels: tuple[str, ...],
                    input: TensorSpec | dict[str, Any], output: TensorSpec | dict[str, Any],
                    multilabel: bool = False, thresholds: tuple[float, ...] | None = None,
+                   abstain: tuple[float, ...] | None = None,
                    filter_design: FilterDesign | dict[str, Any] | None = None,
                    provenance: dict[str, Any] | None = None, versions: dict[str, Any] | None = None,
                    model_file: str | None = None) -> Path:
@@ -289,7 +302,8 @@ def write_artifact(model: bytes | str | Path, *, out_dir: str | Path, runtime: s
 
     `model` is the model's bytes or the path of a model file (copied unless already in place).
     The manifest is validated before anything is written; `sha256` is computed from the bytes;
-    `versions` gains the ecg-edge version that wrote the artifact.
+    `versions` gains the ecg-edge version that wrote the artifact. `abstain`: the per-label
+    inconclusive bands (`Manifest.abstain`), None for none.
     """
     data = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
     if runtime not in RUNTIMES:
@@ -300,6 +314,7 @@ def write_artifact(model: bytes | str | Path, *, out_dir: str | Path, runtime: s
         input=input if isinstance(input, TensorSpec) else TensorSpec(**input),
         output=output if isinstance(output, TensorSpec) else TensorSpec(**output),
         multilabel=multilabel, thresholds=None if thresholds is None else tuple(float(t) for t in thresholds),
+        abstain=abstain,
         filter_design=filter_design.to_dict() if isinstance(filter_design, FilterDesign) else filter_design,
         provenance=dict(provenance or {}), versions={"ecg_edge": _own_version(), **(versions or {})})
     out = Path(out_dir)

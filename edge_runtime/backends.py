@@ -478,9 +478,10 @@ class ArtifactModel:
     """An artifact on its runtime, shaped as the streaming engine's `Model`.
 
     `predict(windows)` takes the preprocessor's windows (n, n_leads, window) and returns
-    probabilities (n, n_labels) after the manifest's activation; `leads`, `labels` and `thresholds`
-    come from the manifest, and `preprocessor(fs_in)` gives the signal contract the model was
-    trained with, for a device at `fs_in` Hz.
+    probabilities (n, n_labels) after the manifest's activation; `leads`, `labels`, `thresholds`
+    and `abstain` (the inconclusive bands, None for none) come from the manifest, and
+    `preprocessor(fs_in)` gives the signal contract the model was trained with, for a device at
+    `fs_in` Hz.
     """
 
     def __init__(self, artifact: Artifact, backend: Backend):
@@ -488,6 +489,7 @@ class ArtifactModel:
         m = artifact.manifest
         self.leads, self.labels, self.thresholds = m.spec.leads, m.labels, m.thresholds
         self.multilabel = bool(m.multilabel)
+        self.abstain = m.abstain
 
     @classmethod
     def open(cls, path: Artifact | str | Path, backend: str | None = None, threads: int = 1) -> "ArtifactModel":

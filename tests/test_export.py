@@ -286,6 +286,26 @@ def test_export_spec_and_model_are_checked() -> None:
         ex.prepare_model(tx.tiny_student(leads=("II",)), SPEC)
 
 
+def test_the_export_spec_carries_abstain_bands_into_the_manifest(tmp_path: Path) -> None:
+    """ExportSpec.abstain is validated (one line naming the field) and written by `_write`, the one
+    manifest writer every exporter and `write_model_artifact` (Brevitas's) go through."""
+    with pytest.raises(ConfigError, match=r"^abstain: expected 5 finite margins >= 0 in logit units"):
+        dataclasses.replace(SPEC, abstain=(0.1, -1.0, 0.0, 0.0, 0.0))
+    with pytest.raises(ConfigError, match=r"^abstain: expected 5 finite margins"):
+        dataclasses.replace(SPEC, abstain=(0.1,))
+    bands = (0.1, 0.2, 0.0, 0.4, 1.5)
+    banded = dataclasses.replace(SPEC, abstain=list(bands))
+    assert SPEC.abstain is None and banded.abstain == bands
+    onnx = ex.export_onnx(tx.tiny_student(), banded, tmp_path / "onnx").manifest
+    assert load_artifact(onnx).manifest.abstain == bands and json.loads(onnx.read_text())["abstain"] == list(bands)
+    other = ex.write_model_artifact(b"model bytes made elsewhere", banded, tmp_path / "other", runtime="onnxruntime",
+                                    precision="int8", input=ex.TensorSpec("x", (-1, 1, 1, tx.WINDOW)),
+                                    output=ex.TensorSpec("logits", (-1, 5)), provenance={})
+    assert load_artifact(other).manifest.abstain == bands
+    plain = ex.export_onnx(tx.tiny_student(), SPEC, tmp_path / "plain").manifest
+    assert "abstain" not in json.loads(plain.read_text()) and load_artifact(plain).manifest.abstain is None
+
+
 class _WithBN(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
