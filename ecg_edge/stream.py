@@ -253,6 +253,9 @@ def summary_lines(r: StreamResult) -> list[str]:
         lines.append("  the stream is shorter than one window: too short, no decision")
     elif s.windows_padded:
         lines.append("  the stream is shorter than one window: classified on one padded window (its samples repeated)")
+    if s.windows_inconclusive:  # the model's manifest has abstain bands
+        lines.append("  inconclusive windows (decision inside the manifest's abstain band): "
+                     + ", ".join(f"{lab} {n}" for lab, n in s.windows_inconclusive.items()))
     if r.link is not None:
         c = r.link
         lines.append(f"  link: {c.received} samples received, {c.lost} lost in {len(c.gaps)} gaps, {c.duplicated} "

@@ -1,7 +1,7 @@
 """The streaming engine: chunks in, per-window results and events out, nothing lost silently.
 
     Chunk -> admit (gaps, duplicates, invalid samples) -> signal contract (stateful) -> windows
-          -> quality -> model (usable windows only) -> smoothing -> events (hysteresis)
+          -> quality -> model (usable windows only) -> smoothing -> abstention -> events (hysteresis)
           \\-> R-peak detector (raw lead, device rate) -> heart rate per window
 
 `Engine.feed(chunk)` is synchronous and deterministic, so streaming a record in chunks gives the
@@ -16,6 +16,14 @@ is emitted. A chunk behind the expected index (duplicate or reordered) is droppe
 Non-finite samples are bridged like a short gap and counted as invalid. A chunk at the wrong rate
 or of the wrong shape is rejected with an error event; the engine keeps running. So is a chunk its
 source marked `error` (a refused BLE frame, a full queue: no samples; their loss is the next gap).
+
+Abstention (`edge_runtime.abstain`): a model with inconclusive bands (`Model.abstain`, the
+manifest's) marks a window's smoothed decision inconclusive for a label whose margin to its
+threshold is inside that label's band (`WindowResult.inconclusive`). Such a window holds that
+label's event state: it neither advances nor resets the run of windows that opens or closes an
+episode, so no episode opens or closes on decisions inside the band. A single-label head makes one
+decision per window, so an inconclusive window holds every label's state. Without bands (None)
+nothing is inconclusive and events are as before.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 
 import numpy as np
 
+from edge_runtime.abstain import inconclusive
 from edge_runtime.backends import decide
 from edge_runtime.beats import heart_rate_bpm
 from edge_runtime.errors import ConfigError
@@ -45,7 +54,8 @@ class Model(Protocol):
 
     `multilabel` (default True when absent) picks the decision rule, the one the release scores
     use (`distill.release`): multi-label, a label is present when its probability >= its
-    threshold; single-label, the one label argmax(probability / threshold).
+    threshold; single-label, the one label argmax(probability / threshold). `abstain` (default
+    None when absent): one inconclusive band per label in logit units (`edge_runtime.abstain`).
     """
 
     labels: tuple[str, ...]
@@ -114,6 +124,9 @@ class StreamStats:
     windows_unusable: int = 0
     windows_padded: int = 0
     beats: int = 0
+    #: per label, the classified windows whose smoothed decision was inconclusive for it (a model
+    #: with `abstain` bands; empty without)
+    windows_inconclusive: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -153,11 +166,14 @@ class WindowResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     inputs: np.ndarray | None = None  # (n_leads, window) float32, with EngineConfig.audit
     logits: np.ndarray | None = None  # (n_labels,) raw model output, with EngineConfig.audit
+    #: labels whose smoothed decision is inconclusive in this window (inside the model's `abstain`
+    #: band; single-label: the decided label); empty when none is or the model has no bands
+    inconclusive: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": "window", "index": self.index, "t_start_s": round(self.t_start_s, 4),
                 "t_end_s": round(self.t_end_s, 4), "usable": self.usable, "flags": self.flags,
-                "probabilities": self.probabilities, "smoothed": self.smoothed,
+                "probabilities": self.probabilities, "smoothed": self.smoothed, "inconclusive": self.inconclusive,
                 "hr_bpm": None if math.isnan(self.hr_bpm) else round(self.hr_bpm, 2),
                 "n_beats": self.n_beats, "latency_ms": self.latency_ms}
 
@@ -192,6 +208,9 @@ class Engine:
         self._pending: deque[WindowResult] = deque()
         self._early: list[WindowResult] = []  # released by a reset, returned by the same feed
         self._af = AfDetector()
+        self._abstain = getattr(model, "abstain", None)
+        if self._abstain is not None:
+            self.stats.windows_inconclusive = {lab: 0 for lab in model.labels}
 
     # --- input stage ---------------------------------------------------------------------------
 
@@ -408,13 +427,27 @@ class Engine:
         self._history.append(p)
         smooth = np.mean(self._history, axis=0)
         res.smoothed = {lab: float(v) for lab, v in zip(labels, smooth)}
-        positive = decide(smooth, self.model.thresholds, getattr(self.model, "multilabel", True))[0]
-        for lab, pos in zip(labels, positive):
+        multilabel = getattr(self.model, "multilabel", True)
+        positive = decide(smooth, self.model.thresholds, multilabel)[0]
+        held = np.zeros(len(labels), bool)
+        if self._abstain is not None:
+            held = inconclusive(smooth, self.model.thresholds, self._abstain, multilabel)[0]
+            res.inconclusive = [lab for lab, h in zip(labels, held) if h]
+            for lab in res.inconclusive:
+                self.stats.windows_inconclusive[lab] += 1
+            if not multilabel and held.any():  # one decision per window: it holds every label
+                held[:] = True
+        for lab, pos, hold in zip(labels, positive, held):
             if lab not in NORMAL_LABELS:
-                self._hysteresis(lab, bool(pos), res, events)
+                self._hysteresis(lab, bool(pos), res, events, bool(hold))
 
-    def _hysteresis(self, label: str, positive: bool, res: WindowResult, events: list[Event]) -> None:
+    def _hysteresis(self, label: str, positive: bool, res: WindowResult, events: list[Event],
+                    hold: bool = False) -> None:
+        """Open an episode after `event_on` positive windows in a row, close it after `event_off`
+        negative ones; a window held (inconclusive for this label) leaves the state as it is."""
         st = self._event_state.setdefault(label, {"open": None, "run": 0, "first": None, "last_pos": None})
+        if hold:
+            return
         if positive:
             st["last_pos"] = res.t_end_s
         if st["open"] is None:
@@ -464,10 +497,12 @@ class Engine:
             seconds = f"the stream ({(self._expected - self._stream_start) / self.fs_in:.1f} s) is shorter than one " \
                       f"{window_s:g} s window"
             tail = f"{seconds}: padded to one window (flagged padded)" if s.windows_padded else f"{seconds}: too short, no decision"
+        held = "" if self._abstain is None else "; inconclusive: " + ", ".join(
+            f"{lab} {n}" for lab, n in s.windows_inconclusive.items())
         events.append(Event("end", end, end, detail=(
             f"{s.received} samples received, {s.used} used, {s.lost} lost in {s.bridged_gaps + s.reset_gaps} gaps, "
             f"{s.duplicate} duplicate, {s.invalid} invalid, {s.rejected} rejected; {s.windows} windows "
-            f"({s.windows_unusable} unusable, {s.windows_padded} padded); {tail}")))
+            f"({s.windows_unusable} unusable, {s.windows_padded} padded{held}); {tail}")))
         return results, events
 
 

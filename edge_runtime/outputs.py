@@ -90,11 +90,12 @@ def sparkline(x: np.ndarray, width: int) -> str:
 class LiveView:
     """A live terminal view (rich): trace, heart rate, probabilities, events, sample accounting.
 
-    Fits an 80-column terminal (one line per row, long values cut with an ellipsis). The latency
-    percentiles leave out the warm-up: the stream's first window and the first window the model
-    ran on (the interpreter's first invoke), and the view says so. While it runs on a terminal, the
-    tty does not echo control characters: an echoed ^C would move the cursor under the panel and
-    leave its old top border behind when the view is stopped by Ctrl-C.
+    Fits an 80-column terminal (one line per row, long values cut with an ellipsis). A smoothed
+    probability whose decision is inconclusive (inside the model's abstain band) is followed by
+    "?". The latency percentiles leave out the warm-up: the stream's first window and the first
+    window the model ran on (the interpreter's first invoke), and the view says so. While it runs
+    on a terminal, the tty does not echo control characters: an echoed ^C would move the cursor
+    under the panel and leave its old top border behind when the view is stopped by Ctrl-C.
     """
 
     #: Windows the latency percentiles leave out (the first of the stream, and the model's first).
@@ -149,7 +150,8 @@ class LiveView:
         hr = "--" if r is None or math.isnan(r.hr_bpm) else f"{r.hr_bpm:.0f} bpm"
         t.add_row("heart rate", hr)
         if r is not None and r.smoothed:
-            t.add_row("classes", "  ".join(f"{k} {v:.2f}" for k, v in r.smoothed.items()))
+            t.add_row("classes", "  ".join(f"{k} {v:.2f}" + ("?" if k in r.inconclusive else "")
+                                           for k, v in r.smoothed.items()))
         if r is not None:
             why = unusable_reasons(r)
             t.add_row("window", f"#{r.index} {r.t_start_s:.1f}-{r.t_end_s:.1f} s  " +
@@ -189,7 +191,8 @@ class LiveView:
 
 class TextSink:
     """Plain text where no live view can run (output that is not a terminal): one line per window and
-    per event (the closing `end` event aside), each handed to `write` (e.g. `print`)."""
+    per event (the closing `end` event aside), each handed to `write` (e.g. `print`). A window whose
+    decision is inconclusive for some labels (the model's abstain bands) ends "inconclusive A, O"."""
 
     def __init__(self, write: Callable[[str], None]):
         self.write = write
@@ -200,7 +203,8 @@ class TextSink:
             hr = "  -- bpm" if np.isnan(r.hr_bpm) else f"{r.hr_bpm:5.0f} bpm"
             self.write(f"window {r.index:3d} {r.t_start_s:6.1f}-{r.t_end_s:6.1f} s  {hr}  "
                        + (f"{top[0]} {top[1]:.2f}" if top else "not classified")
-                       + ("" if r.usable else f"  (unusable: {unusable_reasons(r)})"))
+                       + ("" if r.usable else f"  (unusable: {unusable_reasons(r)})")
+                       + (f"  inconclusive {', '.join(r.inconclusive)}" if r.inconclusive else ""))
         for e in events:
             if e.kind != "end":
                 end = f"-{e.t_end_s:.1f}" if e.t_end_s is not None and e.t_end_s != e.t_start_s else ""
