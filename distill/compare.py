@@ -21,7 +21,10 @@ this run, and RAM (`distill.footprint`, plus the runtime's own planned figure wh
 per model the record-level confusion matrix and ROC / PR points, per artifact the decision matrix
 against the float student, the records whose decision flipped and per-class paired differences,
 and the verdict: is each int8 artifact equivalent to the float student here
-(`distill.compare_figures.EQUIVALENCE_RULE`), at what size and latency.
+(`distill.compare_figures.EQUIVALENCE_RULE`), at what size and latency. For an artifact whose
+manifest ships inconclusive bands (`abstain`), its coverage against accuracy on the same record
+probabilities as the bands are scaled, with the kept decisions' agreement with the float student
+(`distill.compare_figures.abstention`; "abstention" is None for an artifact without bands).
 
 Writes OUT/compare.json (every figure), OUT/compare.html (`distill.report_html`, plots embedded)
 and prints a table (`print_table`).
@@ -128,6 +131,7 @@ class Entry:
     sha256: str | None = None
     ram_probe: tuple[str, str, str | None] | None = None  # (kind, path, backend) for distill.footprint
     planned: tuple[int, str] | None = None
+    abstain: tuple[float, ...] | None = None  # the manifest's inconclusive bands (artifacts)
 
 
 def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs: int,
@@ -234,7 +238,7 @@ def _artifacts(root: Path, data: Any, threads: int, runs: int, tflm: bool,
                                                                   "kernels on this host" if backend else ""),
                 b.name, m.precision, m.spec.leads, probs, tuple(m.thresholds),
                 {"bytes": art.model_path.stat().st_size, "what": f"{m.model_file} on disk (what is flashed)"},
-                lat, str(manifest), m.sha256, ("artifact", str(manifest), backend), planned))
+                lat, str(manifest), m.sha256, ("artifact", str(manifest), backend), planned, m.abstain))
     return entries
 
 
@@ -294,6 +298,7 @@ def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] 
         out["decisions_vs_reference"] = {
             "matrix": cf.cross_table(rdec, dec, data.labels, data.multilabel),  # rows: reference, columns: e
             "flipped": cf.flipped(ids, y, r, s, rdec, dec, data.labels)}
+        out["abstention"] = cf.abstention(y, s, r, e.thresholds, e.abstain, data.labels, data.multilabel, REFERENCE)
     return out
 
 
@@ -534,6 +539,15 @@ def print_table(report: dict[str, Any], file: Any = None) -> None:
         print(f"verdict {name}: {v['status']} ({v['reason']}); {report['decision_metric']} - fp32 "
               f"{_ci({'value': v['difference'], 'ci': v['ci']}, signed=True)}; size {ratio(v['size'])}, "
               f"latency {ratio(v['latency'])} of {verdict['reference']}", file=file)
+    for name, m in report["models"].items():
+        a = m.get("abstention")
+        if a:
+            at = a["at_band"]
+            f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+            print(f"abstention {name}: bands {', '.join(f'{b:g}' for b in a['bands'])} (logit); coverage "
+                  f"{f(at['coverage'])} ({at['kept']} of {at['of']}); accuracy kept {f(at['accuracy_kept'])} vs all "
+                  f"{f(at['accuracy_all'])}; kept agreeing with {report['reference']} {f(at.get('agreement_kept'))}",
+                  file=file)
     checks = report.get("cross_checks") or []
     if checks:
         bad = [c for c in checks if not c["equal"]]

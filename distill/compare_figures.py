@@ -8,7 +8,10 @@
 * `curves`: ROC and precision-recall points per class, downsampled for the page;
 * `paired_per_class`: per-class paired bootstrap differences (AUROC, F1) against the float student;
 * `verdict` / `verdicts`: is an int8 artifact equivalent to the float student here (the rule in
-  `EQUIVALENCE_RULE`), and what it costs in size and time.
+  `EQUIVALENCE_RULE`), and what it costs in size and time;
+* `abstention`: for an artifact whose manifest ships inconclusive bands (`abstain`), coverage
+  against accuracy as the bands are scaled (`edge_runtime.abstain.coverage_curve`), with the
+  agreement of the kept decisions with the float student.
 """
 from __future__ import annotations
 
@@ -29,6 +32,13 @@ METRIC_NAMES = {"f1": "macro F1", "challenge_f1": "challenge F1"}
 FLIPPED_MAX = 1000
 #: Points kept per ROC / PR curve.
 CURVE_POINTS = 101
+#: What compare.json's "abstention" figures are (the page says it too).
+ABSTENTION_WHAT = ("A decision is inconclusive when its margin to the threshold (logit units, "
+                   "edge_runtime.abstain.margins) is below its label's band (the manifest's abstain); "
+                   "coverage: share of decisions kept ({unit}); accuracy_kept / accuracy_all: kept / all decisions "
+                   "equal to the truth; agreement_kept: kept decisions equal to {reference}'s on the same records; "
+                   "curve: the bands scaled by each 'scale' (1 = as shipped, 0 = no abstention), on the record "
+                   "probabilities the other figures use")
 
 
 def cross_table(a: np.ndarray, b: np.ndarray, labels: Sequence[str], multilabel: bool) -> dict[str, Any]:
@@ -167,3 +177,29 @@ def verdicts(models: Mapping[str, Any], reference: str, metric: str, margin: flo
             "rule": EQUIVALENCE_RULE.format(metric=METRIC_NAMES.get(metric, metric), reference=reference,
                                             margin=margin, agreement=100 * min_agreement),
             "artifacts": per}
+
+
+def _finite(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A curve row with NaN (nothing kept) as None, so compare.json stays strict JSON."""
+    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in row.items()}
+
+
+def abstention(y: np.ndarray, s: np.ndarray, r: np.ndarray, thresholds: Sequence[float], bands: Sequence[float] | None,
+               labels: Sequence[str], multilabel: bool, reference: str = "the reference") -> dict[str, Any] | None:
+    """An artifact's abstention figures from its record probabilities `s` and the reference's `r`
+    (truth `y`, all (n, K), records in the same order) at `thresholds`; None without `bands`.
+
+    "bands" per label, "inconclusive" per label (records whose decision for it is inside its band
+    at the shipped band), "at_band" (the curve's row at scale 1), "curve" (`coverage_curve` with
+    the reference) and "what" (`ABSTENTION_WHAT`)."""
+    from edge_runtime.abstain import coverage_curve, inconclusive
+
+    if bands is None:
+        return None
+    curve = [_finite(row) for row in coverage_curve(s, y, thresholds, bands, multilabel, reference=r)]
+    inc = inconclusive(s, thresholds, bands, multilabel)
+    unit = "record-label pairs" if multilabel else "records"
+    return {"bands": [float(b) for b in bands],
+            "inconclusive": {str(name): int(inc[:, k].sum()) for k, name in enumerate(labels)},
+            "at_band": next(row for row in curve if row["scale"] == 1.0), "curve": curve,
+            "what": ABSTENTION_WHAT.format(unit=unit, reference=reference)}

@@ -16,7 +16,9 @@ the size and latency ratios; it fits a 1280 x 800 first screen, and the script w
 box into `<body data-verdict="top bottom">`), a table of contents, then the sections: what was
 compared (dataset, splits, counts, labels, decision rule, bootstrap); a summary table with one row
 per model; confusion matrices per model; each int8 artifact's decision matrix against the float
-student and the records whose decision flipped; paired differences (table, forest plot, per-class
+student and the records whose decision flipped; abstention (the bands each manifest ships, coverage
+and accuracy kept vs all, agreement with the float student, accuracy against coverage; only for a
+compare.json that has "abstention"); paired differences (table, forest plot, per-class
 bars); the size / latency / accuracy trade-off; ROC and PR curves; per-class metrics with a forest
 plot of AUROC / PRAUC; calibration (reliability diagram, one panel per label); fairness gaps (what
 cannot be evaluated is one line); cross-checks (when the report has them); notes; environment.
@@ -571,6 +573,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         ("summary", "Summary", _summary(report)),
         ("confusion", "Confusion matrices", rs.confusion(report)),
         ("flipped", "int8 vs fp32 decisions", rs.decisions_vs_reference(report)),
+        ("abstention", "Abstention: coverage vs accuracy", rs.abstention(report, rp.abstention_plot(report))),
         ("paired", "Paired differences", _paired(report, paired_forest_plot(report), rp.class_difference_plot(report))),
         ("tradeoff", "Size / latency / accuracy", _tradeoff(report, rp.tradeoff_plot(report))),
         ("curves", "ROC and PR curves", _curves(rp.curves_plot(report))),

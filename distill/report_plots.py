@@ -1,6 +1,7 @@
 """The compare page's plots beyond the metric forests (`distill.report_html`): per-class paired
-differences as bars, the size / latency / accuracy trade-off, and ROC / PR curves per class. Same
-conventions: matplotlib Agg, embedded PNG, model colour by display order.
+differences as bars, the size / latency / accuracy trade-off, ROC / PR curves per class, and
+accuracy against coverage for the artifacts that ship abstention bands. Same conventions:
+matplotlib Agg, embedded PNG, model colour by display order.
 """
 from __future__ import annotations
 
@@ -121,3 +122,41 @@ def curves_plot(report: Mapping[str, Any]) -> str | None:
     fig.tight_layout()
     return _img(fig, "ROC curves (top) and precision-recall curves (bottom) per class, one line per model; dashed: "
                      "chance (the diagonal, and the class prevalence)")
+
+
+def abstention_plot(report: Mapping[str, Any]) -> str | None:
+    """Accuracy of the kept decisions (left) and their agreement with the reference (right) against
+    coverage, over each banded artifact's curve (bands scaled); the shipped band is the large marker."""
+    models = _models(report)
+    index = {name: i for i, name in enumerate(models)}
+    used = {n: m["abstention"] for n, m in models.items() if isinstance(m, Mapping)
+            and isinstance(m.get("abstention"), Mapping) and m["abstention"].get("curve")}
+    if not used:
+        return None
+    fig = _figure(9.0, 3.4)
+    axes = fig.subplots(1, 2, sharex=True)
+    ref = _mpl(report.get("reference", "reference"))
+    for ax, key, ylabel in zip(axes, ("accuracy_kept", "agreement_kept"),
+                               ("accuracy of kept decisions", f"kept decisions agreeing with {ref}")):
+        for name, a in used.items():
+            rows = [r for r in a["curve"] if _num(r.get("coverage")) is not None and _num(r.get(key)) is not None]
+            if not rows:
+                continue
+            i = index[name]
+            ax.plot([r["coverage"] for r in rows], [r[key] for r in rows], marker=_MARKERS[i % 10], markersize=4,
+                    color=_colour(i), linewidth=1.2, label=_mpl(name))
+            at = [r for r in rows if _num(r.get("scale")) == 1.0]
+            if at:
+                ax.plot([at[0]["coverage"]], [at[0][key]], _MARKERS[i % 10], markersize=10, color=_colour(i),
+                        markeredgecolor="black")
+        ax.set_xlabel("coverage (share of decisions kept)", fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.grid(color="0.9")
+        ax.tick_params(labelsize=8)
+    axes[0].set_title("accuracy against coverage", fontsize=11)
+    axes[1].set_title(f"agreement with {ref} against coverage", fontsize=11)
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return _img(fig, "Line plots per artifact with abstention bands: accuracy of the kept decisions and their "
+                     "agreement with the float reference against coverage as the bands are scaled; the large "
+                     "marker is the shipped band")

@@ -1,7 +1,8 @@
 """The compare page's sections that answer "is int8 equivalent here": the verdict (first on the
 page), the table of contents, confusion matrices per model, and each artifact's decision matrix
-against the float student with the records whose decision flipped. Rendered from compare.json's
-"verdict", "confusion" and "decisions_vs_reference" (`distill.compare_figures`); and the fairness
+against the float student with the records whose decision flipped, and abstention (each
+artifact's inconclusive bands, coverage against accuracy). Rendered from compare.json's "verdict",
+"confusion", "decisions_vs_reference" and "abstention" (`distill.compare_figures`); and the fairness
 gaps, where what cannot be evaluated (a grouping the records lack, groups too small) is one line.
 Helpers, escaping and "n/a" are `distill.report_html`'s.
 """
@@ -161,6 +162,59 @@ def decisions_vs_reference(report: Mapping[str, Any]) -> str:
             "record probabilities for the labels either decided.</p>\n" + "\n".join(parts))
     if others:
         out += f'\n<p class="small">Other artifacts, records decided differently: {"; ".join(others)}.</p>'
+    return out
+
+
+# ---------------------------------------------------------------------------------------- abstention
+
+def _share(row: Mapping[str, Any] | None, key: str) -> str:
+    v = _num(_get(row, key))
+    return NA if v is None else f"{v:.2%}"
+
+
+def abstention(report: Mapping[str, Any], plot: str | None = None) -> str:
+    """Per artifact whose manifest ships bands: the band per label and the records inconclusive at
+    it, then one row each: coverage, accuracy of the kept decisions against all, agreement of the
+    kept decisions with the float student against all (the curve's rows at the shipped band and at
+    scale 0); the artifacts without bands in one line. Empty for a compare.json without
+    "abstention" (an older ecg-edge compare)."""
+    models = _models(report)
+    given = {n: m for n, m in models.items() if isinstance(m, Mapping) and "abstention" in m}
+    if not given:
+        return ""
+    ref = report.get("reference", "reference")
+    labels = [str(x) for x in report.get("labels") or []]
+    out = "<h2>Abstention: coverage vs accuracy</h2>\n"
+    shipped = {n: m["abstention"] for n, m in given.items() if isinstance(m["abstention"], Mapping)}
+    none = [n for n in given if n not in shipped]
+    if shipped:
+        what = next(iter(shipped.values())).get("what")
+        out += f'<p class="small">{_e(what or NA)}.</p>\n'
+        bands_head = ["label", *(f"{_e(n)}: band (logit)" for n in shipped),
+                      *(f"{_e(n)}: inconclusive records" for n in shipped)]
+        bands_rows = []
+        for k, label in enumerate(labels):
+            cells = [_td(_e(label), num=False)]
+            cells += [_td(fmt((a.get("bands") or [])[k] if k < len(a.get("bands") or []) else None))
+                      for a in shipped.values()]
+            cells += [_td(_e(_get(a, "inconclusive", label) if _get(a, "inconclusive", label) is not None else NA))
+                      for a in shipped.values()]
+            bands_rows.append("<tr>" + "".join(cells) + "</tr>")
+        out += _table(bands_head, bands_rows) + "\n"
+        head = ["artifact", "coverage at the band (kept / of)", "accuracy: kept", "accuracy: all",
+                f"agreement with {_e(ref)}: kept", f"agreement with {_e(ref)}: all"]
+        rows = []
+        for name, a in shipped.items():
+            at = a.get("at_band") or {}
+            full = next((row for row in a.get("curve") or [] if _num(_get(row, "scale")) == 0.0), None)
+            rows.append("<tr>" + _td(_e(name), num=False)
+                        + _td(_e(f"{_share(at, 'coverage')} ({at.get('kept', NA)} / {at.get('of', NA)})"))
+                        + _td(_share(at, "accuracy_kept")) + _td(_share(at, "accuracy_all"))
+                        + _td(_share(at, "agreement_kept")) + _td(_share(full, "agreement_kept")) + "</tr>")
+        out += _table(head, rows) + ("\n" + plot if plot else "")
+    if none:
+        out += (f'\n<p class="small">No band shipped (the manifest has no abstain), every decision kept: '
+                f'{_e(", ".join(none))}.</p>')
     return out
 
 

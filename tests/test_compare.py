@@ -210,6 +210,55 @@ def test_verdict_matrices_flipped_records_curves_and_ece_interval(compared: dict
     assert page.index('id="verdict"') < page.index('id="contents"') < page.index('id="summary"')
 
 
+def test_abstention_is_the_coverage_curve_of_the_artifacts_record_scores(chain: dict[str, Path], exported: dict,
+                                                                         tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """The int8 .tflite given bands in its manifest (30 % of its records' decided margins below
+    them), the fp32 .onnx none: compare.json's "abstention" of the first is `coverage_curve` on the
+    artifact's record probabilities, recomputed here from the artifact run on the shards' windows,
+    against the float student's; the second has None; the page has the section and the terminal a line."""
+    import dataclasses
+    import shutil
+
+    import torch
+
+    from distill.distill import load_student
+    from edge_runtime.abstain import coverage_curve, margins
+    from edge_runtime.backends import open_backend
+
+    arts = tmp_path / "artifacts"
+    for name in ("tflite-int8", "onnx-fp32"):
+        shutil.copytree(exported["out"] / name, arts / name)
+    path = arts / "tflite-int8" / "manifest.json"
+    m = load_artifact(path).manifest
+    x, y, records = _eval_windows(chain["shards"])
+    b = open_backend(path, threads=1)
+    p = _per_record(b.probabilities(b.run(x)), records)
+    band = float(np.quantile(margins(p, m.thresholds, False).max(axis=1), 0.3))
+    bands = (band,) * len(m.labels)
+    path.write_text(json.dumps(dataclasses.replace(m, abstain=bands).to_dict(), indent=2) + "\n")
+    assert main(["compare", "--student", str(chain["students"] / "distilled"), "--artifacts", str(arts), "--out",
+                 str(tmp_path / "c"), "--n-boot", "20", "--latency-runs", "2", "--no-ram", "--no-tflm"]) == 0
+    rep = json.loads((tmp_path / "c" / "compare.json").read_text())
+    a = rep["models"]["tflite-int8"]["abstention"]
+    assert rep["models"]["onnx-fp32"]["abstention"] is None and "abstention" not in rep["models"]["student fp32"]
+    student, _ = load_student(chain["students"] / "distilled")
+    with torch.no_grad():
+        p_ref = _per_record(torch.softmax(student(torch.from_numpy(x)), 1).numpy(), records)
+    thr = rep["models"]["tflite-int8"]["thresholds"]
+    want = coverage_curve(p, _per_record(y, records) > 0, thr, bands, False, reference=p_ref)
+    assert a["bands"] == list(bands) and len(a["curve"]) == len(want)
+    for got, row in zip(a["curve"], want):
+        assert set(got) == set(row) and (got["kept"], got["of"]) == (row["kept"], row["of"]), (got, row)
+        for key in ("scale", "coverage", "accuracy_kept", "accuracy_all", "agreement_kept"):
+            assert (got[key] is None and np.isnan(row[key])) or got[key] == pytest.approx(row[key], abs=1e-12), key
+    assert a["at_band"] == a["curve"][list(r["scale"] for r in a["curve"]).index(1.0)]
+    assert 0.6 < a["at_band"]["coverage"] < 0.8 and a["curve"][0]["coverage"] == 1.0
+    page = (tmp_path / "c" / "compare.html").read_text()
+    assert '<h2 id="abstention">Abstention: coverage vs accuracy</h2>' in page and "onnx-fp32." in page
+    assert "abstention tflite-int8: bands" in capsys.readouterr().out
+
+
 def test_bad_inputs_give_one_line_errors(chain: dict[str, Path], tmp_path: Path, capsys) -> None:
     student = str(chain["students"] / "distilled")
     (tmp_path / "empty").mkdir()

@@ -12,6 +12,7 @@ import base64
 import copy
 import functools
 import html
+import json
 import os
 import re
 import shutil
@@ -512,6 +513,52 @@ def test_small_fairness_groups_collapse_to_one_line() -> None:
     assert "<table" not in by_age and by_age.count("group too small: &gt;=80 (n = 3)") == 1
     for label in ("common", "rare"):
         assert by_age.count(f"{label}: group too small: 40-59 n = 57") == 1  # once, not per model
+
+
+def test_abstention_figures_and_section() -> None:
+    """compare_figures.abstention is coverage_curve on the record probabilities (with the float
+    student as reference) plus the bands and the records inconclusive per label; the page shows a
+    section after the decision sections, in the contents, with the figures at the shipped band, one
+    line for the artifact without a band, and one more plot. A report without "abstention" keys (an
+    older compare.json) has no such section."""
+    from edge_runtime.abstain import coverage_curve, inconclusive
+
+    report = copy.deepcopy(_cached("cinc2017")[0])
+    labels, n = report["labels"], report["n_records"]
+    rng = np.random.default_rng(4)
+    y = np.eye(4)[rng.choice(4, n)]
+    z = 2 * y + rng.normal(0, 1.2, y.shape)
+    e = np.exp(z)
+    r = e / e.sum(1, keepdims=True)
+    s = np.exp(z + rng.normal(0, 0.1, z.shape))
+    s /= s.sum(1, keepdims=True)
+    thr, bands = [0.25] * 4, [0.2, 0.4, 0.3, 0.1]
+    a = cf.abstention(y, s, r, thr, bands, labels, False, "student fp32")
+    assert cf.abstention(y, s, r, thr, None, labels, False) is None
+    assert a["curve"] == coverage_curve(s, y, thr, bands, False, reference=r)  # nothing NaN here
+    assert a["at_band"] == next(row for row in a["curve"] if row["scale"] == 1.0) and a["bands"] == bands
+    inc = inconclusive(s, thr, bands, False)
+    assert a["inconclusive"] == {k: int(inc[:, i].sum()) for i, k in enumerate(labels)}
+    assert a["at_band"]["kept"] == n - int(inc.any(1).sum()) and 0 < a["at_band"]["coverage"] < 1
+    assert 'id="abstention"' not in render_html(report)
+    report["models"]["executorch int8"]["abstention"] = a
+    report["models"]["tflite-micro int8"]["abstention"] = None
+    page = render_html(json.loads(json.dumps(report)))  # as read back from compare.json
+    p = _parse(page)
+    title = "Abstention: coverage vs accuracy"
+    assert title in p.h2 and p.h2.index(title) == p.h2.index("int8 against student fp32: decisions and flipped "
+                                                              "records") + 1
+    assert '<a href="#abstention">' in page and page.index('id="verdict"') < page.index('id="abstention"')
+    section = page[page.index('<h2 id="abstention">'):page.index('<h2 id="paired">')]
+    tables = _parse(section).tables
+    assert [row[1] for row in tables[0][1:]] == [fmt(b) for b in bands]
+    assert [row[2] for row in tables[0][1:]] == [str(a["inconclusive"][k]) for k in labels]
+    at, full = a["at_band"], a["curve"][0]
+    assert tables[1][1] == ["executorch int8", f"{at['coverage']:.2%} ({at['kept']} / {at['of']})",
+                            f"{at['accuracy_kept']:.2%}", f"{at['accuracy_all']:.2%}", f"{at['agreement_kept']:.2%}",
+                            f"{full['agreement_kept']:.2%}"]
+    assert "No band shipped" in section and "tflite-micro int8." in section
+    assert len([i for i in p.imgs if "plot" in i.get("class", "")]) == N_PLOTS + 1
 
 
 # ---------------------------------------------------------------------------------------- real browser
