@@ -165,8 +165,13 @@ def _windows(shards, splits, leads) -> tuple[np.ndarray, np.ndarray, np.ndarray,
 
 
 def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, baseline: bool = True,
-                     n_boot: int = 1000, progress: bool = True) -> dict[str, Any]:
-    """Train the distilled student (and the label-only baseline) on the shards' train split.
+                     n_boot: int = 1000, progress: bool = True, decision: dict[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """Train the distilled student (and the label-only baseline) on the shards' `dcfg.train_splits`.
+
+    `decision` (from `ecg-edge cv`: thresholds, abstention bands and how they were chosen) goes
+    into each checkpoint's meta, where `ecg-edge export` takes it instead of choosing thresholds on
+    the validation split, and the students are scored with its thresholds too.
 
     Writes OUT/distilled/checkpoint.pt, OUT/baseline/checkpoint.pt and OUT/distill.json with
     teacher, baseline and distilled macro/per-class AUROC and PRAUC (bootstrap 95 % CIs) on
@@ -190,17 +195,20 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
     if teacher_ckpt is not None:
         ckpt = load_checkpoint(teacher_ckpt)
         t_leads = tuple(ckpt["meta"]["encoder"]["kwargs"]["leads"])
-        x_tr, y_tr, _, ch = _windows(shards, ("train",), t_leads)
+        x_tr, y_tr, _, ch = _windows(shards, dcfg.train_splits, t_leads)
         teacher, tmeta = teacher_from_checkpoint(ckpt, x_tr, y_tr, None, seed=tcfg.seed)
         tmeta = tmeta | {"checkpoint_sha256": sha256_of(ckpt["path"])}
     if dcfg.lead not in t_leads:
         raise ConfigError(f"distill.lead: {dcfg.lead!r} is not among the teacher's leads {list(t_leads)}")
     lead_index = t_leads.index(dcfg.lead)
-    data = WindowSet(shards, "train", t_leads)
+    sets = [WindowSet(shards, s, t_leads) for s in dcfg.train_splits]
+    data = sets[0] if len(sets) == 1 else torch.utils.data.ConcatDataset(sets)
+    score_kw = {} if decision is None else {"thresholds": tuple(decision["thresholds"]), "multilabel": multilabel}
     eval_splits = dcfg.eval_splits
     x_ev, y_ev, r_ev, _ = _windows(shards, eval_splits, t_leads)
     results: dict[str, Any] = {"dataset": info["source"], "label_names": list(label_names), "lead": dcfg.lead,
-                               "eval_splits": list(eval_splits), "models": {}}
+                               "eval_splits": list(eval_splits), "train_splits": list(dcfg.train_splits),
+                               "models": {}}
     if teacher is not None:
         results["models"]["teacher"] = {
             "what": f"{tmeta['objective']} {tmeta['encoder']['name']} over {len(t_leads)} leads ({tmeta['teacher_logits']})",
@@ -222,17 +230,19 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
                 "teacher": {k: tmeta[k] for k in ("objective", "encoder", "checkpoint_sha256", "teacher_logits")}
                 if tmeta and name == "distilled" else None,
                 "shards": str(shards.resolve()), "spec": {**info["spec"], "leads": [cfg.lead]},
-                "preprocess": info["preprocess"], "label_names": list(label_names), "multilabel": multilabel}
+                "preprocess": info["preprocess"], "label_names": list(label_names), "multilabel": multilabel,
+                "train_splits": list(cfg.train_splits), "decision": decision}
         summary = fit(model, data, tcfg, out / name, meta=meta, progress=progress)
         student.eval()
         logits = predict(student, x_ev, channels=[lead_index], forward=lambda x: student(x[:, :, None, :]))
         scores[name] = probabilities(logits, multilabel)
+        scored = score_records(scores[name], y_ev, r_ev, label_names, n_boot=n_boot, **score_kw)
         results["models"][name] = {
             "what": f"{cfg.student} on lead {cfg.lead}" + (" distilled from the teacher" if name == "distilled"
                                                             else " trained from labels alone"),
             "checkpoint": summary["checkpoint"], "parameters": sum(p.numel() for p in student.parameters()),
             "final_loss": summary["history"][-1]["loss"],
-            "metrics": score_records(scores[name], y_ev, r_ev, label_names, n_boot=n_boot)["ranking"]}
+            "metrics": scored["ranking"]} | ({"decisions": scored["decisions"]} if "decisions" in scored else {})
     if "distilled" in results["models"] and "baseline" in results["models"]:
         from train.metrics import aggregate_by_record, paired_difference
 

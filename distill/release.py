@@ -5,7 +5,9 @@ lead, the labels, the preprocessing and the teacher) and the shards it was train
 
 * calibration windows: `n_calib` windows of the train split (seeded choice), real preprocessed
   windows, never random tensors;
-* decision thresholds: chosen on the validation split with the float student: Youden's J per label
+* decision thresholds: those of the checkpoint's `decision` where `ecg-edge cv` chose them (with
+  the abstention bands) on out-of-fold scores of the training records; otherwise chosen on the
+  validation split with the float student: Youden's J per label
   for multi-label heads (a label is present when its probability >= its threshold); for
   single-label heads one threshold per label maximising the validation records' challenge F1
   (CinC 2017) or macro F1 of the decision argmax(probability / threshold)
@@ -227,17 +229,23 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
     shorts = short_records(shards, info, splits, short)
     eval_x, eval_y, eval_r, splits = _eval_windows(shards, splits, lead, split == "all", shorts)
     empty = np.empty((0, *eval_x.shape[1:]), np.float32)
+    decision = meta.get("decision") or None  # chosen by `ecg-edge cv` on out-of-fold scores
+    abstain = None
     if thresholds is not None:
         x_tr = x_val = empty
         y_tr = np.empty((0, len(labels)), np.float32)
     else:
         x_tr, y_tr, _ = _student_windows(shards, "train", lead)
         x_val, y_val, r_val = _student_windows(shards, "val", lead)
-        p_val = probabilities(predict(student, x_val, batch_size=BATCH), multilabel)
-        if multilabel:
+        if decision is not None:
+            thresholds = tuple(float(t) for t in decision["thresholds"])
+            abstain = tuple(decision["abstain"]) if decision.get("abstain") is not None else None
+        elif multilabel:
+            p_val = probabilities(predict(student, x_val, batch_size=BATCH), multilabel)
             th = operating_thresholds(y_val, p_val, "youden")
             thresholds = tuple(float(t) if np.isfinite(t) else 0.5 for t in th)
         else:
+            p_val = probabilities(predict(student, x_val, batch_size=BATCH), multilabel)
             thresholds = single_label_thresholds(p_val, y_val, r_val, labels)
     if fs_device is None:  # the rate the dataset was recorded at: its filter design goes into the manifest
         designs = sorted(float(k) for k in (info.get("filter_designs") or {}))
@@ -248,13 +256,17 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
     provenance = {
         "student": {"checkpoint_sha256": ckpt_sha, "model": meta["encoder"]["name"], "objective": meta["objective"]},
         "teacher": meta.get("teacher"), "data_sha256": meta["data_hash"], "dataset": info["source"],
-        "thresholds": "Youden's J per label on the validation split (float student)" if multilabel
+        "thresholds": decision["how"] if decision is not None
+        else "Youden's J per label on the validation split (float student)" if multilabel
         else "per label on the validation records (float student), maximising the "
              + ("CinC 2017 challenge F1" if _is_cinc(labels) else "macro F1")
              + " of the decision argmax(probability / threshold)",
     }
+    if abstain is not None:
+        provenance["abstain"] = decision.get("abstain_how")
     spec = ExportSpec(preprocess=PreprocessConfig(**info["preprocess"]), leads=(lead,), labels=labels,
-                      multilabel=multilabel, thresholds=tuple(thresholds), fs_device=fs_device, provenance=provenance)
+                      multilabel=multilabel, thresholds=tuple(thresholds), fs_device=fs_device, provenance=provenance,
+                      abstain=abstain)
     return ReleaseData(student=student, meta=meta, spec=spec, calib=x_tr[calib_idx], fit_x=x_tr[fit_idx],
                        fit_y=y_tr[fit_idx].astype(np.float32), parity_x=x_val[_choose(len(x_val), n_parity, seed)],
                        eval_x=eval_x, eval_y=eval_y, eval_records=eval_r, eval_splits=splits, provenance=provenance,

@@ -283,6 +283,47 @@ def cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cv(args: argparse.Namespace) -> int:
+    require("torch", "train", "distill")
+    from distill.crossval import run_cv
+    from edge_runtime.config import write_json
+    from edge_runtime.errors import ConfigError
+    from train.evaluate import fmt_ci
+
+    cfg = resolve_config(args)
+    shards = args.shards
+    if shards is None and args.teacher:
+        from train.engine import load_checkpoint
+
+        shards = load_checkpoint(args.teacher)["meta"]["shards"]
+    if shards is None:
+        raise ConfigError("--shards: required without --teacher (the shard folder to cross-validate on)")
+    out = Path(args.out)
+    res = run_cv(shards, args.teacher, cfg.distill, cfg.train, cfg.cv, out, n_boot=args.n_boot)
+    write_json(out / "config.json", cfg)
+    key = res["decision_metric"]
+    print(f"{res['dataset']}: lead {res['lead']}, {res['folds']}-fold cross-validation over {res['records']} "
+          f"{'+'.join(res['pool'])} records (out-of-fold, per record)")
+    print(f"{'candidate':34s} {'macro AUROC':24s} " + "  ".join(f"{key} ({r})" for r in res["rules"]))
+    for c in res["candidates"]:
+        print(f"{c['what'][:34]:34s} {fmt_ci(c['ranking']['auroc']['macro']):24s} "
+              + "  ".join(f"{fmt_ci(c['rules'][r][key]):24s}" for r in res["rules"]))
+    ch = res["chosen"]
+    print(f"chosen: {ch['what']}, {ch['rule']} thresholds " + ", ".join(
+        f"{lab} {t:.2f}" for lab, t in zip(res["labels"], ch["thresholds"])))
+    if "int8" in res:
+        q = res["int8"]
+        print(f"int8 out of fold: {key} {fmt_ci(q[key])}, {q['agreement_records']:.4f} of records agree with fp32; "
+              "bands " + ", ".join(f"{lab} {b:.3f}" for lab, b in zip(res["labels"], q["bands"])))
+    for name, m in (res.get("final") or {}).get("models", {}).items():
+        dec = m.get("decisions") or {}
+        d = dec.get("challenge_f1") or (dec.get("f1") or {}).get("macro")
+        print(f"final {name} on {'+'.join(res['final']['eval_splits'])} (scored once): macro AUROC "
+              f"{fmt_ci(m['metrics']['auroc']['macro'])}" + (f", {key} {fmt_ci(d)}" if d else ""))
+    print(f"-> {out / 'cv.json'}" + (f", {res['final']['checkpoint']}" if "final" in res else ""))
+    return 0
+
+
 def _release(args: argparse.Namespace, t: Any, *, fp32: bool, embedded: bool, name: str) -> int:
     """`quantize` / `export` with their resolved table `t` (`ecg_edge.config.QuantizeConfig`)."""
     from distill.release import release, summary_rows
@@ -592,6 +633,25 @@ def _student_parsers(sub: argparse._SubParsersAction) -> None:
     bind(di, arch="distill.student", lead="distill.lead", labels="distill.labels", epochs="train.epochs",
           batch_size="train.batch_size", device="train.device")
     di.set_defaults(func=cmd_distill)
+
+    cv = sub.add_parser("cv", help="choose the student's configuration, thresholds and abstention bands by k-fold "
+                        "cross-validation over train + validation records; train the final student; score the test part once")
+    cv.add_argument("--teacher", metavar="PATH", help="teacher checkpoint (none: label-only students)")
+    config_flag(cv, "[cv], [distill], [train]; configs/distill/")
+    cv.add_argument("--shards", metavar="DIR", help="shard folder (default: the one the teacher was pretrained on)")
+    out_flag(cv, "cv.json, oof.npz, folds/, final/ and config.json")
+    cv.add_argument("--arch", metavar="NAME", help="the student's registry name")
+    cv.add_argument("--epochs", type=positive_int, help="training epochs (candidates may override)")
+    cv.add_argument("--folds", type=positive_int, help="k of the k-fold split")
+    cv.add_argument("--no-int8", dest="int8", action="store_false", default=None,
+                    help="skip the int8 out-of-fold scores (and so the abstention bands)")
+    cv.add_argument("--no-final", dest="final", action="store_false", default=None,
+                    help="stop after the cross-validation (no final student, no test-part score)")
+    device_flag(cv)
+    cv.add_argument("--n-boot", type=positive_int, default=1000, help="bootstrap resamples for the CIs")
+    bind(cv, arch="distill.student", epochs="train.epochs", folds="cv.folds", int8="cv.int8", final="cv.final",
+         device="train.device")
+    cv.set_defaults(func=cmd_cv)
 
     qu = sub.add_parser("quantize", help="int8 artifacts of a student by PT2E PTQ, PT2E QAT or Brevitas QAT, "
                         "each parity-checked and scored")

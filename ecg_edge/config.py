@@ -15,7 +15,7 @@ from typing import ClassVar
 from edge_runtime.config import NON_NEGATIVE, POSITIVE, POSITIVE_INT, check_values, expect, load_toml
 from edge_runtime.signal import PreprocessConfig
 from ecg_edge.stream import StreamOptions
-from distill.config import SHORT_CHOICES, SPLIT_CHOICES, DistillConfig
+from distill.config import SHORT_CHOICES, SPLIT_CHOICES, CvConfig, DistillConfig
 from train.config import PretrainConfig, TrainConfig
 from train.data.sources import DataConfig
 
@@ -130,6 +130,7 @@ class PipelineConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    cv: CvConfig = field(default_factory=CvConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)

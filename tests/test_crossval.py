@@ -1,0 +1,129 @@
+"""`ecg-edge cv` (distill.crossval): folds by hash, cross-fitted threshold choice, the chosen
+configuration, int8 out-of-fold scores and bands, the final student and what export takes from it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.config import CvConfig
+from distill.crossval import cross_fitted, decision_key, fold_of, group_key, thresholds_by_rule
+from edge_runtime.backends import decide
+from edge_runtime.errors import ConfigError
+from train.metrics import decision_scores
+
+
+def test_folds_come_from_the_hash_of_the_key_and_keep_a_patient_together() -> None:
+    keys = [f"record:A{i:05d}" for i in range(2000)]
+    a, b = fold_of(keys, 5), fold_of(list(reversed(keys)), 5)[::-1]
+    assert (a == b).all()  # the order of the list plays no part
+    assert set(a) == set(range(5)) and np.bincount(a).min() > 300  # about a fifth each
+    assert (fold_of(keys[:100], 5) == a[:100]).all()  # adding records moves none
+    assert group_key({"id": "7", "meta": {"patient_id": 15709}}) == "patient:15709"
+    assert group_key({"id": "A00001", "meta": {"device": "AliveCor"}}) == "record:A00001"
+    assert fold_of([group_key({"id": "1", "meta": {"patient_id": 3}})], 5) == \
+        fold_of([group_key({"id": "2", "meta": {"patient_id": 3}})], 5)
+
+
+def test_cv_config_is_checked() -> None:
+    assert CvConfig().folds == 5 and CvConfig().pool == ("train", "val")
+    with pytest.raises(ConfigError, match="cv.folds"):
+        CvConfig(folds=1)
+    with pytest.raises(ConfigError, match=r"cv.candidates\[1\]: unknown key 'epoch'"):
+        CvConfig(candidates=({"epochs": 3}, {"epoch": 3}))
+    with pytest.raises(ConfigError, match="cv.pool"):
+        CvConfig(pool=("train", "holdout"))
+    with pytest.raises(ConfigError, match="cv.max_abstain"):
+        CvConfig(max_abstain=1.0)
+
+
+def _noisy_single_label(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cls = rng.choice(4, size=n, p=[0.6, 0.1, 0.25, 0.05])
+    z = rng.normal(size=(n, 4)) + 1.5 * np.eye(4)[cls] + np.array([0.8, 0, 0, 0])  # biased to N
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return p, np.eye(4)[cls]
+
+
+def test_thresholds_by_rule_and_cross_fitting() -> None:
+    labels = ("N", "A", "O", "~")
+    p, y = _noisy_single_label(600, 0)
+    assert thresholds_by_rule("argmax", p, y, labels, False) == (0.5,) * 4
+    tuned = thresholds_by_rule("tuned", p, y, labels, False)
+    f1 = lambda th: decision_scores(y, decide(p, th, False), labels, n_boot=1)["challenge_f1"]["value"]  # noqa: E731
+    assert f1(tuned) >= f1((0.5,) * 4)  # tuned on these records, at least as good on them
+    with pytest.raises(ConfigError, match="threshold rule 'youden'"):
+        thresholds_by_rule("youden", p, y, labels, False)
+    fold = fold_of([str(i) for i in range(len(p))], 3)
+    pred = cross_fitted(p, y, fold, "tuned", labels, False)
+    for f in range(3):  # each fold decided at thresholds chosen without it
+        held = fold == f
+        th = thresholds_by_rule("tuned", p[~held], y[~held], labels, False)
+        assert (pred[held] == decide(p[held], th, False)).all()
+    assert decision_key(labels) == "challenge_f1" and decision_key(("NORM", "MI")) == "f1"
+    ml = thresholds_by_rule("youden", 1 / (1 + np.exp(-np.random.default_rng(1).normal(size=(200, 2)))),
+                            np.random.default_rng(2).integers(0, 2, size=(200, 2)), ("a", "b"), True)
+    assert len(ml) == 2 and all(0 < t < 1 for t in ml)
+
+
+@pytest.mark.slow
+def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dict[str, Path], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """The whole command on the synthetic chain: 2 folds over the train records, two candidates;
+    what cv.json says is recomputed from oof.npz; the final student's checkpoint carries the
+    decision and `ecg-edge export` writes its thresholds and bands into the manifests."""
+    import torch
+
+    from ecg_edge.cli import main
+
+    conf = tmp_path / "cv.toml"
+    base = chain["config"].read_text()
+    conf.write_text(base.replace("[train]\nepochs = 20", "[train]\nepochs = 4")
+                    + '[cv]\nfolds = 2\npool = ["val"]\ncandidates = [{ epochs = 2 }, { epochs = 4 }]\n')
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # the part scored once may not be cross-validated: one error line, exit status 2
+        assert main(["cv", "--teacher", str(chain["teacher"]), "--config", str(conf), "--out",
+                     str(tmp_path / "bad")]) == 2
+        assert "cv.pool ['val'] overlaps distill.eval_splits" in capsys.readouterr().err
+        conf.write_text(conf.read_text().replace('pool = ["val"]', 'pool = ["train"]'))
+        assert main(["cv", "--teacher", str(chain["teacher"]), "--config", str(conf), "--out", str(tmp_path / "cv"),
+                     "--n-boot", "20"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    res = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    oof = np.load(tmp_path / "cv" / "oof.npz")
+    key, labels = res["decision_metric"], tuple(res["labels"])
+    assert len(res["candidates"]) == 2 and res["folds"] == 2 and res["pool"] == ["train"]
+    assert res["records"] == len(oof["truth"]) == sum(res["records_per_fold"])
+    # the choice is the best cross-fitted score over candidates and rules
+    best = max((c["rules"][r][key]["value"], -i, r) for i, c in enumerate(res["candidates"]) for r in res["rules"])
+    assert (res["chosen"]["candidate"], res["chosen"]["rule"]) == (-best[1], best[2])
+    # the shipped thresholds are the rule's on all out-of-fold record scores of the chosen candidate
+    assert tuple(res["chosen"]["thresholds"]) == pytest.approx(
+        thresholds_by_rule(res["chosen"]["rule"], oof["fp32"], oof["truth"], labels, False))
+    # bands: from the int8 out-of-fold scores against the float ones
+    from edge_runtime.abstain import choose_bands
+
+    assert res["int8"]["bands"] == pytest.approx(list(choose_bands(oof["int8"], oof["fp32"],
+                                                                   res["chosen"]["thresholds"], False)))
+    same = (decide(oof["int8"], res["chosen"]["thresholds"], False)
+            == decide(oof["fp32"], res["chosen"]["thresholds"], False)).all(axis=1).mean()
+    assert res["int8"]["agreement_records"] == pytest.approx(same)
+    # the final student trained on the pool only, scored on the evaluation splits, carries the decision
+    from distill.distill import load_student
+
+    _, meta = load_student(tmp_path / "cv" / "final" / "distilled")
+    assert meta["train_splits"] == ["train"] and meta["decision"]["thresholds"] == res["chosen"]["thresholds"]
+    assert res["final"]["eval_splits"] == ["val", "test"]
+    assert "decisions" in res["final"]["models"]["distilled"]
+    # quantize (as export): the manifests carry the cross-validated thresholds and bands
+    assert main(["quantize", "--student", str(tmp_path / "cv" / "final" / "distilled"), "--out",
+                 str(tmp_path / "exp"), "--n-boot", "20"]) == 0
+    m = json.loads((tmp_path / "exp" / "tflite-int8" / "manifest.json").read_text())
+    assert m["thresholds"] == pytest.approx(res["chosen"]["thresholds"])
+    assert m["abstain"] == pytest.approx(res["int8"]["bands"])
+    assert "out-of-fold" in m["provenance"]["thresholds"]
