@@ -29,8 +29,10 @@ With `[cv] final`, the chosen configuration is trained once more on the whole po
 OUT/final/distilled (`distill.distill.distill_students`, `decision` in its checkpoint meta) and
 scored once on the test part; `ecg-edge export --student OUT/final/distilled` then ships the
 OOF thresholds and bands in every manifest and scores each artifact on the test part, once.
-Also reported, not chosen: the OOF score of the max-over-windows record rule beside today's mean.
-OUT/cv.json holds every figure, OUT/oof.npz the OOF record scores.
+Also reported, not chosen: the OOF score of the max-over-windows record rule beside today's mean,
+and the paired bootstrap difference of the chosen (configuration, rule) against every other one
+on the same OOF records ("paired"). OUT/cv.json holds every figure, OUT/oof.npz the OOF record
+scores of every candidate. A stopped run started again reuses the folds it finished.
 """
 from __future__ import annotations
 
@@ -141,9 +143,27 @@ def _train_fold(x: np.ndarray, y: np.ndarray, teacher: Any, tmeta: dict[str, Any
                            window=int(info["spec"]["window_s"] * info["spec"]["fs"]), **dcfg.student_args)
     model = DistillObjective(student, teacher, dcfg, lead_index=lead_index, multilabel=bool(info["multilabel"]),
                              teacher_dim=getattr(teacher.encoder, "embed_dim", None) if teacher is not None else None)
-    fit(model, _Windows(x, y), tcfg, out, meta={"task": "cv-fold", "distill": asdict(dcfg),
-                                                "teacher": (tmeta or {}).get("checkpoint_sha256")}, progress=progress)
+    meta = {"task": "cv-fold", "distill": asdict(dcfg), "teacher": (tmeta or {}).get("checkpoint_sha256")}
+    done = _finished_fold(out / "checkpoint.pt", meta, tcfg, len(x))
+    if done is not None:  # a run that was stopped resumes at its first unfinished fold
+        model.load_state_dict(done)
+    else:
+        fit(model, _Windows(x, y), tcfg, out, meta=meta, progress=progress)
     return student.eval()
+
+
+def _finished_fold(path: Path, meta: dict[str, Any], tcfg: Any, n_windows: int) -> dict[str, Any] | None:
+    """The weights of a fold trained to the end with the same settings on as many windows, or None."""
+    if not path.is_file():
+        return None
+    from train.engine import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    hist = ckpt.get("history") or [{}]
+    same = (ckpt.get("meta") == meta and int(ckpt.get("epoch", 0)) == tcfg.epochs
+            and hist[-1].get("ecgs") == (n_windows // tcfg.batch_size) * tcfg.batch_size
+            and ckpt.get("scheduler", {}).get("base_lrs", [None])[0] == tcfg.lr)
+    return ckpt["state_dict"] if same else None
 
 
 def _student_probs(student: Any, x: np.ndarray, lead_index: int, multilabel: bool) -> np.ndarray:
@@ -218,7 +238,8 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
         f"({', '.join(str(int((rec_fold == f).sum())) for f in range(cv.folds))} records)")
     key = decision_key(labels)
     rules = MULTI_LABEL_RULES if multilabel else SINGLE_LABEL_RULES
-    cands, oof, fold_students = [], {}, {}
+    cands, oof, fold_students, preds = [], {}, {}, {}
+    arrays: dict[str, np.ndarray] = {"record_rows": rec_ids, "fold": rec_fold, "truth": truth}
     for ci, (name, d, t) in enumerate(candidate_configs(dcfg, tcfg, cv)):
         probs = np.zeros((len(x), len(labels)), np.float32)
         fold_students[ci] = []
@@ -231,19 +252,20 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
             fold_students[ci].append(st)
         p_rec = _record_view(probs, rows)
         oof[ci] = probs
+        arrays[f"fp32_candidate{ci}"] = p_rec
         entry = {"candidate": ci, "what": name, "distill": to_jsonable(d), "epochs": t.epochs, "lr": t.lr,
                  "ranking": bootstrap_scores(truth, p_rec, n_boot=n_boot, label_names=labels), "rules": {},
                  "record_rule_max": {}}
         p_max = _record_view(probs, rows, "max")
         for rule in rules:
-            pred = cross_fitted(p_rec, truth, rec_fold, rule, labels, multilabel)
+            pred = preds[ci, rule] = cross_fitted(p_rec, truth, rec_fold, rule, labels, multilabel)
             dec = decision_scores(truth, pred, labels, n_boot=n_boot)
             per_fold = [float(_decision_value(decision_scores(truth[rec_fold == f], pred[rec_fold == f], labels,
                                                               n_boot=1), key)["value"] or 0.0)
                         for f in range(cv.folds)]
             entry["rules"][rule] = {"decisions": dec, key: _decision_value(dec, key), "per_fold": per_fold}
-            mx = decision_scores(truth, cross_fitted(p_max, truth, rec_fold, rule, labels, multilabel), labels,
-                                 n_boot=n_boot)
+            preds[ci, rule, "max"] = cross_fitted(p_max, truth, rec_fold, rule, labels, multilabel)
+            mx = decision_scores(truth, preds[ci, rule, "max"], labels, n_boot=n_boot)
             entry["record_rule_max"][rule] = _decision_value(mx, key)
         cands.append(entry)
         best = max(rules, key=lambda r: entry["rules"][r][key]["value"] or -1.0)
@@ -267,7 +289,15 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
                               "chosen": {"candidate": chosen, "what": cands[chosen]["what"], "rule": rule,
                                          "thresholds": list(thresholds)},
                               "teacher": tmeta and {k: tmeta[k] for k in ("objective", "encoder", "checkpoint_sha256")}}
-    arrays: dict[str, np.ndarray] = {"record_rows": rec_ids, "fold": rec_fold, "truth": truth, "fp32": p_rec}
+    arrays["fp32"] = p_rec
+    from train.metrics import paired_difference
+
+    mine = preds[chosen, rule].astype(np.float64)
+    result["paired"] = [
+        {"against": f"candidate {i} ({cands[i]['what']}), {r} thresholds" if len(other) == 2
+         else f"candidate {i}, {r} thresholds, record = max over windows",
+         **paired_difference(truth, mine, preds[other].astype(np.float64), key, n_boot=n_boot, label_names=labels)}
+        for other in preds if other != (chosen, rule) for i, r in [other[:2]]]
     if cv.int8:
         spec = ExportSpec(preprocess=PreprocessConfig(**info["preprocess"]), leads=(dcfg.lead,), labels=labels,
                           multilabel=multilabel, thresholds=thresholds)

@@ -92,9 +92,21 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
         conf.write_text(conf.read_text().replace('pool = ["val"]', 'pool = ["train"]'))
         assert main(["cv", "--teacher", str(chain["teacher"]), "--config", str(conf), "--out", str(tmp_path / "cv"),
                      "--n-boot", "20"]) == 0
+        # started again on the folds it finished: they are reused, not trained again, and choose the same
+        import shutil
+
+        shutil.copytree(tmp_path / "cv" / "folds", tmp_path / "again" / "folds")
+        again = sorted((tmp_path / "again" / "folds").glob("candidate*/fold*/checkpoint.pt"))
+        stamps = [f.stat().st_mtime_ns for f in again]
+        assert len(again) == 4
+        assert main(["cv", "--teacher", str(chain["teacher"]), "--config", str(conf), "--out", str(tmp_path / "again"),
+                     "--n-boot", "20", "--no-int8", "--no-final"]) == 0
+        assert [f.stat().st_mtime_ns for f in again] == stamps
     finally:
         torch.set_num_threads(before)
     res = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    rerun = json.loads((tmp_path / "again" / "cv.json").read_text())
+    assert rerun["chosen"] == res["chosen"] and "final" not in rerun and "int8" not in rerun
     oof = np.load(tmp_path / "cv" / "oof.npz")
     key, labels = res["decision_metric"], tuple(res["labels"])
     assert len(res["candidates"]) == 2 and res["folds"] == 2 and res["pool"] == ["train"]
@@ -102,6 +114,13 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
     # the choice is the best cross-fitted score over candidates and rules
     best = max((c["rules"][r][key]["value"], -i, r) for i, c in enumerate(res["candidates"]) for r in res["rules"])
     assert (res["chosen"]["candidate"], res["chosen"]["rule"]) == (-best[1], best[2])
+    # the paired differences: the chosen decisions against every other candidate, rule and record rule
+    assert len(res["paired"]) == 2 * len(res["rules"]) * 2 - 1
+    assert (oof["fp32"] == oof[f"fp32_candidate{res['chosen']['candidate']}"]).all()
+    for d in res["paired"]:
+        assert d["difference"] == pytest.approx(d["a"] - d["b"])
+        assert d["a"] == pytest.approx(res["candidates"][res["chosen"]["candidate"]]["rules"][res["chosen"]["rule"]]
+                                       [key]["value"])
     # the shipped thresholds are the rule's on all out-of-fold record scores of the chosen candidate
     assert tuple(res["chosen"]["thresholds"]) == pytest.approx(
         thresholds_by_rule(res["chosen"]["rule"], oof["fp32"], oof["truth"], labels, False))
