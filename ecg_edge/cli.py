@@ -523,6 +523,11 @@ def _stream_options(st: argparse.ArgumentParser) -> None:
                     help="write every window's model input and raw output and every R peak here (to compare two machines)")
     st.add_argument("--no-live", action="store_true", help="no live terminal view (it shows only on a terminal)")
     st.add_argument("--no-beats", dest="beats", action="store_false", help="skip R-peak detection and heart rate")
+    from ecg_edge.stream import StreamOptions
+
+    st.add_argument("--short", choices=StreamOptions.SHORT, help="a stream that ends before its first window: pad = "
+                    "classified on one window, its samples repeated from their start up to the window (flagged "
+                    "padded); too-short = no decision, it ends with the explicit 'too short' line")
 
 
 def _stream_parsers(sub: argparse._SubParsersAction) -> None:

@@ -12,10 +12,11 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, ClassVar, Sequence
 
 import numpy as np
 
+from distill.config import SHORT_CHOICES
 from edge_runtime.errors import ConfigError, UnknownLeadError, require
 from edge_runtime.spec import canonical_lead, canonical_leads
 
@@ -27,9 +28,14 @@ class StreamOptions:
     source: replay:PATH | synthetic | ble:NAME_OR_ADDRESS | virtual:PATH (the wearable command).
     artifact: the model (manifest.json, its folder or the model file); None: beats, HR and quality only.
     speed: replay speed (1.0 real time); None: as fast as it goes (`--fast`). beats: R peaks and heart
-    rate (`--no-beats` clears it). live: the live terminal view (the handler sets it for a terminal
-    without `--no-live`), titled `title`. drop, disconnect_after, device_fs: the virtual wearable's.
+    rate (`--no-beats` clears it). short: a stream that ends before its first window is classified
+    on one padded window ("pad", flagged padded) or ends with the explicit "too short, no decision"
+    line ("too-short"), `EngineConfig.pad_short`; the same choices as `ecg-edge compare --short`.
+    live: the live terminal view (the handler sets it for a terminal without `--no-live`), titled
+    `title`. drop, disconnect_after, device_fs: the virtual wearable's.
     """
+
+    SHORT: ClassVar[tuple[str, ...]] = SHORT_CHOICES
 
     source: str | None = None
     artifact: str | Path | None = None
@@ -46,6 +52,7 @@ class StreamOptions:
     profile: str = "polar"
     bridge_max_s: float = 1.0
     beats: bool = True
+    short: str = "pad"
     jsonl: str | Path | None = None
     csv: str | Path | None = None
     audit: str | Path | None = None
@@ -63,6 +70,7 @@ class StreamOptions:
                                       "seed": NON_NEGATIVE, "bridge_max_s": POSITIVE, "device_fs": POSITIVE,
                                       "drop": ("a fraction 0 <= x < 1", lambda v: 0 <= v < 1)})
         expect("stream.profile", self.profile in ("polar", "open"), "polar or open", self.profile)
+        expect("stream.short", self.short in self.SHORT, f"one of {', '.join(self.SHORT)}", self.short)
         expect("stream.disconnect_after", all(isinstance(n, int) and n >= 0 for n in self.disconnect_after),
                "non-negative notification counts", self.disconnect_after)
 
@@ -249,7 +257,7 @@ def summary_lines(r: StreamResult) -> list[str]:
     lines = [f"{r.describe}: {s.received} samples received, {s.lost} lost in {s.bridged_gaps + s.reset_gaps} gaps, "
              f"{s.duplicate} duplicate, {s.invalid} invalid, {s.rejected} rejected; {s.windows} windows "
              f"({s.windows_unusable} unusable, {s.windows_padded} padded), {s.beats} beats"]
-    if s.used and s.windows == 0:  # the engine pads such a stream unless EngineConfig.pad_short is off
+    if s.used and s.windows == 0:  # the engine pads such a stream unless --short too-short (pad_short off)
         lines.append("  the stream is shorter than one window: too short, no decision")
     elif s.windows_padded:
         lines.append("  the stream is shorter than one window: classified on one padded window (its samples repeated)")
@@ -285,7 +293,8 @@ def _engine(opts: StreamOptions, src: ResolvedSource) -> Any:
     if opts.beats:
         from edge_runtime.beats import RPeakDetector
         beats = RPeakDetector(src.fs)
-    return Engine(pre, model, beats, EngineConfig(bridge_max_s=opts.bridge_max_s, audit=bool(opts.audit)))
+    return Engine(pre, model, beats, EngineConfig(bridge_max_s=opts.bridge_max_s, audit=bool(opts.audit),
+                                                  pad_short=opts.short == "pad"))
 
 
 async def stream(opts: StreamOptions, sinks: Sequence[Any] = (), console: Any = None) -> StreamResult:

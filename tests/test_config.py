@@ -51,6 +51,7 @@ def test_default_toml_is_the_builtin_default() -> None:
     ("[package]\nc_name = '1model'\n", "package.c_name: expected a C identifier"),
     ("[stream]\nchunk = 0\n", "stream.chunk: expected a positive integer, got 0"),
     ("[stream]\ndrop = 1.0\n", "stream.drop: expected a fraction 0 <= x < 1"),
+    ("[stream]\nshort = 'skip'\n", "stream.short: expected one of pad, too-short"),
     ("[stream]\nmodel = 'm.json'\n", "stream.model: unknown key"),
 ])
 def test_bad_config_names_file_and_field(tmp_path: Path, text: str, message: str) -> None:

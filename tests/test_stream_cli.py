@@ -52,6 +52,48 @@ def test_stream_command_with_a_model(exports, tmp_path: Path, capsys: pytest.Cap
     assert rc == 2 and "expects lead I; the source gives II" in capsys.readouterr().err
 
 
+def test_a_stream_shorter_than_one_window_is_padded_or_too_short(exports, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """--short (`[stream] short`, `EngineConfig.pad_short`): 6 s of signal, less than one 10 s window,
+    is classified on one window flagged padded (pad, the default), or gets no window and ends with
+    the explicit "too short, no decision" line (too-short), from the flag or from a config file (a
+    flag overrides the file); the written config keeps the choice; a bad value is one error line."""
+    from cli_errors import assert_one_error_line
+    from ecg_edge.cli import build_parser
+
+    pytest.importorskip("neurokit2", reason="--source synthetic needs the 'synthetic' extra (neurokit2)")
+    manifest = exports.get("tflite_int8").manifest
+    base = ["stream", "--source", "synthetic", "--fs", "500", "--seconds", "6", "--artifact", str(manifest),
+            "--fast", "--no-live"]
+    conf = tmp_path / "short.toml"
+    conf.write_text('[stream]\nshort = "too-short"\n')
+    runs = {"default": ([], "pad"), "pad": (["--short", "pad"], "pad"),
+            "too-short": (["--short", "too-short"], "too-short"), "config": (["--config", str(conf)], "too-short"),
+            "flag-over-config": (["--config", str(conf), "--short", "pad"], "pad")}
+    for name, (extra, policy) in runs.items():
+        out = tmp_path / f"{name}.jsonl"
+        rc = main([*base, *extra, "--jsonl", str(out)])
+        assert rc == 0, capsys.readouterr().err
+        text = capsys.readouterr().out
+        windows, events = _jsonl(out)
+        end = events[-1]
+        assert end["kind"] == "end" and "the stream (6.0 s) is shorter than one 10 s window" in end["detail"], name
+        if policy == "pad":
+            assert len(windows) == 1 and windows[0]["flags"]["padded"] and windows[0]["probabilities"], name
+            assert end["detail"].endswith("padded to one window (flagged padded)"), name
+            assert "1 windows (0 unusable, 1 padded)" in text and "classified on one padded window" in text, name
+        else:
+            assert windows == [] and end["detail"].endswith("too short, no decision"), name
+            assert "0 windows (0 unusable, 0 padded)" in text and "too short, no decision" in text, name
+        assert json.loads(out.with_suffix(".config.json").read_text())["stream"]["short"] == policy, name
+    assert build_parser().parse_args(["wearable", "--source", "replay:r.npy", "--short", "too-short"]).short \
+        == "too-short"
+    assert_one_error_line([*base[:3], "--short", "cut"], capsys, "argument --short", "'cut'")
+    conf.write_text('[stream]\nshort = "cut"\n')
+    assert_one_error_line([*base[:3], "--config", str(conf)], capsys, "short.toml", "stream.short",
+                          "expected one of pad, too-short, got 'cut'")
+
+
 def test_replay_of_a_wfdb_record(mitdb_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "r.jsonl"
     rc = main(["stream", "--source", f"replay:{mitdb_root / '100'}", "--lead", "MLII", "--seconds", "120",
