@@ -14,14 +14,16 @@ Order: the title, then the verdict (`distill.report_sections.verdict`: is each i
 equivalent to the float student here, by the stated rule, with the paired CI, record agreement and
 the size and latency ratios; it fits a 1280 x 800 first screen, and the script writes its bounding
 box into `<body data-verdict="top bottom">`), a table of contents, then the sections: what was
-compared (dataset, splits, counts, labels, decision rule, bootstrap); a summary table with one row
-per model; confusion matrices per model; each int8 artifact's decision matrix against the float
-student and the records whose decision flipped; abstention (the bands each manifest ships, coverage
-and accuracy kept vs all, agreement with the float student, accuracy against coverage; only for a
-compare.json that has "abstention"); paired differences (table, forest plot, per-class
-bars); the size / latency / accuracy trade-off; ROC and PR curves; per-class metrics with a forest
-plot of AUROC / PRAUC; calibration (reliability diagram, one panel per label); fairness gaps (what
-cannot be evaluated is one line); cross-checks (when the report has them); notes; environment.
+compared (dataset, splits, counts, the records shorter than one window (how many were padded and
+scored, how many counted "too short", the policy, their ids and durations), labels, decision rule,
+bootstrap); a summary table with one row per model; confusion matrices per model; each int8
+artifact's decision matrix against the float student and the records whose decision flipped;
+abstention (the bands each manifest ships, coverage and accuracy kept vs all, agreement with the
+float student, accuracy against coverage; only for a compare.json that has "abstention"); paired
+differences (table, forest plot, per-class bars); the size / latency / accuracy trade-off; ROC and
+PR curves; per-class metrics with a forest plot of AUROC / PRAUC; calibration (reliability
+diagram, one panel per label); fairness gaps (what cannot be evaluated is one line); cross-checks
+(when the report has them); notes; environment.
 Model colours follow matplotlib's default cycle in display order (the first model C0 = #1f77b4,
 then #ff7f0e...), the same in every plot (`distill.report_plots` draws the newer ones).
 """
@@ -78,6 +80,7 @@ b.ok { color: #1b5e20; } b.bad { color: #b71c1c; } b.unsure { color: #a15c00; }
 nav.toc ol { columns: 4; margin: 4px 0 8px 0; font-size: 13px; }
 div.grid { display: flex; flex-wrap: wrap; gap: 4px 20px; align-items: flex-start; }
 td.diag { font-weight: 700; }
+details > summary { cursor: pointer; }
 """
 
 #: After load: how many plots decoded (complete with a width), the page height for screenshots, and
@@ -380,8 +383,13 @@ def _level(report: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------- sections
 
 def _header(report: Mapping[str, Any]) -> str:
+    """What was compared: dataset, splits, counts (the records shorter than one window among them:
+    `distill.report_sections.short_records`), labels, decision rule, bootstrap."""
+    from distill.report_sections import short_records
+
     metric = report.get("decision_metric") or "f1"
     labels = report.get("labels") or []
+    short = short_records(report)
     items = [
         ("created", _e(report.get("created", NA))),
         ("dataset", _e(report.get("dataset", NA))),
@@ -390,6 +398,7 @@ def _header(report: Mapping[str, Any]) -> str:
                                                else " (not the shards the student was trained on)"))]
           if report.get("shards") else []),
         ("records / windows", f"{_e(report.get('n_records', NA))} / {_e(report.get('n_windows', NA))}"),
+        *([("records shorter than one window", short[0])] if short else []),
         ("labels", _e(", ".join(str(x) for x in labels) or NA)
          + f" ({'multi-label' if report.get('multilabel') else 'single-label'})"),
         ("decision rule", _e(report.get("decision_rule", NA))),
@@ -400,7 +409,8 @@ def _header(report: Mapping[str, Any]) -> str:
         ("latency threads", _e(report.get("threads", NA))),
     ]
     dl = "\n".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items)
-    return f"<h2>What was compared</h2>\n<dl class=\"meta\">\n{dl}\n</dl>"
+    table = f"\n{short[1]}" if short and short[1] else ""
+    return f"<h2>What was compared</h2>\n<dl class=\"meta\">\n{dl}\n</dl>{table}"
 
 
 def _summary(report: Mapping[str, Any]) -> str:

@@ -2,8 +2,11 @@
 page), the table of contents, confusion matrices per model, and each artifact's decision matrix
 against the float student with the records whose decision flipped, and abstention (each
 artifact's inconclusive bands, coverage against accuracy). Rendered from compare.json's "verdict",
-"confusion", "decisions_vs_reference" and "abstention" (`distill.compare_figures`); and the fairness
-gaps, where what cannot be evaluated (a grouping the records lack, groups too small) is one line.
+"confusion", "decisions_vs_reference" and "abstention" (`distill.compare_figures`); the fairness
+gaps, where what cannot be evaluated (a grouping the records lack, groups too small) is one line;
+and, for "What was compared", the records shorter than one window (compare.json
+"n_records_padded", "n_records_too_short", "short_records"): padded and scored, or counted "too
+short" and not scored.
 Helpers, escaping and "n/a" are `distill.report_html`'s.
 """
 from __future__ import annotations
@@ -163,6 +166,57 @@ def decisions_vs_reference(report: Mapping[str, Any]) -> str:
     if others:
         out += f'\n<p class="small">Other artifacts, records decided differently: {"; ".join(others)}.</p>'
     return out
+
+
+# ---------------------------------------------------------------------------------------- short records
+
+#: Short records listed as table rows; more are collapsed into one line (`<details>`) that opens to the table.
+SHORT_SHOWN = 20
+SHORT_OUTCOME = {"pad": "scored on one padded window", "too-short": "too short: counted, not scored"}
+
+
+def _int(value: Any) -> int:
+    v = _num(value)
+    return 0 if v is None else int(v)
+
+
+def short_records(report: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The records shorter than one window (`distill.release.ShortRecords`), for "What was
+    compared": (its line, already escaped; the table of their ids and durations, "" without ids,
+    collapsed into one line past SHORT_SHOWN records). Policy pad: each is among the scored
+    records, scored on one padded window; too-short: each is counted, not scored (not among
+    "n_records"), so the report says how many records got no answer. None for a compare.json
+    without those keys (an older ecg-edge compare)."""
+    sh = report.get("short_records")
+    sh = sh if isinstance(sh, Mapping) else {}
+    if not sh and "n_records_padded" not in report and "n_records_too_short" not in report:
+        return None
+    padded = _int(report.get("n_records_padded", sh.get("n_records_padded")))
+    too_short = _int(report.get("n_records_too_short", sh.get("n_records_too_short")))
+    policy = str(sh.get("policy") or ("too-short" if too_short else "pad"))
+    scored = report.get("n_records", NA)
+    if not padded and not too_short:
+        return _e(f"none ({scored} records scored; policy {policy})"), ""
+    pad = (f"{padded} of the {scored} scored records padded, each scored on one padded window (its samples, "
+           "normalised on their own, repeated from their start up to the window; flagged padded)"
+           if padded else "none padded")
+    short = (f"{too_short} records counted 'too short': no answer, not scored (not among the {scored} scored)"
+             if too_short else "none counted 'too short'")
+    first = (short, pad) if policy == "too-short" else (pad, short)
+    line = _e(f"policy {policy} (--short {policy}): " + "; ".join(first))
+    ids = [str(i) for i in sh.get("ids") or []]
+    if not ids:
+        return line, ""
+    durations = list(sh.get("durations_s") or [])
+    outcome = SHORT_OUTCOME.get(policy, policy)
+    rows = ["<tr>" + _td(f"<code>{_e(i)}</code>", num=False)
+            + _td(fmt(durations[k] if k < len(durations) else None, 1)) + _td(_e(outcome), num=False) + "</tr>"
+            for k, i in enumerate(ids)]
+    table = _table(["record", "duration (s)", "outcome"], rows)
+    if len(ids) > SHORT_SHOWN:
+        table = (f"<details><summary>{len(ids)} records shorter than one window ({_e(outcome)}): their ids and "
+                 f"durations</summary>\n{table}\n</details>")
+    return line, f"<h3>Records shorter than one window</h3>\n{table}"
 
 
 # ---------------------------------------------------------------------------------------- abstention

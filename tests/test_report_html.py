@@ -561,6 +561,56 @@ def test_abstention_figures_and_section() -> None:
     assert len([i for i in p.imgs if "plot" in i.get("class", "")]) == N_PLOTS + 1
 
 
+def test_short_records_in_what_was_compared() -> None:
+    """compare.json's records shorter than one window show under "What was compared", below the
+    verdict: policy pad, how many of the scored records were padded (scored on one padded window,
+    its samples repeated) with their ids and durations; too-short, how many were counted and not
+    scored, a list past 20 collapsed into one line; none, one short line; a compare.json without
+    the keys (an older ecg-edge compare) renders without it."""
+    from distill.report_html import _header
+
+    base = _cached("cinc2017")[0]
+    n = base["n_records"]
+
+    def with_short(policy: str, ids: list[str], durations: list[Any]) -> dict[str, Any]:
+        r = {k: v for k, v in base.items() if k != "models"}
+        padded, too_short = (len(ids), 0) if policy == "pad" else (0, len(ids))
+        r.update({"n_records_padded": padded, "n_records_too_short": too_short, "short_records": {
+            "policy": policy, "n_records_padded": padded, "n_records_too_short": too_short, "ids": ids,
+            "durations_s": durations, "what": "records shorter than one 10 s window: ..."}})
+        return json.loads(json.dumps(r))  # as read back from compare.json
+
+    report = copy.deepcopy(base)
+    report.update({k: v for k, v in with_short("pad", ["A01234", "A05678"], [9.04, None]).items()
+                   if k in ("n_records_padded", "n_records_too_short", "short_records")})
+    page = render_html(report)
+    compared = page[page.index('<h2 id="compared">'):page.index('<h2 id="summary">')]
+    assert page.index('id="verdict"') < page.index('id="contents"') < page.index('<h2 id="compared">')
+    assert _parse(page).h2 == _parse(_cached("cinc2017")[1]).h2  # no new section: the same headings
+    line = html.unescape(compared)
+    assert (f"records shorter than one window</dt><dd>policy pad (--short pad): 2 of the {n} scored records "
+            "padded, each scored on one padded window (its samples, normalised on their own, repeated from their "
+            "start up to the window; flagged padded); none counted 'too short'</dd>") in line
+    assert _parse(compared).tables[0] == [["record", "duration (s)", "outcome"],
+                                          ["A01234", "9.0", "scored on one padded window"],
+                                          ["A05678", "n/a", "scored on one padded window"]]
+    assert "<details>" not in compared
+
+    ids = [f"B{i:05d}" for i in range(25)]
+    compared = _header(with_short("too-short", ids, [8.5] * 25))
+    assert (f"policy too-short (--short too-short): 25 records counted 'too short': no answer, not scored (not "
+            f"among the {n} scored); none padded") in html.unescape(compared)
+    assert compared.count("<details>") == 1 and "<summary>25 records shorter than one window (too short: counted, " \
+        "not scored): their ids and durations</summary>" in compared
+    assert [r[:2] for r in _parse(compared).tables[0][1:]] == [[i, "8.5"] for i in ids]
+
+    compared = _header(with_short("pad", [], []))
+    assert f"records shorter than one window</dt><dd>none ({n} records scored; policy pad)</dd>" in compared
+    assert "<table" not in compared
+    old = _header(base)  # no n_records_padded / n_records_too_short / short_records
+    assert "shorter than one window" not in old and "<table" not in old and "records / windows" in old
+
+
 # ---------------------------------------------------------------------------------------- real browser
 
 def _chromium() -> str:
