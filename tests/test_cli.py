@@ -167,7 +167,7 @@ def test_every_option_of_every_subcommand_has_help_text() -> None:
 
     leaves = leaves(build_parser())
     assert [p.prog.removeprefix("ecg-edge ") for p in leaves] == [
-        "data download", "data build", "data info", "stream", "wearable", "ble scan", "pretrain", "evaluate", "distill",
+        "data download", "data build", "data info", "stream", "wearable", "ble scan", "pretrain", "evaluate", "distill", "cv",
         "quantize", "export", "compare", "package", "verify", "keygen", "bench", "demo"]  # pipeline order
     missing = [f"{p.prog} {a.option_strings or a.dest}" for p in leaves for a in p._actions
                if not isinstance(a, (Deprecated, argparse._HelpAction)) and not (a.help or "").strip()]
