@@ -29,7 +29,8 @@ With `[cv] final`, the chosen configuration is trained once more on the whole po
 OUT/final/distilled (`distill.distill.distill_students`, `decision` in its checkpoint meta) and
 scored once on the test part; `ecg-edge export --student OUT/final/distilled` then ships the
 OOF thresholds and bands in every manifest and scores each artifact on the test part, once.
-Also reported, not chosen: the OOF score of the max-over-windows record rule beside today's mean,
+Also reported, not chosen: the OOF score of the max-over-windows record rule beside today's mean
+(where some record has more than one window),
 and the paired bootstrap difference of the chosen (configuration, rule) against every other one
 on the same OOF records ("paired"). OUT/cv.json holds every figure, OUT/oof.npz the OOF record
 scores of every candidate. A stopped run started again reuses the folds it finished.
@@ -238,6 +239,7 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
         f"({', '.join(str(int((rec_fold == f).sum())) for f in range(cv.folds))} records)")
     key = decision_key(labels)
     rules = MULTI_LABEL_RULES if multilabel else SINGLE_LABEL_RULES
+    several = bool((np.bincount(np.searchsorted(rec_ids, rows)) > 1).any())  # else max over windows = mean
     cands, oof, fold_students, preds = [], {}, {}, {}
     arrays: dict[str, np.ndarray] = {"record_rows": rec_ids, "fold": rec_fold, "truth": truth}
     for ci, (name, d, t) in enumerate(candidate_configs(dcfg, tcfg, cv)):
@@ -264,9 +266,10 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
                                                               n_boot=1), key)["value"] or 0.0)
                         for f in range(cv.folds)]
             entry["rules"][rule] = {"decisions": dec, key: _decision_value(dec, key), "per_fold": per_fold}
-            preds[ci, rule, "max"] = cross_fitted(p_max, truth, rec_fold, rule, labels, multilabel)
-            mx = decision_scores(truth, preds[ci, rule, "max"], labels, n_boot=n_boot)
-            entry["record_rule_max"][rule] = _decision_value(mx, key)
+            if several:
+                preds[ci, rule, "max"] = cross_fitted(p_max, truth, rec_fold, rule, labels, multilabel)
+                mx = decision_scores(truth, preds[ci, rule, "max"], labels, n_boot=n_boot)
+                entry["record_rule_max"][rule] = _decision_value(mx, key)
         cands.append(entry)
         best = max(rules, key=lambda r: entry["rules"][r][key]["value"] or -1.0)
         log(f"cv: candidate {ci} ({name}): OOF macro AUROC {entry['ranking']['auroc']['macro']['value']:.3f}, "
