@@ -96,8 +96,8 @@ def test_stream_table_is_the_stream_options() -> None:
 
 #: The README's command lines and the same runs from configs/commands/ptbxl.toml.
 README_RUNS = [
-    "ecg-edge export --student runs/ptbxl_students/distilled --out runs/ptbxl_export --method ptq brevitas",
-    "ecg-edge quantize --student runs/ptbxl_students/distilled --method ptq qat brevitas --out runs/ptbxl_quant",
+    "ecg-edge export --student runs/ptbxl_cv/final/distilled --out runs/ptbxl_export --method ptq brevitas",
+    "ecg-edge quantize --student runs/ptbxl_cv/final/distilled --method ptq qat brevitas --out runs/ptbxl_quant",
     "ecg-edge package --artifact runs/ptbxl_export/tflite-int8 --target cortex-m55 --out bundles/cm55 "
     "--sign keys/signing_key.pem",
 ]
