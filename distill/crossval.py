@@ -37,7 +37,6 @@ scores of every candidate. A stopped run started again reuses the folds it finis
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -62,9 +61,10 @@ def group_key(record: dict[str, Any]) -> str:
 
 
 def fold_of(keys: Sequence[str], k: int) -> np.ndarray:
-    """Fold 0..k-1 of each key: SHA-256 of the key, its first 8 bytes modulo k."""
-    return np.array([int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % k for key in keys],
-                    dtype=np.int64)
+    """Fold 0..k-1 of each key (`train.data.sources.hash_bucket`: SHA-256, first 8 bytes, modulo k)."""
+    from train.data.sources import hash_bucket
+
+    return np.array([hash_bucket(key, k) for key in keys], dtype=np.int64)
 
 
 def thresholds_by_rule(rule: str, probs: np.ndarray, truth: np.ndarray, labels: tuple[str, ...],
@@ -108,19 +108,6 @@ def cross_fitted(probs: np.ndarray, truth: np.ndarray, fold: np.ndarray, rule: s
     return pred
 
 
-class _Windows:
-    """Windows of the pool as training examples (what `train.loader.WindowSet` gives a split)."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"x": np.asarray(self.x[i], dtype=np.float32), "target": self.y[i].astype(np.float32), "index": i}
-
-
 def candidate_configs(dcfg: DistillConfig, tcfg: Any, cv: CvConfig) -> list[tuple[str, DistillConfig, Any]]:
     """(name, distill config, train config) of each candidate; the config itself without candidates."""
     out = []
@@ -132,7 +119,22 @@ def candidate_configs(dcfg: DistillConfig, tcfg: Any, cv: CvConfig) -> list[tupl
     return out
 
 
-def _train_fold(x: np.ndarray, y: np.ndarray, teacher: Any, tmeta: dict[str, Any] | None, dcfg: DistillConfig,
+def _fold_windows(shards: Path, pool: Sequence[str], leads: Sequence[str], keep: np.ndarray) -> Any:
+    """The pool's windows where `keep` (over the pool's splits' windows, in pool order) as training
+    examples: `train.loader.WindowSet`s of each split with those windows as their subset."""
+    import torch
+
+    from train.loader import WindowSet
+
+    sets, start = [], 0
+    for split in pool:
+        n = len(WindowSet(shards, split, leads))
+        sets.append(WindowSet(shards, split, leads, subset=np.flatnonzero(keep[start:start + n])))
+        start += n
+    return torch.utils.data.ConcatDataset(sets)
+
+
+def _train_fold(data: Any, teacher: Any, tmeta: dict[str, Any] | None, dcfg: DistillConfig,
                 tcfg: Any, info: dict[str, Any], lead_index: int, out: Path, progress: bool) -> Any:
     from distill.distill import DistillObjective
     from train.engine import fit, seed_everything
@@ -145,11 +147,11 @@ def _train_fold(x: np.ndarray, y: np.ndarray, teacher: Any, tmeta: dict[str, Any
     model = DistillObjective(student, teacher, dcfg, lead_index=lead_index, multilabel=bool(info["multilabel"]),
                              teacher_dim=getattr(teacher.encoder, "embed_dim", None) if teacher is not None else None)
     meta = {"task": "cv-fold", "distill": asdict(dcfg), "teacher": (tmeta or {}).get("checkpoint_sha256")}
-    done = _finished_fold(out / "checkpoint.pt", meta, tcfg, len(x))
+    done = _finished_fold(out / "checkpoint.pt", meta, tcfg, len(data))
     if done is not None:  # a run that was stopped resumes at its first unfinished fold
         model.load_state_dict(done)
     else:
-        fit(model, _Windows(x, y), tcfg, out, meta=meta, progress=progress)
+        fit(model, data, tcfg, out, meta=meta, progress=progress)
     return student.eval()
 
 
@@ -248,7 +250,7 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
         for f in range(cv.folds):
             held = win_fold == f
             log(f"cv: candidate {ci} ({name}), fold {f + 1}/{cv.folds}: training on {int((~held).sum())} windows")
-            st = _train_fold(x[~held], y[~held], teacher, tmeta, d, t, info, lead_index,
+            st = _train_fold(_fold_windows(shards, cv.pool, t_leads, ~held), teacher, tmeta, d, t, info, lead_index,
                              out / "folds" / f"candidate{ci}" / f"fold{f}", progress)
             probs[held] = _student_probs(st, x[held], lead_index, multilabel)
             fold_students[ci].append(st)

@@ -17,7 +17,6 @@ in `meta["lead_note"]`.
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from edge_runtime.errors import DatasetError
 from edge_runtime.spec import Record
-from train.data.sources import check_split
+from train.data.sources import check_split, hash_bucket
 from edge_runtime.wfdb_io import read_wfdb_mv
 
 _REFERENCE = "REFERENCE.csv"
@@ -47,8 +46,7 @@ def split_of(record_id: str) -> str:
     class balance per split is only approximately stratified, and a patient who contributed
     several recordings may appear in more than one split (the data cannot tell).
     """
-    digest = hashlib.sha256(record_id.encode("utf-8")).digest()
-    bucket = int.from_bytes(digest[:8], "big") % 10
+    bucket = hash_bucket(record_id, 10)
     if bucket in _TRAIN_BUCKETS:
         return "train"
     return "val" if bucket in _VAL_BUCKETS else "test"

@@ -52,6 +52,16 @@ DOWNLOADABLE: tuple[str, ...] = tuple(DATASETS.names(download=True))
 DEMO_DATASETS: tuple[str, ...] = tuple(DATASETS.names(demo=True))
 
 
+def hash_bucket(key: str, n: int) -> int:
+    """Bucket 0..n-1 of `key`: the first 8 bytes of SHA-256(key) as a big-endian integer, modulo n.
+    The same on every machine, needing no seed, and unmoved when other keys come or go: the CinC
+    2017 splits (`train.data.cinc2017.split_of`) and the cross-validation folds
+    (`distill.crossval.fold_of`) both come from it."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % n
+
+
 def check_split(split: str | None) -> None:
     """Raise `ConfigError` unless `split` is None, "train", "val" or "test"."""
     if split is not None and split not in SPLITS:
