@@ -240,13 +240,10 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
         if decision is not None:
             thresholds = tuple(float(t) for t in decision["thresholds"])
             abstain = tuple(decision["abstain"]) if decision.get("abstain") is not None else None
-        elif multilabel:
-            p_val = probabilities(predict(student, x_val, batch_size=BATCH), multilabel)
-            th = operating_thresholds(y_val, p_val, "youden")
-            thresholds = tuple(float(t) if np.isfinite(t) else 0.5 for t in th)
         else:
             p_val = probabilities(predict(student, x_val, batch_size=BATCH), multilabel)
-            thresholds = single_label_thresholds(p_val, y_val, r_val, labels)
+            thresholds = tuple(float(t) if np.isfinite(t) else 0.5 for t in operating_thresholds(y_val, p_val, "youden")) \
+                if multilabel else single_label_thresholds(p_val, y_val, r_val, labels)
     if fs_device is None:  # the rate the dataset was recorded at: its filter design goes into the manifest
         designs = sorted(float(k) for k in (info.get("filter_designs") or {}))
         fs_device = designs[0] if len(designs) == 1 else None

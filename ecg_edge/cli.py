@@ -252,21 +252,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_shards(args: argparse.Namespace, what: str) -> str:
+    """`--shards`, else the shards the `--teacher` was pretrained on (distill, cv)."""
+    from edge_runtime.errors import ConfigError
+
+    if args.shards is not None:
+        return args.shards
+    if not args.teacher:
+        raise ConfigError(f"--shards: required without --teacher (the shard folder to {what})")
+    from train.engine import load_checkpoint
+
+    return load_checkpoint(args.teacher)["meta"]["shards"]
+
+
 def cmd_distill(args: argparse.Namespace) -> int:
     require("torch", "train", "distill")
     from distill.distill import distill_students
     from edge_runtime.config import write_json
-    from edge_runtime.errors import ConfigError
     from train.evaluate import fmt_ci
 
     cfg = resolve_config(args)
-    shards = args.shards
-    if shards is None and args.teacher:
-        from train.engine import load_checkpoint
-
-        shards = load_checkpoint(args.teacher)["meta"]["shards"]
-    if shards is None:
-        raise ConfigError("--shards: required without --teacher (the shard folder to train the student on)")
+    shards = _student_shards(args, "train the student on")
     out = Path(args.out)
     res = distill_students(shards, args.teacher, cfg.distill, cfg.train, out, baseline=not args.no_baseline,
                            n_boot=args.n_boot)
@@ -287,17 +293,10 @@ def cmd_cv(args: argparse.Namespace) -> int:
     require("torch", "train", "distill")
     from distill.crossval import run_cv
     from edge_runtime.config import write_json
-    from edge_runtime.errors import ConfigError
     from train.evaluate import fmt_ci
 
     cfg = resolve_config(args)
-    shards = args.shards
-    if shards is None and args.teacher:
-        from train.engine import load_checkpoint
-
-        shards = load_checkpoint(args.teacher)["meta"]["shards"]
-    if shards is None:
-        raise ConfigError("--shards: required without --teacher (the shard folder to cross-validate on)")
+    shards = _student_shards(args, "cross-validate on")
     out = Path(args.out)
     res = run_cv(shards, args.teacher, cfg.distill, cfg.train, cfg.cv, out, n_boot=args.n_boot)
     write_json(out / "config.json", cfg)
