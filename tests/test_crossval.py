@@ -118,10 +118,12 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
     several = any(c["record_rule_max"] for c in res["candidates"])  # some record has more than one window
     assert len(res["paired"]) == 2 * len(res["rules"]) * (2 if several else 1) - 1
     assert (oof["fp32"] == oof[f"fp32_candidate{res['chosen']['candidate']}"]).all()
-    for d in res["paired"]:
-        assert d["difference"] == pytest.approx(d["a"] - d["b"])
-        assert d["a"] == pytest.approx(res["candidates"][res["chosen"]["candidate"]]["rules"][res["chosen"]["rule"]]
-                                       [key]["value"])
+    chosen = (res["chosen"]["candidate"], res["chosen"]["rule"])
+    for d in res["paired"]:  # A is always the chosen decisions
+        assert d["a"] == pytest.approx(res["candidates"][chosen[0]]["rules"][chosen[1]][key]["value"])
+    others = sorted(c["rules"][r][key]["value"] for i, c in enumerate(res["candidates"]) for r in res["rules"]
+                    if (i, r) != chosen)  # B: every other candidate and rule, each once
+    assert sorted(d["b"] for d in res["paired"] if "max over windows" not in d["against"]) == pytest.approx(others)
     # the shipped thresholds are the rule's on all out-of-fold record scores of the chosen candidate
     assert tuple(res["chosen"]["thresholds"]) == pytest.approx(
         thresholds_by_rule(res["chosen"]["rule"], oof["fp32"], oof["truth"], labels, False))
