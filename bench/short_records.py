@@ -3,8 +3,8 @@
     python bench/short_records.py --artifact DIR/manifest.json --shards DIR [--split test]
                                   [--seconds 9] [--fill repeat zeros] [--n-boot 1000] [--out FILE]
 
-The artifact (its own runtime, its manifest's thresholds and decision rule,
-`edge_runtime.backends.decide`) scores the records of a dataset (the one `--shards` was built from,
+The artifact (its own runtime, its manifest's thresholds, record rule and decision rule,
+`edge_runtime.backends.record_probabilities` and `decide`) scores the records of a dataset (the one `--shards` was built from,
 preprocessed as it was: `edge_runtime.signal.Preprocessor`), per record, challenge F1 (CinC 2017)
 or macro F1 with bootstrap 95 % CIs (`train.metrics.decision_scores`):
 
@@ -57,7 +57,7 @@ def _windows(pre: Any, signal: np.ndarray, pad: bool, fill: str = "repeat") -> n
 def measure(artifact: Path, shards: Path, split: str, seconds: float, n_boot: int,
             fills: tuple[str, ...] = ("repeat", "zeros")) -> dict[str, Any]:
     from edge_runtime.artifact import load_artifact
-    from edge_runtime.backends import decide, open_backend
+    from edge_runtime.backends import decide, open_backend, record_probabilities
     from edge_runtime.signal import Preprocessor, PreprocessConfig
     from train.data.shards import is_too_short
     from train.data.sources import DataConfig, open_dataset
@@ -73,8 +73,9 @@ def measure(artifact: Path, shards: Path, split: str, seconds: float, n_boot: in
         raise SystemExit(f"--seconds: expected below one {cfg.window_s:g} s window, got {seconds:g}")
     pre: dict[float, Preprocessor] = {}
 
-    def decision(windows: np.ndarray) -> np.ndarray:  # the record's decision from its windows' mean
-        return decide(backend.probabilities(backend.run(windows)).mean(axis=0), m.thresholds, m.multilabel)[0]
+    def decision(windows: np.ndarray) -> np.ndarray:  # the record's decision by the manifest's record rule
+        p = record_probabilities(backend.probabilities(backend.run(windows)), m.record_rule)
+        return decide(p, m.thresholds, m.multilabel)[0]
 
     def read(rid: str) -> tuple[np.ndarray, float, np.ndarray]:
         rec = ds.read(rid).select(m.spec.leads)

@@ -10,8 +10,9 @@ test part, the synthetic val + test records) goes through
 * every artifact found under `--artifacts` (each manifest.json) on its own runtime (ExecuTorch,
   LiteRT, ONNX Runtime), and each int8 .tflite once more on the host TFLite Micro interpreter.
 
-The student and the artifacts decide at the manifest's thresholds. Per model, per record (window
-probabilities averaged): AUROC and PRAUC, F1 / sensitivity / specificity (and the CinC 2017
+The student and the artifacts decide at the manifest's thresholds, on record probabilities made by
+the manifest's record rule (window probabilities averaged, or their max where `ecg-edge cv` chose
+it; the teacher by the same rule). Per model, per record: AUROC and PRAUC, F1 / sensitivity / specificity (and the CinC 2017
 challenge F1) with bootstrap 95 % CIs (`distill.release.score`, the function `ecg-edge export`
 scores with, so the figures equal export.json's and distill.json's for the same models); paired
 bootstrap differences against the float student (`train.metrics.paired_difference`); decision
@@ -132,6 +133,7 @@ class Entry:
     ram_probe: tuple[str, str, str | None] | None = None  # (kind, path, backend) for distill.footprint
     planned: tuple[int, str] | None = None
     abstain: tuple[float, ...] | None = None  # the manifest's inconclusive bands (artifacts)
+    record_rule: str = "mean"  # how its window probabilities become a record's (the manifest's)
 
 
 def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs: int,
@@ -159,7 +161,7 @@ def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs:
     if data.multilabel:
         thr = tuple(float(t) if np.isfinite(t) else 0.5 for t in operating_thresholds(y_val, p_val, "youden"))
     else:
-        thr = single_label_thresholds(p_val, y_val, r_val, data.labels)
+        thr = single_label_thresholds(p_val, y_val, r_val, data.labels, record_rule=data.spec.record_rule)
     x_ev, y_ev, r_ev = _windows(shards, data.eval_splits, leads)[:3] if data.eval_splits else (None,) * 3
     if data.short.n_padded:  # the padded short records, on the teacher's leads
         sh = data.short
@@ -176,7 +178,8 @@ def _teacher(path: Path, shards: Path, data: Any, seed: int, threads: int, runs:
     return Entry("teacher fp32", "teacher", f"{tmeta['objective']} {tmeta['encoder']['name']} over {len(leads)} "
                  f"leads ({tmeta['teacher_logits']})", "pytorch", "fp32", leads, probs, thr,
                  {"bytes": _torch_bytes(teacher), "what": "parameters and buffers (fp32) of encoder and head"},
-                 lat | {"threads": threads}, str(path), tmeta.get("checkpoint_sha256"), ("teacher", str(path), None))
+                 lat | {"threads": threads}, str(path), tmeta.get("checkpoint_sha256"), ("teacher", str(path), None),
+                 record_rule=data.spec.record_rule)
 
 
 def _student(path: Path, data: Any, threads: int, runs: int) -> Entry:
@@ -193,7 +196,8 @@ def _student(path: Path, data: Any, threads: int, runs: int) -> Entry:
     return Entry(REFERENCE, "student", f"{data.meta['encoder']['name']} on lead {data.spec.leads[0]} "
                  f"({data.meta['objective']})", "pytorch", "fp32", data.spec.leads, probs, data.spec.thresholds,
                  {"bytes": _torch_bytes(data.student), "what": "parameters and buffers (fp32)"},
-                 lat | {"threads": threads}, str(path), data.meta["checkpoint_sha256"], ("student", str(path), None))
+                 lat | {"threads": threads}, str(path), data.meta["checkpoint_sha256"], ("student", str(path), None),
+                 record_rule=data.spec.record_rule)
 
 
 def find_artifacts(root: Path) -> list[Path]:
@@ -238,7 +242,8 @@ def _artifacts(root: Path, data: Any, threads: int, runs: int, tflm: bool,
                                                                   "kernels on this host" if backend else ""),
                 b.name, m.precision, m.spec.leads, probs, tuple(m.thresholds),
                 {"bytes": art.model_path.stat().st_size, "what": f"{m.model_file} on disk (what is flashed)"},
-                lat, str(manifest), m.sha256, ("artifact", str(manifest), backend), planned, m.abstain))
+                lat, str(manifest), m.sha256, ("artifact", str(manifest), backend), planned, m.abstain,
+                m.record_rule))
     return entries
 
 
@@ -274,7 +279,7 @@ def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] 
     if ref is not None and tuple(ref.thresholds) != tuple(e.thresholds):
         raise ConfigError(f"{e.file}: thresholds {list(e.thresholds)} differ from the student's "
                           f"{list(ref.thresholds)}; agreement needs one operating point")
-    _, s = aggregate_by_record(e.probs, data.eval_records, "mean")
+    _, s = aggregate_by_record(e.probs, data.eval_records, e.record_rule)
     _, y = aggregate_by_record(data.eval_y, data.eval_records, "max")
     dec = decide(s, e.thresholds, data.multilabel)  # this model's thresholds
     out: dict[str, Any] = {"metrics": metrics, "calibration": calibration(y, s, data.labels, n_boot=n_boot),
@@ -288,7 +293,7 @@ def _score_entry(e: Entry, data: Any, ref: Entry | None, groups: dict[str, Any] 
     else:
         out["fairness"] = None
     if ref is not None:
-        _, r = aggregate_by_record(ref.probs, data.eval_records, "mean")
+        _, r = aggregate_by_record(ref.probs, data.eval_records, e.record_rule)
         rdec = decide(r, e.thresholds, data.multilabel)  # the reference's thresholds are the same (checked above)
         out["paired_vs_reference"] = {
             **{m: paired_difference(y, s, r, m, n_boot=n_boot, label_names=data.labels) for m in ("auroc", "prauc")},
@@ -400,9 +405,16 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
         if made_from != meta["checkpoint_sha256"]:
             raise ConfigError(f"{manifest}: exported from student checkpoint sha256 {made_from}, not from --student "
                               f"({meta['checkpoint_sha256']}); give the artifacts of this student")
-    thr = tuple(load_artifact(manifests[0]).manifest.thresholds)  # the manifest's operating point, never re-chosen
+    first = load_artifact(manifests[0]).manifest
+    for manifest in manifests[1:]:
+        rule = load_artifact(manifest).manifest.record_rule
+        if rule != first.record_rule:
+            raise ConfigError(f"{manifest}: record_rule {rule!r} differs from the other manifests' "
+                              f"{first.record_rule!r} ({manifests[0]}); agreement needs one decision rule")
+    thr = tuple(first.thresholds)  # the manifest's operating point and record rule, never re-chosen
     check_every_record_read(json.loads((shards / "dataset.json").read_text()), scored_splits(split, meta))
-    data_ = load_release_data(student, shards=shards, seed=seed, split=split, short=short, thresholds=thr)
+    data_ = load_release_data(student, shards=shards, seed=seed, split=split, short=short, thresholds=thr,
+                              record_rule=first.record_rule)
     # the figures of distill.json / export.json are of the same records only on the same shards and splits
     same_records = same and split == "eval" and data_.short.n_padded == 0
     saved = torch.get_num_threads()
@@ -432,8 +444,10 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
                     "planned_what": e.planned[1] if e.planned else None},
             **scored}
     _, y = aggregate_by_record(data_.eval_y, data_.eval_records, "max")
-    notes = [f"Per record: window probabilities averaged over each record's {data_.spec.preprocess.window_s:g} s "
-             f"windows; a record is positive for a label when any of its windows is.",
+    rule = data_.spec.record_rule
+    notes = [f"Per record: window probabilities {'averaged' if rule == 'mean' else 'maxed (per label, the largest)'} "
+             f"over each record's {data_.spec.preprocess.window_s:g} s windows (the manifest's record rule, "
+             f"{rule!r}); a record is positive for a label when any of its windows is.",
              f"Student and artifacts decide at the manifest's thresholds ({data_.provenance['thresholds']}); the "
              "teacher at its own thresholds, chosen on the validation split by the same rule.",
              "Paired differences: the artifact minus the float student on the same bootstrap resamples of records.",

@@ -169,9 +169,10 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
                      ) -> dict[str, Any]:
     """Train the distilled student (and the label-only baseline) on the shards' `dcfg.train_splits`.
 
-    `decision` (from `ecg-edge cv`: thresholds, abstention bands and how they were chosen) goes
-    into each checkpoint's meta, where `ecg-edge export` takes it instead of choosing thresholds on
-    the validation split, and the students are scored with its thresholds too.
+    `decision` (from `ecg-edge cv`: thresholds, abstention bands, record rule and how they were
+    chosen) goes into each checkpoint's meta, where `ecg-edge export` takes it instead of choosing
+    thresholds on the validation split, and every model is scored with its thresholds and record
+    rule too (without one: window probabilities averaged per record).
 
     Writes OUT/distilled/checkpoint.pt, OUT/baseline/checkpoint.pt and OUT/distill.json with
     teacher, baseline and distilled macro/per-class AUROC and PRAUC (bootstrap 95 % CIs) on
@@ -203,7 +204,9 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
     lead_index = t_leads.index(dcfg.lead)
     sets = [WindowSet(shards, s, t_leads) for s in dcfg.train_splits]
     data = sets[0] if len(sets) == 1 else torch.utils.data.ConcatDataset(sets)
-    score_kw = {} if decision is None else {"thresholds": tuple(decision["thresholds"]), "multilabel": multilabel}
+    record_rule = (decision or {}).get("record_rule") or "mean"
+    score_kw = {"record_rule": record_rule} if decision is None else {
+        "thresholds": tuple(decision["thresholds"]), "multilabel": multilabel, "record_rule": record_rule}
     eval_splits = dcfg.eval_splits
     x_ev, y_ev, r_ev, _ = _windows(shards, eval_splits, t_leads)
     results: dict[str, Any] = {"dataset": info["source"], "label_names": list(label_names), "lead": dcfg.lead,
@@ -213,7 +216,7 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
         results["models"]["teacher"] = {
             "what": f"{tmeta['objective']} {tmeta['encoder']['name']} over {len(t_leads)} leads ({tmeta['teacher_logits']})",
             "metrics": score_records(probabilities(predict(teacher, x_ev), multilabel), y_ev, r_ev, label_names,
-                                     n_boot=n_boot)["ranking"]}
+                                     n_boot=n_boot, record_rule=record_rule)["ranking"]}
     scores: dict[str, np.ndarray] = {}
     runs = [("distilled", dcfg)] if teacher is not None else []
     runs += [("baseline", dcfg.baseline())] if baseline or teacher is None else []
@@ -247,7 +250,7 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
         from train.metrics import aggregate_by_record, paired_difference
 
         _, t = aggregate_by_record(y_ev, r_ev, "max")
-        per_record = {name: aggregate_by_record(scores[name], r_ev, "mean")[1] for name in ("distilled", "baseline")}
+        per_record = {name: aggregate_by_record(scores[name], r_ev, record_rule)[1] for name in ("distilled", "baseline")}
         results["distilled_minus_baseline"] = {
             m: paired_difference(t, per_record["distilled"], per_record["baseline"], m, n_boot=n_boot,
                                  label_names=label_names) for m in ("auroc", "prauc")}

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from edge_runtime.abstain import check_bands
-from edge_runtime.artifact import TensorSpec, write_artifact
+from edge_runtime.artifact import RECORD_RULES, TensorSpec, write_artifact
 from edge_runtime.errors import ArtifactError, ConfigError
 from edge_runtime.filters import FilterDesign
 from edge_runtime.provenance import package_versions
@@ -60,7 +60,9 @@ class ExportSpec:
     chosen by the caller on validation data (None: 0.5 each). abstain: one inconclusive band per
     label in logit units, >= 0, chosen on out-of-fold scores of the int8 model
     (`edge_runtime.abstain.choose_bands`; None: no abstention), written into every format's
-    manifest as thresholds are. fs_device: the device input rate in
+    manifest as thresholds are. record_rule: how a record's window probabilities become its
+    probabilities before it is decided (`edge_runtime.artifact.RECORD_RULES`; chosen by `ecg-edge
+    cv`, "mean" otherwise). fs_device: the device input rate in
     Hz whose filter design is stored so that the device reproduces preprocessing exactly (None:
     no stored design; the runtime designs filters from `preprocess`). provenance: free-form, e.g.
     teacher / student checkpoint sha256, data sha256, a calibration description.
@@ -72,6 +74,7 @@ class ExportSpec:
     multilabel: bool = False
     thresholds: tuple[float, ...] | None = None
     abstain: tuple[float, ...] | None = None
+    record_rule: str = "mean"
     fs_device: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -93,6 +96,8 @@ class ExportSpec:
             object.__setattr__(self, "thresholds", th)
         if self.abstain is not None:
             object.__setattr__(self, "abstain", check_bands(self.abstain, len(labels), "abstain"))
+        if self.record_rule not in RECORD_RULES:
+            raise ConfigError(f"record_rule: expected one of {list(RECORD_RULES)}, got {self.record_rule!r}")
         if self.fs_device is not None:
             object.__setattr__(self, "fs_device", check_fs(self.fs_device, "fs_device"))
             self.preprocess.design(self.fs_device)  # refuses a notch at or above the device Nyquist
@@ -293,7 +298,7 @@ def _write(data: bytes, spec: ExportSpec, out_dir: str | Path, runtime: str, pre
     return write_artifact(data, out_dir=out_dir, runtime=runtime, precision=precision, spec=spec.signal,
                           preprocess=spec.preprocess, labels=spec.labels, input=inp, output=out,
                           multilabel=spec.multilabel, thresholds=spec.thresholds, abstain=spec.abstain,
-                          filter_design=spec.filter_design,
+                          record_rule=spec.record_rule, filter_design=spec.filter_design,
                           provenance={**spec.provenance, **facts}, versions=versions)
 
 

@@ -6,7 +6,8 @@ lead, the labels, the preprocessing and the teacher) and the shards it was train
 * calibration windows: `n_calib` windows of the train split (seeded choice), real preprocessed
   windows, never random tensors;
 * decision thresholds: those of the checkpoint's `decision` where `ecg-edge cv` chose them (with
-  the abstention bands) on out-of-fold scores of the training records; otherwise chosen on the
+  the abstention bands and the record rule) on out-of-fold scores of the training records;
+  otherwise chosen on the
   validation split with the float student: Youden's J per label
   for multi-label heads (a label is present when its probability >= its threshold); for
   single-label heads one threshold per label maximising the validation records' challenge F1
@@ -16,7 +17,8 @@ lead, the labels, the preprocessing and the teacher) and the shards it was train
 * parity windows: up to `n_parity` windows of the validation split;
 * scoring: the student's evaluation splits (`[distill] eval_splits`: PTB-XL folds 9-10, the CinC
   2017 test part), each artifact run on its real runtime (`edge_runtime.backends.open_backend`),
-  window probabilities averaged per record.
+  window probabilities made record probabilities by the record rule (`Manifest.record_rule`: their
+  mean, or their max where `ecg-edge cv` chose it).
 
 Quantization methods (`METHODS`): "ptq" (PT2E post-training, one quantizer per runtime: XNNPACK
 for the .pte, litert-torch for the .tflite), "qat" (PT2E `prepare_qat_pt2e`, a short fine-tune with
@@ -204,12 +206,14 @@ def _eval_windows(shards: Path, splits: tuple[str, ...], lead: str, every: bool,
 def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None, n_calib: int = 512,
                       n_fit: int = 4096, n_parity: int = 512, seed: int = 0,
                       shards: str | Path | None = None, split: str = "eval", short: str = "too-short",
-                      thresholds: tuple[float, ...] | None = None) -> ReleaseData:
+                      thresholds: tuple[float, ...] | None = None, record_rule: str | None = None) -> ReleaseData:
     """Load a student checkpoint and the windows of its shards, or of `shards` built with the same
     preprocessing and labels (module docstring). `split`: the splits scored (`scored_splits`);
     `short`: what records shorter than one window get (`short_records`). With `thresholds` (the
     manifest's: `ecg-edge compare`) nothing is chosen, so no train or validation window is read and
-    calib / fit / parity are empty."""
+    calib / fit / parity are empty; `record_rule` is then the manifest's too. Otherwise thresholds,
+    bands and record rule are the checkpoint's `decision` (`ecg-edge cv`), or thresholds chosen on
+    the validation split with the "mean" record rule."""
     from distill.distill import load_student
     from distill.export import ExportSpec
     from edge_runtime.backends import probabilities
@@ -231,6 +235,7 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
     empty = np.empty((0, *eval_x.shape[1:]), np.float32)
     decision = meta.get("decision") or None  # chosen by `ecg-edge cv` on out-of-fold scores
     abstain = None
+    rule = record_rule or (decision or {}).get("record_rule") or "mean"
     if thresholds is not None:
         x_tr = x_val = empty
         y_tr = np.empty((0, len(labels)), np.float32)
@@ -263,7 +268,7 @@ def load_release_data(checkpoint: str | Path, *, fs_device: float | None = None,
         provenance["abstain"] = decision.get("abstain_how")
     spec = ExportSpec(preprocess=PreprocessConfig(**info["preprocess"]), leads=(lead,), labels=labels,
                       multilabel=multilabel, thresholds=tuple(thresholds), fs_device=fs_device, provenance=provenance,
-                      abstain=abstain)
+                      abstain=abstain, record_rule=rule)
     return ReleaseData(student=student, meta=meta, spec=spec, calib=x_tr[calib_idx], fit_x=x_tr[fit_idx],
                        fit_y=y_tr[fit_idx].astype(np.float32), parity_x=x_val[_choose(len(x_val), n_parity, seed)],
                        eval_x=eval_x, eval_y=eval_y, eval_records=eval_r, eval_splits=splits, provenance=provenance,
@@ -277,15 +282,15 @@ def _is_cinc(labels: tuple[str, ...]) -> bool:
 
 
 def single_label_thresholds(probs: np.ndarray, y: np.ndarray, records: np.ndarray, labels: tuple[str, ...],
-                            rounds: int = 3) -> tuple[float, ...]:
+                            rounds: int = 3, record_rule: str = "mean") -> tuple[float, ...]:
     """Per-label thresholds for a single-label head, chosen on validation records: coordinate ascent
     over a 0.05..0.95 grid (start 0.5 each, ties keep the current value) of the record-level
     challenge F1 (CinC 2017 labels) or macro F1 of the decision argmax(p / t)
-    (`edge_runtime.backends.decide`)."""
+    (`edge_runtime.backends.decide`) of the records' probabilities by `record_rule`."""
     from edge_runtime.backends import decide
     from train.metrics import CHALLENGE_2017, aggregate_by_record
 
-    _, p = aggregate_by_record(probs, records, "mean")
+    _, p = aggregate_by_record(probs, records, record_rule)
     _, t = aggregate_by_record(y, records, "max")
     truth = np.eye(len(labels), dtype=bool)[t.argmax(axis=1)]
     scored = [labels.index(c) for c in CHALLENGE_2017] if _is_cinc(labels) else list(range(len(labels)))
@@ -317,12 +322,14 @@ def single_label_thresholds(probs: np.ndarray, y: np.ndarray, records: np.ndarra
 def score(probs: np.ndarray, data: ReleaseData, n_boot: int = 1000, reference: np.ndarray | None = None,
           thresholds: tuple[float, ...] | None = None) -> dict[str, Any]:
     """`train.metrics.score_records` of window probabilities on the evaluation windows: per-record
-    ranking and decision scores at `thresholds` (None: the manifest's), and with `reference` (the
-    float student's window probabilities) decision agreement per window and per record."""
+    ranking and decision scores at `thresholds` (None: the manifest's) with the manifest's record
+    rule, and with `reference` (the float student's window probabilities) decision agreement per
+    window and per record."""
     from train.metrics import score_records
 
     return score_records(probs, data.eval_y, data.eval_records, data.labels, n_boot=n_boot, multilabel=data.multilabel,
-                         thresholds=data.spec.thresholds if thresholds is None else thresholds, reference=reference)
+                         thresholds=data.spec.thresholds if thresholds is None else thresholds, reference=reference,
+                         record_rule=data.spec.record_rule)
 
 
 def run_artifact(manifest: str | Path, x: np.ndarray, threads: int = 1) -> tuple[np.ndarray, float]:

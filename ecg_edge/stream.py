@@ -261,6 +261,11 @@ def summary_lines(r: StreamResult) -> list[str]:
         lines.append("  the stream is shorter than one window: too short, no decision")
     elif s.windows_padded:
         lines.append("  the stream is shorter than one window: classified on one padded window (its samples repeated)")
+    if s.record is not None:  # the "record" event: the classified windows by the manifest's record rule
+        rec = s.record
+        lines.append(f"  the recording's decision: {', '.join(rec['decided']) or 'none'}"
+                     + (f" (inconclusive: {', '.join(rec['inconclusive'])})" if rec["inconclusive"] else "")
+                     + f", {rec['record_rule']} of {rec['windows']} classified window(s)' probabilities")
     if s.windows_inconclusive:  # the model's manifest has abstain bands
         lines.append("  inconclusive windows (decision inside the manifest's abstain band): "
                      + ", ".join(f"{lab} {n}" for lab, n in s.windows_inconclusive.items()))

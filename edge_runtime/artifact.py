@@ -11,7 +11,9 @@ to turn raw ECG into the model's input and its output into decisions:
   quantization `real = (q - zero_point) * scale`;
 * the head: `labels`, `multilabel` (sigmoid per label, else softmax), per-label `thresholds` and,
   optionally, per-label `abstain` bands (`edge_runtime.abstain`: a decision whose margin to its
-  threshold, in logit units, is below its label's band is inconclusive);
+  threshold, in logit units, is below its label's band is inconclusive) and the `record_rule`
+  (how a record's window probabilities become its probabilities before it is decided:
+  `RECORD_RULES`, "mean" when absent);
 * integrity and history: `sha256` of the model file, free-form `provenance`, package `versions`.
 
 Layout of an artifact folder::
@@ -39,10 +41,15 @@ from edge_runtime.provenance import package_versions, sha256_of
 from edge_runtime.signal import PreprocessConfig, Preprocessor, check_fs
 from edge_runtime.spec import SignalSpec
 
-#: Manifest format this runtime writes and reads; a newer one is refused. `abstain` (optional) did not
-#: raise it: a manifest without a band is written exactly as before, and a reader older than the field
-#: refuses one with a band ("abstain: unknown key"), never reading it silently as a model without one.
+#: Manifest format this runtime writes and reads; a newer one is refused. `abstain` and `record_rule`
+#: (optional) did not raise it: a manifest without a band and with the "mean" record rule is written
+#: exactly as before, and a reader older than a field refuses a manifest that uses it ("abstain:
+#: unknown key", "record_rule: unknown key"), never reading it silently as a model without it.
 FORMAT = 1
+#: How a record's window probabilities become its probabilities (the record rule, `Manifest.record_rule`;
+#: `edge_runtime.backends.record_probabilities`): "mean", their average per label; "max", their maximum
+#: per label (AF that shows in one window of a long record is not averaged away).
+RECORD_RULES = ("mean", "max")
 MANIFEST_NAME = "manifest.json"
 #: Runtime name -> model file suffix.
 RUNTIMES: dict[str, str] = {"litert": ".tflite", "executorch": ".pte", "onnxruntime": ".onnx"}
@@ -137,7 +144,9 @@ class Manifest:
     model_file: file name relative to the manifest, its suffix matching `runtime`. thresholds: one
     decision threshold per label on the probability (None: 0.5 each). abstain: one inconclusive band
     per label in logit units, >= 0 (`edge_runtime.abstain.inconclusive`; None: no abstention, and
-    the key is left out of manifest.json). filter_design:
+    the key is left out of manifest.json). record_rule: how a record's window probabilities become
+    its probabilities (`RECORD_RULES`; "mean" is left out of manifest.json).
+    filter_design:
     `FilterDesign.to_dict()` at the training input rate, or None. provenance: free-form (teacher,
     data, calibration...). versions: package versions that built the model.
     """
@@ -154,6 +163,7 @@ class Manifest:
     multilabel: bool = False
     thresholds: tuple[float, ...] | None = None
     abstain: tuple[float, ...] | None = None
+    record_rule: str = "mean"
     filter_design: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
@@ -216,6 +226,8 @@ class Manifest:
             raise ConfigError(f"thresholds: expected probabilities in 0..1, got {th!r}")
         if self.abstain is not None:
             object.__setattr__(self, "abstain", check_bands(self.abstain, len(labels), "abstain"))
+        if self.record_rule not in RECORD_RULES:
+            raise ConfigError(f"record_rule: expected one of {list(RECORD_RULES)}, got {self.record_rule!r}")
 
     @property
     def design(self) -> FilterDesign | None:
@@ -223,11 +235,12 @@ class Manifest:
         return None if self.filter_design is None else FilterDesign.from_dict(self.filter_design)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (what manifest.json holds); `abstain` only when the manifest has bands."""
+        """JSON-ready dict (what manifest.json holds); `abstain` only when the manifest has bands,
+        `record_rule` only when it is not "mean" (so such manifests are written as before either field)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "abstain" and value is None:
+            if (f.name, value) in (("abstain", None), ("record_rule", "mean")):
                 continue
             if isinstance(value, SignalSpec):
                 value = value.to_dict()
@@ -294,7 +307,7 @@ def write_artifact(model: bytes | str | Path, *, out_dir: str | Path, runtime: s
                    spec: SignalSpec, preprocess: PreprocessConfig, labels: tuple[str, ...],
                    input: TensorSpec | dict[str, Any], output: TensorSpec | dict[str, Any],
                    multilabel: bool = False, thresholds: tuple[float, ...] | None = None,
-                   abstain: tuple[float, ...] | None = None,
+                   abstain: tuple[float, ...] | None = None, record_rule: str = "mean",
                    filter_design: FilterDesign | dict[str, Any] | None = None,
                    provenance: dict[str, Any] | None = None, versions: dict[str, Any] | None = None,
                    model_file: str | None = None) -> Path:
@@ -303,7 +316,7 @@ def write_artifact(model: bytes | str | Path, *, out_dir: str | Path, runtime: s
     `model` is the model's bytes or the path of a model file (copied unless already in place).
     The manifest is validated before anything is written; `sha256` is computed from the bytes;
     `versions` gains the ecg-edge version that wrote the artifact. `abstain`: the per-label
-    inconclusive bands (`Manifest.abstain`), None for none.
+    inconclusive bands (`Manifest.abstain`), None for none. `record_rule`: `Manifest.record_rule`.
     """
     data = model if isinstance(model, (bytes, bytearray)) else Path(model).read_bytes()
     if runtime not in RUNTIMES:
@@ -314,7 +327,7 @@ def write_artifact(model: bytes | str | Path, *, out_dir: str | Path, runtime: s
         input=input if isinstance(input, TensorSpec) else TensorSpec(**input),
         output=output if isinstance(output, TensorSpec) else TensorSpec(**output),
         multilabel=multilabel, thresholds=None if thresholds is None else tuple(float(t) for t in thresholds),
-        abstain=abstain,
+        abstain=abstain, record_rule=record_rule,
         filter_design=filter_design.to_dict() if isinstance(filter_design, FilterDesign) else filter_design,
         provenance=dict(provenance or {}), versions={"ecg_edge": _own_version(), **(versions or {})})
     out = Path(out_dir)

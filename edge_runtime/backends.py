@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edge_runtime.artifact import Artifact, TensorSpec, load_artifact
+from edge_runtime.artifact import RECORD_RULES, Artifact, TensorSpec, load_artifact
 from edge_runtime.errors import (ArtifactError, ConfigError, MissingExtraError, SignalShapeError, SignalValueError,
                                  missing_extra)
 from edge_runtime.registry import Registry
@@ -64,6 +64,20 @@ def decide(probabilities: np.ndarray, thresholds: Any, multilabel: bool) -> np.n
     if multilabel:
         return p >= t
     return np.arange(p.shape[-1])[None, :] == np.argmax(p / t, axis=-1)[:, None]
+
+
+def record_probabilities(window_probabilities: np.ndarray, rule: str = "mean") -> np.ndarray:
+    """One record's probabilities (n_labels,) from its (n_windows, n_labels) window probabilities
+    by the record rule (`edge_runtime.artifact.RECORD_RULES`), to be decided by `decide`;
+    `train.metrics.aggregate_by_record` does the same for many records at once."""
+    p = np.asarray(window_probabilities, dtype=np.float64)
+    if p.ndim != 2 or not len(p):
+        raise ConfigError(f"record_probabilities: expected (n_windows >= 1, n_labels) probabilities, got {p.shape}")
+    if rule == "mean":
+        return p.mean(axis=0)
+    if rule == "max":
+        return p.max(axis=0)
+    raise ConfigError(f"record rule {rule!r}: expected one of {list(RECORD_RULES)}")
 
 
 #: int8 tolerance between two integer implementations of one model (an artifact against its
@@ -479,7 +493,7 @@ class ArtifactModel:
 
     `predict(windows)` takes the preprocessor's windows (n, n_leads, window) and returns
     probabilities (n, n_labels) after the manifest's activation; `leads`, `labels`, `thresholds`
-    and `abstain` (the inconclusive bands, None for none) come from the manifest, and
+    `abstain` (the inconclusive bands, None for none) and `record_rule` come from the manifest, and
     `preprocessor(fs_in)` gives the signal contract the model was trained with, for a device at
     `fs_in` Hz.
     """
@@ -490,6 +504,7 @@ class ArtifactModel:
         self.leads, self.labels, self.thresholds = m.spec.leads, m.labels, m.thresholds
         self.multilabel = bool(m.multilabel)
         self.abstain = m.abstain
+        self.record_rule = m.record_rule
 
     @classmethod
     def open(cls, path: Artifact | str | Path, backend: str | None = None, threads: int = 1) -> "ArtifactModel":

@@ -24,6 +24,14 @@ label's event state: it neither advances nor resets the run of windows that open
 episode, so no episode opens or closes on decisions inside the band. A single-label head makes one
 decision per window, so an inconclusive window holds every label's state. Without bands (None)
 nothing is inconclusive and events are as before.
+
+The recording's decision: at the end of a stream with a model and at least one classified window,
+a "record" event gives the decision of the whole recording, as `ecg-edge compare` and `export`
+score a record: the classified windows' probabilities made one by the model's record rule
+(`Model.record_rule`, the manifest's: their mean, or their max per label;
+`edge_runtime.backends.record_probabilities`), decided at the model's thresholds, inconclusive
+where the model's bands say so. Its label is the decided label(s) ("none" when a multi-label head
+decides no label); its detail the rule, the number of windows and the probabilities.
 """
 from __future__ import annotations
 
@@ -37,7 +45,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Protocol
 import numpy as np
 
 from edge_runtime.abstain import inconclusive
-from edge_runtime.backends import decide
+from edge_runtime.backends import decide, record_probabilities
 from edge_runtime.beats import heart_rate_bpm
 from edge_runtime.errors import ConfigError
 from edge_runtime.rhythm import AfDetector, window_quality
@@ -56,6 +64,8 @@ class Model(Protocol):
     use (`distill.release`): multi-label, a label is present when its probability >= its
     threshold; single-label, the one label argmax(probability / threshold). `abstain` (default
     None when absent): one inconclusive band per label in logit units (`edge_runtime.abstain`).
+    `record_rule` (default "mean" when absent): how the recording's window probabilities become
+    its own (`edge_runtime.artifact.RECORD_RULES`).
     """
 
     labels: tuple[str, ...]
@@ -127,6 +137,10 @@ class StreamStats:
     #: per label, the classified windows whose smoothed decision was inconclusive for it (a model
     #: with `abstain` bands; empty without)
     windows_inconclusive: dict[str, int] = field(default_factory=dict)
+    #: the recording's decision at the end of the stream (the "record" event: module docstring):
+    #: {"decided", "record_rule", "windows", "probabilities", "inconclusive"}; None before, or with no
+    #: classified window
+    record: dict[str, Any] | None = None
 
 
 @dataclass
@@ -209,6 +223,7 @@ class Engine:
         self._early: list[WindowResult] = []  # released by a reset, returned by the same feed
         self._af = AfDetector()
         self._abstain = getattr(model, "abstain", None)
+        self._record_probs: list[np.ndarray] = []  # every classified window's probabilities (the record event)
         if self._abstain is not None:
             self.stats.windows_inconclusive = {lab: 0 for lab in model.labels}
 
@@ -424,6 +439,7 @@ class Engine:
     def _classify(self, res: WindowResult, events: list[Event]) -> None:
         labels = self.model.labels
         p = np.array([res.probabilities[lab] for lab in labels])
+        self._record_probs.append(p)
         self._history.append(p)
         smooth = np.mean(self._history, axis=0)
         res.smoothed = {lab: float(v) for lab, v in zip(labels, smooth)}
@@ -499,11 +515,32 @@ class Engine:
             tail = f"{seconds}: padded to one window (flagged padded)" if s.windows_padded else f"{seconds}: too short, no decision"
         held = "" if self._abstain is None else "; inconclusive: " + ", ".join(
             f"{lab} {n}" for lab, n in s.windows_inconclusive.items())
+        if self._record_probs:
+            events.append(self._record_event(end))
         events.append(Event("end", end, end, detail=(
             f"{s.received} samples received, {s.used} used, {s.lost} lost in {s.bridged_gaps + s.reset_gaps} gaps, "
             f"{s.duplicate} duplicate, {s.invalid} invalid, {s.rejected} rejected; {s.windows} windows "
             f"({s.windows_unusable} unusable, {s.windows_padded} padded{held}); {tail}")))
         return results, events
+
+
+    def _record_event(self, end: float) -> Event:
+        """The recording's decision (module docstring) from the windows classified so far."""
+        labels, thresholds = self.model.labels, self.model.thresholds
+        multilabel = getattr(self.model, "multilabel", True)
+        rule = getattr(self.model, "record_rule", "mean")
+        p = record_probabilities(np.stack(self._record_probs), rule)
+        decided = [lab for lab, d in zip(labels, decide(p, thresholds, multilabel)[0]) if d]
+        unsure = [] if self._abstain is None else \
+            [lab for lab, h in zip(labels, inconclusive(p, thresholds, self._abstain, multilabel)[0]) if h]
+        start = 0.0 if self._stream_start is None else self._stream_start / self.fs_in
+        n = len(self._record_probs)
+        self.stats.record = {"decided": decided, "record_rule": rule, "windows": n,
+                             "probabilities": {lab: float(v) for lab, v in zip(labels, p)}, "inconclusive": unsure}
+        detail = (f"the recording's decision: {rule} of {n} window{'s' * (n != 1)}' probabilities: "
+                  + ", ".join(f"{lab} {v:.3f}" for lab, v in zip(labels, p))
+                  + (f"; inconclusive {', '.join(unsure)}" if unsure else ""))
+        return Event("record", start, end, ", ".join(decided) or "none", detail)
 
 
 async def run_stream(source: AsyncIterator[Chunk], engine: Engine,

@@ -221,6 +221,8 @@ def test_windows_inside_the_band_are_inconclusive_and_open_no_event(tmp_path: Pa
     assert len(results) == n and events == []
     assert all(r.inconclusive == ["NORM", "FAST"] for r in results)
     assert eng.stats.windows_inconclusive == {"NORM": n, "FAST": n} and f"inconclusive: NORM {n}, FAST {n}" in end.detail
+    # the recording's decision (mean of the windows: P(FAST) 0.55) is inside the bands too
+    assert eng.stats.record["decided"] == ["FAST"] and eng.stats.record["inconclusive"] == ["NORM", "FAST"]
     sink = JsonlSink(tmp_path / "events.jsonl")
     sink(results, [end])
     sink.close()

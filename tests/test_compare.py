@@ -259,6 +259,51 @@ def test_abstention_is_the_coverage_curve_of_the_artifacts_record_scores(chain: 
     assert "abstention tflite-int8: bands" in capsys.readouterr().out
 
 
+def test_the_manifests_record_rule_decides_every_record(chain: dict[str, Path], exported: dict, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """Manifests with the "max" record rule: the student and every artifact are scored on the max of
+    each record's window probabilities (`score_records` recomputed here from the artifact run on the
+    shards' windows, which differs from the mean's); a folder whose manifests disagree on the rule
+    is refused in one line."""
+    import dataclasses
+    import shutil
+
+    from edge_runtime.backends import open_backend
+    from train.metrics import aggregate_by_record, score_records
+
+    arts = tmp_path / "artifacts"
+    for name in ("tflite-int8", "onnx-fp32"):
+        shutil.copytree(exported["out"] / name, arts / name)
+        path = arts / name / "manifest.json"
+        m = load_artifact(path).manifest
+        path.write_text(json.dumps(dataclasses.replace(m, record_rule="max").to_dict(), indent=2) + "\n")
+        assert json.loads(path.read_text())["record_rule"] == "max"
+    args = ["compare", "--student", str(chain["students"] / "distilled"), "--artifacts", str(arts), "--n-boot", "20",
+            "--latency-runs", "2", "--no-ram", "--no-tflm"]
+    assert main(args + ["--out", str(tmp_path / "c")]) == 0
+    rep = json.loads((tmp_path / "c" / "compare.json").read_text())
+    x, y, records = _eval_windows(chain["shards"])
+    assert (np.bincount(np.unique(records, return_inverse=True)[1]) > 1).any()  # max and mean can differ
+    b = open_backend(arts / "tflite-int8" / "manifest.json", threads=1)
+    p = b.probabilities(b.run(x))
+    m = rep["models"]["tflite-int8"]
+    want = score_records(p, y, records, tuple(rep["labels"]), n_boot=20, thresholds=m["thresholds"],
+                         multilabel=False, record_rule="max")
+    got = m["metrics"]
+    assert got["ranking"]["auroc"]["macro"]["value"] == pytest.approx(want["ranking"]["auroc"]["macro"]["value"])
+    assert got["decisions"]["f1"]["macro"]["value"] == pytest.approx(want["decisions"]["f1"]["macro"]["value"])
+    _, mx = aggregate_by_record(p, records, "max")
+    assert not np.allclose(mx, _per_record(p, records))
+    assert any("maxed (per label, the largest)" in n and "'max'" in n for n in rep["notes"])
+    # one manifest back on the mean: the two cannot be compared at one decision rule
+    path = arts / "tflite-int8" / "manifest.json"
+    path.write_text(json.dumps(dataclasses.replace(load_artifact(path).manifest, record_rule="mean").to_dict()))
+    capsys.readouterr()
+    assert main(args + ["--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "record_rule 'mean' differs from the other manifests' 'max'" in err, err
+
+
 def test_bad_inputs_give_one_line_errors(chain: dict[str, Path], tmp_path: Path, capsys) -> None:
     student = str(chain["students"] / "distilled")
     (tmp_path / "empty").mkdir()

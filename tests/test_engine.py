@@ -247,3 +247,63 @@ def test_a_stream_with_windows_is_never_padded() -> None:
     results, events = _feed_all(_engine(), ArraySource(_signal(23.0), FS, chunk=73).chunks())
     assert len(results) == 3 and not any(r.flags["padded"] for r in results)
     assert "0 padded); the last partial window is not classified" in events[-1].detail
+
+
+class RuleModel(DominantFrequencyModel):
+    """DominantFrequencyModel with a record rule, as an `ArtifactModel` of a manifest carries one."""
+
+    def __init__(self, record_rule: str) -> None:
+        self.record_rule = record_rule
+
+
+@pytest.mark.parametrize("rule, decided", [("mean", "NORM"), ("max", "NORM, FAST")])
+def test_the_recordings_decision_follows_the_models_record_rule(rule: str, decided: str) -> None:
+    """One "record" event before the end line: the classified windows' probabilities made one by
+    the model's record rule, exactly as `train.metrics.aggregate_by_record` makes a record's for
+    compare / export, decided at the thresholds. 60 s of 8 Hz in 180 s: the mean keeps FAST under
+    its threshold, the max does not."""
+    from edge_runtime.backends import record_probabilities
+    from train.metrics import aggregate_by_record
+
+    pre = Preprocessor(PreprocessConfig(hop_s=5.0), FS, ("CHEST",))
+    eng = Engine(pre, RuleModel(rule), config=EngineConfig(noise_gate=False))
+    results, events = _feed_all(eng, [Chunk(_signal(), 0, FS)])
+    record = [e for e in events if e.kind == "record"]
+    assert len(record) == 1 and events[-2] is record[0] and events[-1].kind == "end"
+    probs = np.array([[r.probabilities[k] for k in ("NORM", "FAST")] for r in results if r.probabilities])
+    assert len(probs) == len(results) == eng.stats.windows
+    expected = aggregate_by_record(probs, np.zeros(len(probs), int), rule)[1][0]
+    assert record_probabilities(probs, rule) == pytest.approx(expected)
+    assert record[0].label == decided
+    assert record[0].detail == (f"the recording's decision: {rule} of {len(probs)} windows' probabilities: "
+                                f"NORM {expected[0]:.3f}, FAST {expected[1]:.3f}")
+    assert (record[0].t_start_s, record[0].t_end_s) == (0.0, events[-1].t_end_s)
+    assert eng.stats.record == {"decided": decided.split(", "), "record_rule": rule, "windows": len(probs),
+                                "probabilities": {"NORM": pytest.approx(expected[0]), "FAST": pytest.approx(expected[1])},
+                                "inconclusive": []}
+    from ecg_edge.stream import StreamResult, summary_lines
+
+    line = summary_lines(StreamResult("a recording", FS, "CHEST", eng.stats, None, 0.0))[1]
+    assert line == f"  the recording's decision: {decided}, {rule} of {len(probs)} classified window(s)' probabilities"
+
+
+def test_no_recording_decision_without_a_classified_window() -> None:
+    """Too short and not padded, or no model: no "record" event, the end line says why."""
+    _, events = _feed_all(_engine(pad_short=False), ArraySource(_signal(7.0), FS, chunk=73).chunks())
+    assert [e.kind for e in events] == ["end"] and "too short, no decision" in events[-1].detail
+    pre = Preprocessor(PreprocessConfig(hop_s=5.0), FS, ("CHEST",))
+    _, events = _feed_all(Engine(pre, None, config=EngineConfig(noise_gate=False)), [Chunk(_signal(60), 0, FS)])
+    assert not any(e.kind == "record" for e in events)
+
+
+def test_record_probabilities_refuses_an_unknown_rule_and_no_windows() -> None:
+    from edge_runtime.backends import record_probabilities
+    from edge_runtime.errors import ConfigError
+
+    p = np.array([[0.2, 0.8], [0.6, 0.1]])
+    assert record_probabilities(p, "mean") == pytest.approx([0.4, 0.45])
+    assert record_probabilities(p, "max") == pytest.approx([0.6, 0.8])
+    with pytest.raises(ConfigError, match=r"record rule 'median': expected one of \['mean', 'max'\]"):
+        record_probabilities(p, "median")
+    with pytest.raises(ConfigError, match="expected \\(n_windows >= 1, n_labels\\)"):
+        record_probabilities(np.zeros((0, 2)), "mean")

@@ -56,7 +56,8 @@ def _check_pair(y: np.ndarray, score: np.ndarray, label_names: Sequence[str] | N
 def aggregate_by_record(values: np.ndarray, record: np.ndarray, reduce: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """(record ids (sorted unique), per-record values): window rows -> one row per record.
 
-    `reduce`: "mean" (scores) or "max" (labels: a record is positive when any window is).
+    `reduce`: "mean" (scores) or "max" (labels: a record is positive when any window is; scores
+    under the "max" record rule, `edge_runtime.artifact.RECORD_RULES`).
     """
     values, record = np.asarray(values), np.asarray(record)
     if len(values) != len(record):
@@ -400,16 +401,18 @@ def decision_scores(y: np.ndarray, pred: np.ndarray, label_names: Sequence[str],
 
 def score_records(scores: np.ndarray, y: np.ndarray, record: np.ndarray, label_names: Sequence[str], *,
                   n_boot: int = 1000, seed: int = 0, thresholds: Sequence[float] | None = None,
-                  multilabel: bool = True, reference: np.ndarray | None = None) -> dict[str, Any]:
+                  multilabel: bool = True, reference: np.ndarray | None = None,
+                  record_rule: str = "mean") -> dict[str, Any]:
     """The one per-record scoring of window scores (evaluation, distillation, export, compare).
 
-    Window scores are averaged per record, labels OR-ed (`aggregate_by_record`); returns
+    Window scores become record scores by `record_rule` (averaged, "mean", or their maximum, "max":
+    `edge_runtime.artifact.RECORD_RULES`), labels OR-ed (`aggregate_by_record`); returns
     {"ranking": `bootstrap_scores`}, and with `thresholds` "decisions": `decision_scores` of the
     artifact's decision rule (`edge_runtime.backends.decide`) on the record scores; with
     `reference` too (another model's window scores, same windows) "agreement": the fractions of
     windows and of records on which both decide alike.
     """
-    _, s = aggregate_by_record(scores, record, "mean")
+    _, s = aggregate_by_record(scores, record, record_rule)
     _, t = aggregate_by_record(y, record, "max")
     names = tuple(label_names)
     out: dict[str, Any] = {"ranking": bootstrap_scores(t, s, n_boot=n_boot, seed=seed, label_names=names)}
@@ -420,7 +423,7 @@ def score_records(scores: np.ndarray, y: np.ndarray, record: np.ndarray, label_n
     dec = decide(s, thresholds, multilabel)
     out["decisions"] = decision_scores(t, dec, names, n_boot=n_boot, seed=seed)
     if reference is not None:
-        _, r = aggregate_by_record(reference, record, "mean")
+        _, r = aggregate_by_record(reference, record, record_rule)
         windows = decide(scores, thresholds, multilabel) == decide(reference, thresholds, multilabel)
         out["agreement"] = {"windows": float(windows.all(axis=1).mean()),
                             "records": float((dec == decide(r, thresholds, multilabel)).all(axis=1).mean()),

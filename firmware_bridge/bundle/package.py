@@ -386,7 +386,7 @@ def _manifest(artifact: Any, target: str, part: dict[str, Any], x: np.ndarray, g
                   "tensor": inp, "preprocess": m.to_dict()["preprocess"]},
         "output": {"tensor": outp, "labels": list(m.labels), "multilabel": m.multilabel,
                    "activation": "sigmoid per label" if m.multilabel else "softmax over labels",
-                   "thresholds": list(m.thresholds)},
+                   "thresholds": list(m.thresholds), "record_rule": m.record_rule},
         "memory": {**part["memory"], "headroom": f"{headroom:g} of the measured figure, rounded up to 1 KiB"
                    if target not in ("xnnpack", "cortex-m") else "none (planned by ExecuTorch ahead of time)"},
         "golden": {"file": GOLDEN, "n": int(len(x)), "source": golden_path.name,

@@ -84,9 +84,14 @@ def _input(man: dict[str, Any]) -> list[str]:
 def _output(man: dict[str, Any]) -> list[str]:
     o, t = man["output"], man["output"]["tensor"]
     deq = f"int8, logit = (q - ({t['zero_point']})) * {t['scale']:.9g}" if t["dtype"] == "int8" else "float32 logits"
-    pairs = ", ".join(f"{lab} >= {th:.4f}" for lab, th in zip(o["labels"], o["thresholds"]))
+    pairs = ", ".join(f"{lab}{' >=' if o['multilabel'] else ''} {th:.4f}" for lab, th in zip(o["labels"], o["thresholds"]))
+    rule = o.get("record_rule", "mean")
     return [f"- Output tensor: {t['shape']}, {deq}", f"- Probabilities: {o['activation']}",
-            f"- A label is present when its probability clears its threshold: {pairs}"]
+            f"- A label is present when its probability clears its threshold: {pairs}" if o["multilabel"] else
+            f"- The decided label is the one with the largest probability / threshold; thresholds: {pairs}",
+            f"- A recording of several windows is decided on the {'mean' if rule == 'mean' else 'maximum'} of its "
+            f"windows' probabilities per label (record rule {rule!r}), then by the rule above; the accuracy "
+            "figures are of recordings decided so"]
 
 
 def _how_to_call(man: dict[str, Any]) -> list[str]:
