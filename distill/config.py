@@ -75,6 +75,8 @@ class CvConfig:
     (student, temperature, kd_weight, embed_weight, label_weight) fields; none: the config as it
     is. int8: also quantize each fold's student of the chosen configuration (PT2E PTQ, LiteRT) and
     score its held-out fold, for the int8 out-of-fold scores that choose the abstention bands.
+    record_rules: how a record's window probabilities become its scores, chosen between ("mean",
+    "max": `edge_runtime.artifact.RECORD_RULES`).
     target_agreement / max_abstain: `edge_runtime.abstain.choose_bands`. final: train the chosen
     configuration on the whole pool into OUT/final (its checkpoint carries the chosen thresholds
     and bands) and score the test part once.
@@ -84,6 +86,7 @@ class CvConfig:
     pool: tuple[str, ...] = ("train", "val")
     candidates: tuple[dict[str, Any], ...] = ()
     int8: bool = True
+    record_rules: tuple[str, ...] = ("mean", "max")
     target_agreement: float = 0.999
     max_abstain: float = 0.10
     final: bool = True
@@ -104,6 +107,13 @@ class CvConfig:
             if bad:
                 raise ConfigError(f"cv.candidates[{i}]: unknown key {bad[0]!r}; expected one of {', '.join(allowed)}")
         object.__setattr__(self, "candidates", tuple(dict(c) for c in cands))
+        from edge_runtime.artifact import RECORD_RULES
+
+        rr = (self.record_rules,) if isinstance(self.record_rules, str) else tuple(self.record_rules)
+        if not rr or any(r not in RECORD_RULES for r in rr) or len(set(rr)) != len(rr):
+            raise ConfigError(f"cv.record_rules: expected distinct rules out of {list(RECORD_RULES)}, "
+                              f"got {self.record_rules!r}")
+        object.__setattr__(self, "record_rules", rr)
         if not 0 < self.target_agreement <= 1:
             raise ConfigError(f"cv.target_agreement: expected a fraction in (0, 1], got {self.target_agreement!r}")
         if not 0 <= self.max_abstain < 1:

@@ -5,11 +5,12 @@ the patient id where the dataset gives one (PTB-XL), else of the record id (CinC
 window of a record, and every record of a patient, sits in one fold; the same folds on every
 machine. For each candidate configuration (`[cv] candidates`: `[train]` / `[distill]` overrides)
 the student is distilled k times, each time on the other folds, and scores its held-out fold:
-out-of-fold (OOF) window probabilities for every pool record, averaged per record.
+out-of-fold (OOF) window probabilities for every pool record, made record scores by each record rule.
 
 Choices made on those OOF scores, never on the test part:
 
-- the configuration and the threshold rule (single-label: per-class thresholds tuned for the
+- the configuration, the record rule (mean or max of the window probabilities) and the threshold
+  rule (single-label: per-class thresholds tuned for the
   challenge / macro F1 of argmax(p / t), or plain argmax; multi-label: Youden's J, best F1, or
   0.5), by the **cross-fitted** decision score: each fold's records are decided with thresholds
   chosen on the other folds' OOF scores, so the CV figure of a rule includes the noise of choosing
@@ -29,9 +30,10 @@ With `[cv] final`, the chosen configuration is trained once more on the whole po
 OUT/final/distilled (`distill.distill.distill_students`, `decision` in its checkpoint meta) and
 scored once on the test part; `ecg-edge export --student OUT/final/distilled` then ships the
 OOF thresholds and bands in every manifest and scores each artifact on the test part, once.
-Also reported, not chosen: the OOF score of the max-over-windows record rule beside today's mean
-(where some record has more than one window),
-and the paired bootstrap difference of the chosen (configuration, rule) against every other one
+The record rule is chosen too (`[cv] record_rules`): a record's window probabilities become its
+scores by their mean, or by their max over windows (AF that shows in one window of a long record
+is not averaged away); where every record has one window the two are the same and only the mean
+is scored. Also reported: the paired bootstrap difference of the chosen (configuration, rule) against every other one
 on the same OOF records ("paired"). OUT/cv.json holds every figure, OUT/oof.npz the OOF record
 scores of every candidate. A stopped run started again reuses the folds it finished.
 """
@@ -241,7 +243,9 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
         f"({', '.join(str(int((rec_fold == f).sum())) for f in range(cv.folds))} records)")
     key = decision_key(labels)
     rules = MULTI_LABEL_RULES if multilabel else SINGLE_LABEL_RULES
-    several = bool((np.bincount(np.searchsorted(rec_ids, rows)) > 1).any())  # else max over windows = mean
+    several = bool((np.bincount(np.searchsorted(rec_ids, rows)) > 1).any())
+    # with one window per record the max over windows is the mean: only "mean" is then scored
+    record_rules = tuple(cv.record_rules) if several else tuple(r for r in cv.record_rules if r == "mean") or ("mean",)
     cands, oof, fold_students, preds = [], {}, {}, {}
     arrays: dict[str, np.ndarray] = {"record_rows": rec_ids, "fold": rec_fold, "truth": truth}
     for ci, (name, d, t) in enumerate(candidate_configs(dcfg, tcfg, cv)):
@@ -254,58 +258,63 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
                              out / "folds" / f"candidate{ci}" / f"fold{f}", progress)
             probs[held] = _student_probs(st, x[held], lead_index, multilabel)
             fold_students[ci].append(st)
-        p_rec = _record_view(probs, rows)
         oof[ci] = probs
-        arrays[f"fp32_candidate{ci}"] = p_rec
         entry = {"candidate": ci, "what": name, "distill": to_jsonable(d), "epochs": t.epochs, "lr": t.lr,
-                 "ranking": bootstrap_scores(truth, p_rec, n_boot=n_boot, label_names=labels), "rules": {},
-                 "record_rule_max": {}}
-        p_max = _record_view(probs, rows, "max")
-        for rule in rules:
-            pred = preds[ci, rule] = cross_fitted(p_rec, truth, rec_fold, rule, labels, multilabel)
-            dec = decision_scores(truth, pred, labels, n_boot=n_boot)
-            per_fold = [float(_decision_value(decision_scores(truth[rec_fold == f], pred[rec_fold == f], labels,
-                                                              n_boot=1), key)["value"] or 0.0)
-                        for f in range(cv.folds)]
-            entry["rules"][rule] = {"decisions": dec, key: _decision_value(dec, key), "per_fold": per_fold}
-            if several:
-                preds[ci, rule, "max"] = cross_fitted(p_max, truth, rec_fold, rule, labels, multilabel)
-                mx = decision_scores(truth, preds[ci, rule, "max"], labels, n_boot=n_boot)
-                entry["record_rule_max"][rule] = _decision_value(mx, key)
+                 "ranking": {}, "record_rules": {}}
+        for rr in record_rules:
+            p_rec = _record_view(probs, rows, rr)
+            arrays[f"fp32_candidate{ci}" + ("" if rr == "mean" else f"_{rr}")] = p_rec
+            entry["ranking"][rr] = bootstrap_scores(truth, p_rec, n_boot=n_boot, label_names=labels)
+            entry["record_rules"][rr] = {}
+            for rule in rules:
+                pred = preds[ci, rule, rr] = cross_fitted(p_rec, truth, rec_fold, rule, labels, multilabel)
+                dec = decision_scores(truth, pred, labels, n_boot=n_boot)
+                per_fold = [float(_decision_value(decision_scores(truth[rec_fold == f], pred[rec_fold == f], labels,
+                                                                  n_boot=1), key)["value"] or 0.0)
+                            for f in range(cv.folds)]
+                entry["record_rules"][rr][rule] = {"decisions": dec, key: _decision_value(dec, key),
+                                                   "per_fold": per_fold}
         cands.append(entry)
-        best = max(rules, key=lambda r: entry["rules"][r][key]["value"] or -1.0)
-        log(f"cv: candidate {ci} ({name}): OOF macro AUROC {entry['ranking']['auroc']['macro']['value']:.3f}, "
-            f"{key} {entry['rules'][best][key]['value']:.3f} ({best} thresholds, cross-fitted)")
-    scored = [(c["rules"][r][key]["value"] or -1.0, -i, r) for i, c in enumerate(cands) for r in rules]
-    _, neg_i, rule = max(scored)
-    chosen = -neg_i
-    p_rec = _record_view(oof[chosen], rows)
+        best = max(((rr, r) for rr in record_rules for r in rules),
+                   key=lambda k: entry["record_rules"][k[0]][k[1]][key]["value"] or -1.0)
+        log(f"cv: candidate {ci} ({name}): OOF macro AUROC {entry['ranking']['mean']['auroc']['macro']['value']:.3f}, "
+            f"{key} {entry['record_rules'][best[0]][best[1]][key]['value']:.3f} ({best[1]} thresholds, record = "
+            f"{best[0]} over windows, cross-fitted)")
+    # the best cross-fitted score; ties go to the earlier candidate, record rule and threshold rule
+    scored = [(c["record_rules"][rr][r][key]["value"] or -1.0, -i, -j, -k)
+              for i, c in enumerate(cands) for j, rr in enumerate(record_rules) for k, r in enumerate(rules)]
+    _, neg_i, neg_j, neg_k = max(scored)
+    chosen, record_rule, rule = -neg_i, record_rules[-neg_j], rules[-neg_k]
+    p_rec = _record_view(oof[chosen], rows, record_rule)
     thresholds = thresholds_by_rule(rule, p_rec, truth, labels, multilabel)
-    how = (f"{rule} thresholds on the out-of-fold record scores of {len(rec_ids)} {'+'.join(cv.pool)} records "
-           f"({cv.folds}-fold cross-validation, `ecg-edge cv`); configuration and rule chosen by the cross-fitted {key}")
-    decision: dict[str, Any] = {"thresholds": list(thresholds), "abstain": None, "rule": rule, "how": how,
+    how = (f"{rule} thresholds on the out-of-fold record scores ({record_rule} of the window probabilities) of "
+           f"{len(rec_ids)} {'+'.join(cv.pool)} records ({cv.folds}-fold cross-validation, `ecg-edge cv`); "
+           f"configuration, threshold rule and record rule chosen by the cross-fitted {key}")
+    decision: dict[str, Any] = {"thresholds": list(thresholds), "abstain": None, "rule": rule,
+                                "record_rule": record_rule, "how": how,
                                 "cv": {"folds": cv.folds, "pool": list(cv.pool), "candidate": cands[chosen]["what"],
-                                       key: cands[chosen]["rules"][rule][key]}}
+                                       key: cands[chosen]["record_rules"][record_rule][rule][key]}}
     result: dict[str, Any] = {"dataset": info["source"], "labels": list(labels), "multilabel": multilabel,
                               "lead": dcfg.lead, "folds": cv.folds, "pool": list(cv.pool),
                               "records": int(len(rec_ids)), "windows": int(len(x)),
                               "records_per_fold": [int((rec_fold == f).sum()) for f in range(cv.folds)],
-                              "decision_metric": key, "rules": list(rules), "candidates": cands,
+                              "decision_metric": key, "rules": list(rules), "record_rules": list(record_rules),
+                              "candidates": cands,
                               "chosen": {"candidate": chosen, "what": cands[chosen]["what"], "rule": rule,
-                                         "thresholds": list(thresholds)},
+                                         "record_rule": record_rule, "thresholds": list(thresholds)},
                               "teacher": tmeta and {k: tmeta[k] for k in ("objective", "encoder", "checkpoint_sha256")}}
     arrays["fp32"] = p_rec
     from train.metrics import paired_difference
 
-    mine = preds[chosen, rule].astype(np.float64)
+    mine = preds[chosen, rule, record_rule].astype(np.float64)
     result["paired"] = [
-        {"against": f"candidate {i} ({cands[i]['what']}), {r} thresholds" if len(other) == 2
-         else f"candidate {i}, {r} thresholds, record = max over windows",
+        {"against": f"candidate {i} ({cands[i]['what']}), {r} thresholds, record = {rr} over windows",
+         "candidate": i, "rule": r, "record_rule": rr,
          **paired_difference(truth, mine, preds[other].astype(np.float64), key, n_boot=n_boot, label_names=labels)}
-        for other in preds if other != (chosen, rule) for i, r in [other[:2]]]
+        for other in preds if other != (chosen, rule, record_rule) for i, r, rr in [other]]
     if cv.int8:
         spec = ExportSpec(preprocess=PreprocessConfig(**info["preprocess"]), leads=(dcfg.lead,), labels=labels,
-                          multilabel=multilabel, thresholds=thresholds)
+                          multilabel=multilabel, thresholds=thresholds, record_rule=record_rule)
         x_st = x[:, lead_index:lead_index + 1, None, :]
         q = np.zeros_like(oof[chosen])
         rng = np.random.default_rng(tcfg.seed)
@@ -317,7 +326,7 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
             log(f"cv: fold {f + 1}/{cv.folds}: int8 (LiteRT PTQ) on its held-out {int(held.sum())} windows")
             q[held] = _int8_probs(st, spec, calib, np.ascontiguousarray(x_st[held], dtype=np.float32),
                                   out / "folds" / f"candidate{chosen}" / f"fold{f}" / "tflite-int8")
-        q_rec = _record_view(q, rows)
+        q_rec = _record_view(q, rows, record_rule)
         bands = choose_bands(q_rec, p_rec, thresholds, multilabel, target=cv.target_agreement,
                              max_abstain=cv.max_abstain)
         from edge_runtime.backends import decide

@@ -303,12 +303,13 @@ def cmd_cv(args: argparse.Namespace) -> int:
     key = res["decision_metric"]
     print(f"{res['dataset']}: lead {res['lead']}, {res['folds']}-fold cross-validation over {res['records']} "
           f"{'+'.join(res['pool'])} records (out-of-fold, per record)")
-    print(f"{'candidate':34s} {'macro AUROC':24s} " + "  ".join(f"{key} ({r})" for r in res["rules"]))
+    print(f"{'candidate':34s} {'record':6s} {'macro AUROC':24s} " + "  ".join(f"{key} ({r})" for r in res["rules"]))
     for c in res["candidates"]:
-        print(f"{c['what'][:34]:34s} {fmt_ci(c['ranking']['auroc']['macro']):24s} "
-              + "  ".join(f"{fmt_ci(c['rules'][r][key]):24s}" for r in res["rules"]))
+        for rr in res["record_rules"]:
+            print(f"{c['what'][:34]:34s} {rr:6s} {fmt_ci(c['ranking'][rr]['auroc']['macro']):24s} "
+                  + "  ".join(f"{fmt_ci(c['record_rules'][rr][r][key]):24s}" for r in res["rules"]))
     ch = res["chosen"]
-    print(f"chosen: {ch['what']}, {ch['rule']} thresholds " + ", ".join(
+    print(f"chosen: {ch['what']}, record = {ch['record_rule']} over windows, {ch['rule']} thresholds " + ", ".join(
         f"{lab} {t:.2f}" for lab, t in zip(res["labels"], ch["thresholds"])))
     if "int8" in res:
         q = res["int8"]

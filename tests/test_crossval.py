@@ -111,22 +111,30 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
     key, labels = res["decision_metric"], tuple(res["labels"])
     assert len(res["candidates"]) == 2 and res["folds"] == 2 and res["pool"] == ["train"]
     assert res["records"] == len(oof["truth"]) == sum(res["records_per_fold"])
-    # the choice is the best cross-fitted score over candidates and rules
-    best = max((c["rules"][r][key]["value"], -i, r) for i, c in enumerate(res["candidates"]) for r in res["rules"])
-    assert (res["chosen"]["candidate"], res["chosen"]["rule"]) == (-best[1], best[2])
-    # the paired differences: the chosen decisions against every other candidate, rule and record rule
-    several = any(c["record_rule_max"] for c in res["candidates"])  # some record has more than one window
-    assert len(res["paired"]) == 2 * len(res["rules"]) * (2 if several else 1) - 1
-    assert (oof["fp32"] == oof[f"fp32_candidate{res['chosen']['candidate']}"]).all()
-    chosen = (res["chosen"]["candidate"], res["chosen"]["rule"])
-    for d in res["paired"]:  # A is always the chosen decisions
-        assert d["a"] == pytest.approx(res["candidates"][chosen[0]]["rules"][chosen[1]][key]["value"])
-    others = sorted(c["rules"][r][key]["value"] for i, c in enumerate(res["candidates"]) for r in res["rules"]
-                    if (i, r) != chosen)  # B: every other candidate and rule, each once
-    assert sorted(d["b"] for d in res["paired"] if "max over windows" not in d["against"]) == pytest.approx(others)
+    # the choice is the best cross-fitted score over candidates, record rules and threshold rules
+    rr_all, rules = res["record_rules"], res["rules"]
+    several = rr_all == ["mean", "max"]  # some record has more than one window, else only the mean is scored
+    assert rr_all in (["mean", "max"], ["mean"])
+    combos = [(i, rr, r) for i in range(len(res["candidates"])) for rr in rr_all for r in rules]
+    value = {(i, rr, r): res["candidates"][i]["record_rules"][rr][r][key]["value"] for i, rr, r in combos}
+    best = max(combos, key=lambda c: (value[c], -c[0], -rr_all.index(c[1]), -rules.index(c[2])))
+    ch = res["chosen"]
+    assert (ch["candidate"], ch["record_rule"], ch["rule"]) == best
+    # the paired differences: the chosen decisions against every other candidate, record rule and rule, once each
+    assert len(res["paired"]) == len(combos) - 1
+    assert sorted((d["candidate"], d["record_rule"], d["rule"]) for d in res["paired"]) == sorted(set(combos) - {best})
+    for d in res["paired"]:  # A is always the chosen decisions, B the other's cross-fitted figure
+        assert d["a"] == pytest.approx(value[best])
+        assert d["b"] == pytest.approx(value[d["candidate"], d["record_rule"], d["rule"]])
+    # the record scores of each candidate and record rule are its window scores aggregated by that rule
+    suffix = {"mean": "", "max": "_max"}
+    assert (oof["fp32"] == oof[f"fp32_candidate{ch['candidate']}{suffix[ch['record_rule']]}"]).all()
+    if several:
+        assert not np.allclose(oof["fp32_candidate0"], oof["fp32_candidate0_max"])
+        assert (oof["fp32_candidate0_max"] >= oof["fp32_candidate0"] - 1e-6).all()
     # the shipped thresholds are the rule's on all out-of-fold record scores of the chosen candidate
-    assert tuple(res["chosen"]["thresholds"]) == pytest.approx(
-        thresholds_by_rule(res["chosen"]["rule"], oof["fp32"], oof["truth"], labels, False))
+    assert tuple(ch["thresholds"]) == pytest.approx(thresholds_by_rule(ch["rule"], oof["fp32"], oof["truth"], labels,
+                                                                       False))
     # bands: from the int8 out-of-fold scores against the float ones
     from edge_runtime.abstain import choose_bands
 
@@ -140,6 +148,7 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
 
     _, meta = load_student(tmp_path / "cv" / "final" / "distilled")
     assert meta["train_splits"] == ["train"] and meta["decision"]["thresholds"] == res["chosen"]["thresholds"]
+    assert meta["decision"]["record_rule"] == res["chosen"]["record_rule"]
     assert res["final"]["eval_splits"] == ["val", "test"]
     assert "decisions" in res["final"]["models"]["distilled"]
     # quantize (as export): the manifests carry the cross-validated thresholds and bands
@@ -148,4 +157,5 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
     m = json.loads((tmp_path / "exp" / "tflite-int8" / "manifest.json").read_text())
     assert m["thresholds"] == pytest.approx(res["chosen"]["thresholds"])
     assert m["abstain"] == pytest.approx(res["int8"]["bands"])
+    assert m.get("record_rule", "mean") == res["chosen"]["record_rule"]
     assert "out-of-fold" in m["provenance"]["thresholds"]
