@@ -58,6 +58,12 @@ def _normal(source: str) -> str:
     return f"{kind}:{Path(path).resolve()}" if sep and path else source
 
 
+def check_data_spec(data: str | None) -> None:
+    """`--data`: None (the student's own shards) or a dataset spec of a known kind."""
+    if data is not None and data.partition(":")[0] not in ("synthetic", "ptbxl", "cinc2017", "mitdb"):
+        raise ConfigError(f"--data: expected synthetic, ptbxl:PATH or cinc2017:PATH, got {data!r}")
+
+
 def resolve_shards(meta: dict[str, Any], data: str | None, out: Path, progress: Callable | None = None) -> Path:
     """The shards to compare on: the student's own when `data` is None or names the dataset they
     were built from; otherwise `data` built into OUT/shards with the student's preprocessing."""
@@ -71,9 +77,7 @@ def resolve_shards(meta: dict[str, Any], data: str | None, out: Path, progress: 
         if info is None:
             raise ConfigError(f"{own}: the student's shards are gone (dataset.json not found); give --data")
         return own
-    kind = data.partition(":")[0]
-    if kind not in ("synthetic", "ptbxl", "cinc2017", "mitdb"):
-        raise ConfigError(f"--data: expected synthetic, ptbxl:PATH or cinc2017:PATH, got {data!r}")
+    check_data_spec(data)
     if info is not None and _normal(info["source"]) == _normal(data):
         return own
     if info is None:
@@ -396,21 +400,21 @@ def compare(student: str | Path, artifacts: str | Path, out: str | Path, *, teac
     if n_boot < 1 or latency_runs < 1 or threads < 1:
         raise ConfigError(f"n_boot {n_boot}, latency_runs {latency_runs}, threads {threads}: each must be >= 1")
     _, meta = load_student(student)
-    out.mkdir(parents=True, exist_ok=True)
-    shards = resolve_shards(meta, data, out, progress)
-    same = shards.resolve() == Path(meta["shards"]).resolve()
-    manifests = find_artifacts(artifacts)
+    check_data_spec(data)
+    manifests = find_artifacts(artifacts)  # checked before any shard is built
+    first = load_artifact(manifests[0]).manifest
     for manifest in manifests:
-        made_from = ((load_artifact(manifest).manifest.provenance or {}).get("student") or {}).get("checkpoint_sha256")
+        m = load_artifact(manifest).manifest
+        made_from = ((m.provenance or {}).get("student") or {}).get("checkpoint_sha256")
         if made_from != meta["checkpoint_sha256"]:
             raise ConfigError(f"{manifest}: exported from student checkpoint sha256 {made_from}, not from --student "
                               f"({meta['checkpoint_sha256']}); give the artifacts of this student")
-    first = load_artifact(manifests[0]).manifest
-    for manifest in manifests[1:]:
-        rule = load_artifact(manifest).manifest.record_rule
-        if rule != first.record_rule:
-            raise ConfigError(f"{manifest}: record_rule {rule!r} differs from the other manifests' "
+        if m.record_rule != first.record_rule:
+            raise ConfigError(f"{manifest}: record_rule {m.record_rule!r} differs from the other manifests' "
                               f"{first.record_rule!r} ({manifests[0]}); agreement needs one decision rule")
+    out.mkdir(parents=True, exist_ok=True)
+    shards = resolve_shards(meta, data, out, progress)
+    same = shards.resolve() == Path(meta["shards"]).resolve()
     thr = tuple(first.thresholds)  # the manifest's operating point and record rule, never re-chosen
     check_every_record_read(json.loads((shards / "dataset.json").read_text()), scored_splits(split, meta))
     data_ = load_release_data(student, shards=shards, seed=seed, split=split, short=short, thresholds=thr,

@@ -110,6 +110,42 @@ def cross_fitted(probs: np.ndarray, truth: np.ndarray, fold: np.ndarray, rule: s
     return pred
 
 
+def score_oof(probs: np.ndarray, rows: np.ndarray, truth: np.ndarray, fold: np.ndarray, record_rules: Sequence[str],
+              rules: Sequence[str], labels: tuple[str, ...], multilabel: bool, n_boot: int
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[tuple[str, str], np.ndarray]]:
+    """One candidate's OOF window probabilities `probs` (record `rows`; `truth` and `fold` per record,
+    in sorted record order) scored under each record rule: (record probabilities per record rule,
+    {"ranking": {record rule: bootstrap_scores}, "record_rules": {record rule: {threshold rule:
+    {"decisions", <decision key>, "per_fold"}}}}, the cross-fitted decisions per (threshold rule,
+    record rule))."""
+    from train.metrics import bootstrap_scores, decision_scores
+
+    key = decision_key(labels)
+    views, preds = {}, {}
+    scores: dict[str, Any] = {"ranking": {}, "record_rules": {}}
+    for rr in record_rules:
+        p_rec = views[rr] = _record_view(probs, rows, rr)
+        scores["ranking"][rr] = bootstrap_scores(truth, p_rec, n_boot=n_boot, label_names=labels)
+        scores["record_rules"][rr] = {}
+        for rule in rules:
+            pred = preds[rule, rr] = cross_fitted(p_rec, truth, fold, rule, labels, multilabel)
+            dec = decision_scores(truth, pred, labels, n_boot=n_boot)
+            per_fold = [float(_decision_value(decision_scores(truth[fold == f], pred[fold == f], labels, n_boot=1),
+                                              key)["value"] or 0.0) for f in np.unique(fold)]
+            scores["record_rules"][rr][rule] = {"decisions": dec, key: _decision_value(dec, key), "per_fold": per_fold}
+    return views, scores, preds
+
+
+def choose(cands: Sequence[dict[str, Any]], record_rules: Sequence[str], rules: Sequence[str],
+           key: str) -> tuple[int, str, str]:
+    """(candidate, record rule, threshold rule) of the best cross-fitted `key` over `cands` (as
+    `score_oof` scores them); ties go to the earlier candidate, record rule and threshold rule."""
+    scored = [(c["record_rules"][rr][r][key]["value"] or -1.0, -i, -j, -k)
+              for i, c in enumerate(cands) for j, rr in enumerate(record_rules) for k, r in enumerate(rules)]
+    _, neg_i, neg_j, neg_k = max(scored)
+    return -neg_i, record_rules[-neg_j], rules[-neg_k]
+
+
 def candidate_configs(dcfg: DistillConfig, tcfg: Any, cv: CvConfig) -> list[tuple[str, DistillConfig, Any]]:
     """(name, distill config, train config) of each candidate; the config itself without candidates."""
     out = []
@@ -259,32 +295,18 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
             probs[held] = _student_probs(st, x[held], lead_index, multilabel)
             fold_students[ci].append(st)
         oof[ci] = probs
-        entry = {"candidate": ci, "what": name, "distill": to_jsonable(d), "epochs": t.epochs, "lr": t.lr,
-                 "ranking": {}, "record_rules": {}}
-        for rr in record_rules:
-            p_rec = _record_view(probs, rows, rr)
+        views, scores, decided = score_oof(probs, rows, truth, rec_fold, record_rules, rules, labels, multilabel,
+                                           n_boot)
+        for rr, p_rec in views.items():
             arrays[f"fp32_candidate{ci}" + ("" if rr == "mean" else f"_{rr}")] = p_rec
-            entry["ranking"][rr] = bootstrap_scores(truth, p_rec, n_boot=n_boot, label_names=labels)
-            entry["record_rules"][rr] = {}
-            for rule in rules:
-                pred = preds[ci, rule, rr] = cross_fitted(p_rec, truth, rec_fold, rule, labels, multilabel)
-                dec = decision_scores(truth, pred, labels, n_boot=n_boot)
-                per_fold = [float(_decision_value(decision_scores(truth[rec_fold == f], pred[rec_fold == f], labels,
-                                                                  n_boot=1), key)["value"] or 0.0)
-                            for f in range(cv.folds)]
-                entry["record_rules"][rr][rule] = {"decisions": dec, key: _decision_value(dec, key),
-                                                   "per_fold": per_fold}
+        preds.update({(ci, *k): v for k, v in decided.items()})
+        entry = {"candidate": ci, "what": name, "distill": to_jsonable(d), "epochs": t.epochs, "lr": t.lr, **scores}
         cands.append(entry)
-        best = max(((rr, r) for rr in record_rules for r in rules),
-                   key=lambda k: entry["record_rules"][k[0]][k[1]][key]["value"] or -1.0)
+        _, rr, r = choose([entry], record_rules, rules, key)
         log(f"cv: candidate {ci} ({name}): OOF macro AUROC {entry['ranking']['mean']['auroc']['macro']['value']:.3f}, "
-            f"{key} {entry['record_rules'][best[0]][best[1]][key]['value']:.3f} ({best[1]} thresholds, record = "
-            f"{best[0]} over windows, cross-fitted)")
-    # the best cross-fitted score; ties go to the earlier candidate, record rule and threshold rule
-    scored = [(c["record_rules"][rr][r][key]["value"] or -1.0, -i, -j, -k)
-              for i, c in enumerate(cands) for j, rr in enumerate(record_rules) for k, r in enumerate(rules)]
-    _, neg_i, neg_j, neg_k = max(scored)
-    chosen, record_rule, rule = -neg_i, record_rules[-neg_j], rules[-neg_k]
+            f"{key} {entry['record_rules'][rr][r][key]['value']:.3f} ({r} thresholds, record = "
+            f"{rr} over windows, cross-fitted)")
+    chosen, record_rule, rule = choose(cands, record_rules, rules, key)
     p_rec = _record_view(oof[chosen], rows, record_rule)
     thresholds = thresholds_by_rule(rule, p_rec, truth, labels, multilabel)
     how = (f"{rule} thresholds on the out-of-fold record scores ({record_rule} of the window probabilities) of "

@@ -259,51 +259,6 @@ def test_abstention_is_the_coverage_curve_of_the_artifacts_record_scores(chain: 
     assert "abstention tflite-int8: bands" in capsys.readouterr().out
 
 
-def test_the_manifests_record_rule_decides_every_record(chain: dict[str, Path], exported: dict, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture) -> None:
-    """Manifests with the "max" record rule: the student and every artifact are scored on the max of
-    each record's window probabilities (`score_records` recomputed here from the artifact run on the
-    shards' windows, which differs from the mean's); a folder whose manifests disagree on the rule
-    is refused in one line."""
-    import dataclasses
-    import shutil
-
-    from edge_runtime.backends import open_backend
-    from train.metrics import aggregate_by_record, score_records
-
-    arts = tmp_path / "artifacts"
-    for name in ("tflite-int8", "onnx-fp32"):
-        shutil.copytree(exported["out"] / name, arts / name)
-        path = arts / name / "manifest.json"
-        m = load_artifact(path).manifest
-        path.write_text(json.dumps(dataclasses.replace(m, record_rule="max").to_dict(), indent=2) + "\n")
-        assert json.loads(path.read_text())["record_rule"] == "max"
-    args = ["compare", "--student", str(chain["students"] / "distilled"), "--artifacts", str(arts), "--n-boot", "20",
-            "--latency-runs", "2", "--no-ram", "--no-tflm"]
-    assert main(args + ["--out", str(tmp_path / "c")]) == 0
-    rep = json.loads((tmp_path / "c" / "compare.json").read_text())
-    x, y, records = _eval_windows(chain["shards"])
-    assert (np.bincount(np.unique(records, return_inverse=True)[1]) > 1).any()  # max and mean can differ
-    b = open_backend(arts / "tflite-int8" / "manifest.json", threads=1)
-    p = b.probabilities(b.run(x))
-    m = rep["models"]["tflite-int8"]
-    want = score_records(p, y, records, tuple(rep["labels"]), n_boot=20, thresholds=m["thresholds"],
-                         multilabel=False, record_rule="max")
-    got = m["metrics"]
-    assert got["ranking"]["auroc"]["macro"]["value"] == pytest.approx(want["ranking"]["auroc"]["macro"]["value"])
-    assert got["decisions"]["f1"]["macro"]["value"] == pytest.approx(want["decisions"]["f1"]["macro"]["value"])
-    _, mx = aggregate_by_record(p, records, "max")
-    assert not np.allclose(mx, _per_record(p, records))
-    assert any("maxed (per label, the largest)" in n and "'max'" in n for n in rep["notes"])
-    # one manifest back on the mean: the two cannot be compared at one decision rule
-    path = arts / "tflite-int8" / "manifest.json"
-    path.write_text(json.dumps(dataclasses.replace(load_artifact(path).manifest, record_rule="mean").to_dict()))
-    capsys.readouterr()
-    assert main(args + ["--out", str(tmp_path / "d")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "record_rule 'mean' differs from the other manifests' 'max'" in err, err
-
-
 def test_bad_inputs_give_one_line_errors(chain: dict[str, Path], tmp_path: Path, capsys) -> None:
     student = str(chain["students"] / "distilled")
     (tmp_path / "empty").mkdir()
@@ -423,26 +378,14 @@ def _compare_external(e: dict, out: Path, *extra: str) -> dict:
     return json.loads((out / "compare.json").read_text())
 
 
-def test_split_all_scores_every_record_of_an_external_folder(external_cinc: dict, tmp_path: Path) -> None:
-    """`compare --split all` on a folder of 40 records: every record is scored, whatever split its
-    hash gives it, the two short ones on one padded window each; the figures are those of each
-    artifact run here on the shards' windows and on the padded windows made from the records."""
-    from sklearn.metrics import roc_auc_score
-
-    from edge_runtime.backends import decide, open_backend
+def _external_windows(shards: Path, e: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Independently of compare: the windows of every split of the shards it built from the external
+    folder, then the short records' padded ones; each window's record (index in sorted record id
+    order) and the records' one-hot truth."""
     from edge_runtime.signal import Preprocessor, PreprocessConfig
     from train.data.cinc2017 import Cinc2017
     from train.loader import WindowSet, read_records
 
-    e = external_cinc
-    rep = _compare_external(e, tmp_path / "c", "--teacher", str(e["teacher"]))
-    assert rep["split"] == "all" and rep["eval_splits"] == ["train", "val", "test"]
-    assert rep["n_records"] == len(e["ids"]) == 40 and rep["n_records_padded"] == 2 and rep["n_records_too_short"] == 0
-    assert sorted(rep["short_records"]["ids"]) == sorted(SHORT_CINC)
-    assert not rep["same_shards_as_training"] and rep["cross_checks"] == []
-    assert any("never chosen on these records" in n for n in rep["notes"])
-    # independently: the windows of every split of the shards compare built, then the padded ones
-    shards = tmp_path / "c" / "shards"
     rows = read_records(shards)
     sets = [WindowSet(shards, s, ("I",)) for s in ("train", "val", "test")]
     x = [np.stack([s[i]["x"] for i in range(len(s))]) for s in sets if len(s)]
@@ -455,11 +398,31 @@ def test_split_all_scores_every_record_of_an_external_folder(external_cinc: dict
         assert w.padded.tolist() == [True]
         x.append(w.data)
         rid.append(r)
-    x = np.concatenate(x)[:, :, None, :]
-    assert rep["n_windows"] == len(x) and sorted(set(rid)) == sorted(e["ids"])
     order = sorted(set(rid))
+    assert order == sorted(e["ids"])
     inv = np.array([order.index(r) for r in rid])
     truth = np.eye(4, dtype=bool)[[["N", "A", "O", "~"].index(e["labels"][r]) for r in order]]
+    return np.concatenate(x)[:, :, None, :], inv, truth
+
+
+def test_split_all_scores_every_record_of_an_external_folder(external_cinc: dict, tmp_path: Path) -> None:
+    """`compare --split all` on a folder of 40 records: every record is scored, whatever split its
+    hash gives it, the two short ones on one padded window each; the figures are those of each
+    artifact run here on the shards' windows and on the padded windows made from the records."""
+    from sklearn.metrics import roc_auc_score
+
+    from edge_runtime.backends import decide, open_backend
+
+    e = external_cinc
+    rep = _compare_external(e, tmp_path / "c", "--teacher", str(e["teacher"]))
+    assert rep["split"] == "all" and rep["eval_splits"] == ["train", "val", "test"]
+    assert rep["n_records"] == len(e["ids"]) == 40 and rep["n_records_padded"] == 2 and rep["n_records_too_short"] == 0
+    assert sorted(rep["short_records"]["ids"]) == sorted(SHORT_CINC)
+    assert not rep["same_shards_as_training"] and rep["cross_checks"] == []
+    assert any("never chosen on these records" in n for n in rep["notes"])
+    x, inv, truth = _external_windows(tmp_path / "c" / "shards", e)
+    assert rep["n_windows"] == len(x)
+    order = sorted(e["ids"])
     for name in ("pte-int8", "tflite-int8"):
         m = rep["models"][name]
         b = open_backend(m["file"], threads=1)
@@ -475,6 +438,52 @@ def test_split_all_scores_every_record_of_an_external_folder(external_cinc: dict
             roc_auc_score(truth, per, average="macro"), abs=1e-6), name
         assert m["metrics"]["ranking"]["n"] == 40
     assert rep["models"]["teacher fp32"]["metrics"]["ranking"]["n"] == 40
+
+
+def test_the_manifests_record_rule_decides_every_record(external_cinc: dict, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """Manifests with the "max" record rule, on real records of several windows: the student and
+    every artifact are scored on the max of each record's window probabilities, recomputed here
+    from the artifact run on the windows (and the max differs from the mean); a folder whose
+    manifests disagree on the rule is refused in one line."""
+    import dataclasses
+    import shutil
+
+    from edge_runtime.backends import decide, open_backend
+    from train.metrics import aggregate_by_record
+
+    e = dict(external_cinc)
+    arts = tmp_path / "artifacts"
+    for name in ("pte-int8", "tflite-int8"):
+        shutil.copytree(e["artifacts"] / name, arts / name)
+        path = arts / name / "manifest.json"
+        m = load_artifact(path).manifest
+        path.write_text(json.dumps(dataclasses.replace(m, record_rule="max").to_dict(), indent=2) + "\n")
+        assert json.loads(path.read_text())["record_rule"] == "max"
+    e["artifacts"] = arts
+    rep = _compare_external(e, tmp_path / "c")
+    x, inv, truth = _external_windows(tmp_path / "c" / "shards", e)
+    assert (np.bincount(inv) > 1).any()  # records of several windows: the max and the mean can differ
+    assert any("maxed (per label, the largest)" in n and "'max'" in n for n in rep["notes"])
+    for name in ("pte-int8", "tflite-int8"):
+        m = rep["models"][name]
+        b = open_backend(m["file"], threads=1)
+        p = b.probabilities(b.run(x))
+        _, mx = aggregate_by_record(p, inv, "max")
+        _, mean = aggregate_by_record(p, inv, "mean")
+        assert not np.allclose(mx, mean)
+        dec = decide(mx, m["thresholds"], False)
+        tp, pred, true = (dec & truth).sum(0), dec.sum(0), truth.sum(0)
+        assert m["metrics"]["decisions"]["challenge_f1"]["value"] == pytest.approx(
+            (2 * tp / np.maximum(pred + true, 1))[:3].mean(), abs=1e-9), name
+    # one manifest back on the mean: the two cannot be compared at one decision rule
+    path = arts / "tflite-int8" / "manifest.json"
+    path.write_text(json.dumps(dataclasses.replace(load_artifact(path).manifest, record_rule="mean").to_dict()))
+    capsys.readouterr()
+    assert main(["compare", "--student", str(e["student"]), "--artifacts", str(arts), "--data",
+                 f"cinc2017:{e['folder']}", "--split", "all", "--out", str(tmp_path / "d"), "--no-ram"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "record_rule 'mean' differs from the other manifests' 'max'" in err, err
 
 
 def test_short_records_counted_as_too_short(external_cinc: dict, tmp_path: Path) -> None:

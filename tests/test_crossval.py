@@ -159,3 +159,39 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
     assert m["abstain"] == pytest.approx(res["int8"]["bands"])
     assert m.get("record_rule", "mean") == res["chosen"]["record_rule"]
     assert "out-of-fold" in m["provenance"]["thresholds"]
+
+
+def test_the_record_rule_is_chosen_with_the_candidate_and_the_threshold_rule() -> None:
+    """Records of three windows where AF shows in one window only: under the mean it is averaged
+    away, under the max it decides the record; `score_oof` scores both record rules (cross-fitted,
+    per fold) and `choose` takes the max; with identical scores the earlier candidate, the mean and
+    the earlier threshold rule win."""
+    from distill.crossval import SINGLE_LABEL_RULES, choose, score_oof
+
+    labels = ("N", "A", "O", "~")
+    rng = np.random.default_rng(0)
+    n_rec = 120
+    rows = np.repeat(np.arange(n_rec), 3)
+    cls = rng.integers(0, 4, n_rec)
+    truth = np.eye(4)[cls]
+    p = np.full((len(rows), 4), 0.05)
+    p[np.arange(len(rows)), np.where(cls[rows] == 1, 0, cls[rows])] = 0.85  # AF records look normal...
+    af_window = [3 * r + r % 3 for r in np.flatnonzero(cls == 1)]
+    p[af_window] = [0.05, 0.95, 0.05, 0.05]  # ...but in one window
+    fold = np.arange(n_rec) % 4
+    views, scores, preds = score_oof(p, rows, truth, fold, ("mean", "max"), SINGLE_LABEL_RULES, labels, False, 20)
+    assert set(views) == {"mean", "max"} and set(preds) == {(r, rr) for r in SINGLE_LABEL_RULES for rr in views}
+    assert views["max"] == pytest.approx(p.reshape(n_rec, 3, 4).max(axis=1))
+    assert views["mean"] == pytest.approx(p.reshape(n_rec, 3, 4).mean(axis=1))
+    f1 = {rr: scores["record_rules"][rr]["argmax"]["challenge_f1"]["value"] for rr in views}
+    assert f1["max"] == pytest.approx(1.0) and f1["mean"] < 0.8
+    assert len(scores["record_rules"]["max"]["tuned"]["per_fold"]) == 4
+    entry = {"record_rules": scores["record_rules"]}
+    assert choose([entry], ("mean", "max"), ("argmax",), "challenge_f1") == (0, "max", "argmax")
+    # tuned thresholds (A's lowered) rescue the mean here too: a tie, which goes to the mean
+    assert scores["record_rules"]["mean"]["tuned"]["challenge_f1"]["value"] == pytest.approx(1.0)
+    assert choose([entry], ("mean", "max"), SINGLE_LABEL_RULES, "challenge_f1") == (0, "mean", "tuned")
+    # identical scores everywhere: the first of each
+    same = {rr: {r: {"challenge_f1": {"value": 0.5}} for r in SINGLE_LABEL_RULES} for rr in ("mean", "max")}
+    assert choose([{"record_rules": same}] * 2, ("mean", "max"), SINGLE_LABEL_RULES, "challenge_f1") == \
+        (0, "mean", "tuned")
