@@ -205,8 +205,8 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
     sets = [WindowSet(shards, s, t_leads) for s in dcfg.train_splits]
     data = sets[0] if len(sets) == 1 else torch.utils.data.ConcatDataset(sets)
     record_rule = (decision or {}).get("record_rule") or "mean"
-    score_kw = {"record_rule": record_rule} if decision is None else {
-        "thresholds": tuple(decision["thresholds"]), "multilabel": multilabel, "record_rule": record_rule}
+    score_kw = {"record_rule": record_rule} | ({} if decision is None else
+                                              {"thresholds": tuple(decision["thresholds"]), "multilabel": multilabel})
     eval_splits = dcfg.eval_splits
     x_ev, y_ev, r_ev, _ = _windows(shards, eval_splits, t_leads)
     results: dict[str, Any] = {"dataset": info["source"], "label_names": list(label_names), "lead": dcfg.lead,

@@ -5,25 +5,20 @@ the streaming engine's record event is in test_engine, compare's in test_compare
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_runtime.artifact import RECORD_RULES, Manifest, TensorSpec, load_artifact, write_artifact
-from edge_runtime.backends import ArtifactModel, decide, record_probabilities
-from edge_runtime.errors import ArtifactError, ConfigError
-from edge_runtime.signal import PreprocessConfig
+sys.path.insert(0, str(Path(__file__).parent))
+from test_abstain import _artifact  # noqa: E402  (a manifest beside a stand-in model file)
+
+from edge_runtime.artifact import RECORD_RULES, Manifest, load_artifact  # noqa: E402
+from edge_runtime.backends import ArtifactModel, decide, record_probabilities  # noqa: E402
+from edge_runtime.errors import ArtifactError, ConfigError  # noqa: E402
 
 LABELS = ("N", "A")
-
-
-def _artifact(out: Path, **kw) -> Path:
-    """A manifest beside a stand-in model file (the manifest is all these tests read)."""
-    pre = PreprocessConfig(hop_s=5.0)
-    return write_artifact(b"not a model, only its bytes", out_dir=out, runtime="onnxruntime", precision="fp32",
-                          spec=pre.spec(("I",)), preprocess=pre, labels=LABELS,
-                          input=TensorSpec("x", (-1, 1, 1, pre.window)), output=TensorSpec("logits", (-1, 2)), **kw)
 
 
 def test_manifest_record_rule_round_trips_and_the_mean_is_written_as_before(tmp_path: Path) -> None:

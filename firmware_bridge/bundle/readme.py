@@ -90,8 +90,8 @@ def _output(man: dict[str, Any]) -> list[str]:
             f"- A label is present when its probability clears its threshold: {pairs}" if o["multilabel"] else
             f"- The decided label is the one with the largest probability / threshold; thresholds: {pairs}",
             f"- A recording of several windows is decided on the {'mean' if rule == 'mean' else 'maximum'} of its "
-            f"windows' probabilities per label (record rule {rule!r}), then by the rule above; the accuracy "
-            "figures are of recordings decided so"]
+            f"windows' probabilities per label (record rule {rule!r}), then by the rule above, as `ecg-edge "
+            "compare` scores a recording and the edge runtime's `record` event decides one"]
 
 
 def _how_to_call(man: dict[str, Any]) -> list[str]:
