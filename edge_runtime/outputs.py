@@ -46,7 +46,9 @@ def _json_default(v: Any) -> Any:
 
 
 class CsvSink:
-    """One row per window; probability columns appear once the first classified window names them."""
+    """One row per window: quality, heart rate and latency, then `p_<label>` and `smoothed_<label>`
+    per label, then `inconclusive` (the labels whose smoothed decision sat inside the model's
+    abstention band in that window, space-separated; empty when none did or the model has no bands)."""
 
     BASE = ("index", "t_start_s", "t_end_s", "usable", "flat", "saturated", "gap", "hr_bpm", "n_beats",
             "latency_preprocess_ms", "latency_inference_ms", "latency_end_to_end_ms")
@@ -56,7 +58,7 @@ class CsvSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "w", encoding="utf-8", newline="")
         self.labels = tuple(labels)
-        cols = list(self.BASE) + [f"p_{lab}" for lab in self.labels] + [f"smoothed_{lab}" for lab in self.labels]
+        cols = list(self.BASE) + [f"p_{lab}" for lab in self.labels] + [f"smoothed_{lab}" for lab in self.labels] + ["inconclusive"]
         self._w = csv.writer(self._f)
         self._w.writerow(cols)
 
@@ -69,7 +71,7 @@ class CsvSink:
                    f"{lat.get('end_to_end', 0):.4f}"]
             for source in (r.probabilities, r.smoothed):
                 row += ["" if source is None else f"{source[lab]:.6f}" for lab in self.labels]
-            self._w.writerow(row)
+            self._w.writerow(row + [" ".join(r.inconclusive)])
         self._f.flush()
 
     def close(self) -> None:

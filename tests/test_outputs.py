@@ -50,6 +50,21 @@ def test_jsonl_csv_and_live_view(tmp_path: Path) -> None:
     assert sum(r["gap"] == "1" for r in rows) == 2  # the two windows holding the bridged notification
 
 
+def test_the_csv_keeps_each_windows_inconclusive_labels(tmp_path: Path) -> None:
+    """A window whose decision sat inside the model's abstention band says so in its row, as in the
+    JSONL; a decided window and one the model never saw leave the column empty."""
+    table = CsvSink(tmp_path / "windows.csv", ("NORM", "FAST"))
+    probs = {"NORM": 0.45, "FAST": 0.55}
+    results = [_window(0, 1.0), _window(1, 1.0), _window(2, 1.0), _window(3, 1.0, usable=False, flat=["I"])]
+    for r, inc in zip(results[:3], (["FAST"], [], ["NORM", "FAST"])):
+        r.probabilities, r.smoothed, r.inconclusive = probs, probs, inc
+    table(results, [])
+    table.close()
+    rows = list(csv.DictReader(open(tmp_path / "windows.csv")))
+    assert [r["inconclusive"] for r in rows] == ["FAST", "", "NORM FAST", ""]
+    assert rows[3]["p_FAST"] == "" and rows[3]["flat"] == "I" and rows[0]["smoothed_FAST"] == "0.550000"
+
+
 def test_sparkline_shape() -> None:
     line = sparkline(np.sin(np.linspace(0, 6.28, 500)), 40)
     assert len(line) == 40 and set(line) <= set("▁▂▃▄▅▆▇█") and "▁" in line and "█" in line
