@@ -234,7 +234,7 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
            out: str | Path, *, n_boot: int = 1000, progress: bool = True,
            log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
     """The whole cross-validation (module docstring); writes OUT/cv.json and OUT/oof.npz."""
-    from distill.distill import _windows, distill_students, teacher_from_checkpoint
+    from distill.distill import TeacherOutputs, _windows, distill_students, teacher_from_checkpoint, teacher_outputs
     from distill.export import ExportSpec
     from edge_runtime.abstain import choose_bands, coverage_curve
     from edge_runtime.config import to_jsonable, write_json
@@ -266,6 +266,8 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
         raise ConfigError(f"distill.lead: {dcfg.lead!r} is not among the teacher's leads {list(t_leads)}")
     lead_index = t_leads.index(dcfg.lead)
     x, y, rows, _ = _windows(shards, cv.pool, t_leads)
+    # the frozen teacher's outputs on every pool window, once for all folds and candidates
+    t_out = teacher_outputs(teacher, x, device=tcfg.device) if teacher is not None else None
     records = read_records(shards)
     rec_ids = np.unique(rows)
     rec_fold = fold_of([group_key(records[int(r)]) for r in rec_ids], cv.folds)
@@ -290,7 +292,10 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
         for f in range(cv.folds):
             held = win_fold == f
             log(f"cv: candidate {ci} ({name}), fold {f + 1}/{cv.folds}: training on {int((~held).sum())} windows")
-            st = _train_fold(_fold_windows(shards, cv.pool, t_leads, ~held), teacher, tmeta, d, t, info, lead_index,
+            data = _fold_windows(shards, cv.pool, t_leads, ~held)
+            if t_out is not None:  # positions of the fold's windows in pool order, as _fold_windows keeps them
+                data = TeacherOutputs(data, t_out[0][~held], t_out[1][~held])
+            st = _train_fold(data, teacher, tmeta, d, t, info, lead_index,
                              out / "folds" / f"candidate{ci}" / f"fold{f}", progress)
             probs[held] = _student_probs(st, x[held], lead_index, multilabel)
             fold_students[ci].append(st)

@@ -123,9 +123,12 @@ class DistillObjective(nn.Module):
             loss = loss + self.cfg.label_weight * lab
             logs["label"] = float(lab.detach())
         if self.teacher is not None and (self.cfg.kd_weight > 0 or self.cfg.embed_weight > 0):
-            if next(self.teacher.parameters()).device != x.device:
-                self.teacher.to(x.device)
-            t_logits, t_emb = self.teacher(x)
+            if "teacher_logits" in batch:  # computed once before training (`TeacherOutputs`)
+                t_logits, t_emb = batch["teacher_logits"], batch["teacher_emb"]
+            else:
+                if next(self.teacher.parameters()).device != x.device:
+                    self.teacher.to(x.device)
+                t_logits, t_emb = self.teacher(x)
             if self.cfg.kd_weight > 0:
                 kd = kd_loss(logits.float(), t_logits.float(), self.cfg.temperature, self.multilabel)
                 loss = loss + self.cfg.kd_weight * kd
@@ -135,6 +138,42 @@ class DistillObjective(nn.Module):
                 loss = loss + self.cfg.embed_weight * emb
                 logs["embed"] = float(emb.detach())
         return loss, logs
+
+
+class TeacherOutputs(torch.utils.data.Dataset):
+    """A training set whose examples also carry the frozen teacher's outputs on them.
+
+    The teacher is frozen and sees no augmentation, so its logits and embedding of a window are
+    the same every epoch: computed once (`teacher_outputs`) they spare every epoch, every fold and
+    every candidate the teacher's forward pass, which costs many times the student's. Example i of
+    `base` gains "teacher_logits" = logits[i] and "teacher_emb" = emb[i]; `DistillObjective` uses
+    them instead of running the teacher.
+    """
+
+    def __init__(self, base: Any, logits: np.ndarray, emb: np.ndarray) -> None:
+        if not len(base) == len(logits) == len(emb):
+            raise ConfigError(f"teacher outputs: {len(logits)} logits and {len(emb)} embeddings for "
+                              f"{len(base)} training windows; expected one of each per window")
+        self.base, self.logits, self.emb = base, logits, emb
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.base[i] | {"teacher_logits": self.logits[i], "teacher_emb": self.emb[i]}
+
+
+def teacher_outputs(teacher: Teacher, x: np.ndarray, batch_size: int = 512, device: str = "cpu"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (n, K), embedding (n, D)) float32 of the frozen teacher on windows `x` (n, C, T), run
+    on the training device (`train.device`: "cuda", or "auto" where CUDA is available: the current
+    CUDA device, as `train.engine.setup_distributed` sets it per process; else the CPU)."""
+    from train.engine import predict
+
+    dev = torch.device("cuda" if device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
+    teacher.to(dev)
+    emb = predict(teacher.encoder, x, batch_size=batch_size, device=dev)
+    return predict(teacher.head, emb, batch_size=batch_size, device=dev), emb
 
 
 def teacher_from_checkpoint(ckpt: dict[str, Any], train_windows: np.ndarray, train_y: np.ndarray,
@@ -204,6 +243,9 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
     lead_index = t_leads.index(dcfg.lead)
     sets = [WindowSet(shards, s, t_leads) for s in dcfg.train_splits]
     data = sets[0] if len(sets) == 1 else torch.utils.data.ConcatDataset(sets)
+    if teacher is not None:  # the same windows in the same order as x_tr: the teacher runs once, not per epoch
+        data = TeacherOutputs(data, *teacher_outputs(teacher, x_tr, device=tcfg.device))
+        del x_tr
     record_rule = (decision or {}).get("record_rule") or "mean"
     score_kw = {"record_rule": record_rule} | ({} if decision is None else
                                               {"thresholds": tuple(decision["thresholds"]), "multilabel": multilabel})

@@ -73,6 +73,41 @@ def test_teacher_stays_frozen_and_out_of_the_student_checkpoint() -> None:
     assert torch.equal(obj.student_input(x), x[:, 1:2, None, :])
 
 
+def test_the_teacher_runs_once_and_its_outputs_ride_with_their_windows(chain: dict[str, Path]) -> None:
+    """The frozen teacher's outputs are computed once over the training windows (`teacher_outputs`)
+    and carried by each example (`TeacherOutputs`): on a cross-validation fold's subset of real
+    shards they are the teacher's outputs on that very window, and the distillation loss is the
+    one computed with the teacher run on the batch."""
+    from distill.crossval import _fold_windows
+    from distill.distill import TeacherOutputs, _windows, teacher_from_checkpoint, teacher_outputs
+
+    ckpt = load_checkpoint(chain["teacher"])
+    leads = tuple(ckpt["meta"]["encoder"]["kwargs"]["leads"])
+    x, y, _, _ = _windows(chain["shards"], ("train", "val"), leads)
+    teacher, _ = teacher_from_checkpoint(ckpt, x, y, None)
+    logits, emb = teacher_outputs(teacher, x, batch_size=7)
+    keep = np.arange(len(x)) % 3 != 1  # a fold's training windows across both splits
+    data = TeacherOutputs(_fold_windows(chain["shards"], ("train", "val"), leads, keep), logits[keep], emb[keep])
+    assert len(data) == int(keep.sum())
+    idx = [0, 5, len(data) // 2, len(data) - 1]
+    items = [data[i] for i in idx]
+    xb = torch.from_numpy(np.stack([it["x"] for it in items]))
+    assert (xb.numpy() == x[np.flatnonzero(keep)[idx]]).all()
+    t_logits, t_emb = teacher(xb)
+    cached_logits = torch.from_numpy(np.stack([it["teacher_logits"] for it in items]))
+    cached_emb = torch.from_numpy(np.stack([it["teacher_emb"] for it in items]))
+    assert torch.allclose(cached_logits, t_logits, atol=1e-5) and torch.allclose(cached_emb, t_emb, atol=1e-5)
+    student = create_model("test_student", leads=("I",), n_classes=t_logits.shape[1], window=x.shape[-1])
+    obj = DistillObjective(student, teacher, DistillConfig(lead="I"), lead_index=leads.index("I"), multilabel=True,
+                           teacher_dim=t_emb.shape[1]).eval()  # no dropout: two passes compare
+    batch = {"x": xb, "target": torch.from_numpy(np.stack([it["target"] for it in items]))}
+    live, live_logs = obj(batch)
+    cached, cached_logs = obj(batch | {"teacher_logits": cached_logits, "teacher_emb": cached_emb})
+    assert cached.item() == pytest.approx(live.item(), rel=1e-5) and set(cached_logs) == {"label", "kd", "embed"}
+    with pytest.raises(ConfigError, match="teacher outputs: 3 logits and 3 embeddings for"):
+        TeacherOutputs(data, logits[:3], emb[:3])
+
+
 def test_single_label_thresholds_are_fitted_to_the_validation_f1() -> None:
     from distill.release import single_label_thresholds
     from edge_runtime.backends import decide
