@@ -73,6 +73,7 @@ def test_teacher_stays_frozen_and_out_of_the_student_checkpoint() -> None:
     assert torch.equal(obj.student_input(x), x[:, 1:2, None, :])
 
 
+@pytest.mark.slow
 def test_the_teacher_runs_once_and_its_outputs_ride_with_their_windows(chain: dict[str, Path]) -> None:
     """The frozen teacher's outputs are computed once over the training windows (`teacher_outputs`)
     and carried by each example (`TeacherOutputs`): on a cross-validation fold's subset of real
