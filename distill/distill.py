@@ -145,7 +145,7 @@ class TeacherOutputs(torch.utils.data.Dataset):
 
     The teacher is frozen and sees no augmentation, so its logits and embedding of a window are
     the same every epoch: computed once (`teacher_outputs`) they spare every epoch, every fold and
-    every candidate the teacher's forward pass, which costs many times the student's. Example i of
+    every candidate the teacher's forward pass. Example i of
     `base` gains "teacher_logits" = logits[i] and "teacher_emb" = emb[i]; `DistillObjective` uses
     them instead of running the teacher.
     """
