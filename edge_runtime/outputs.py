@@ -58,7 +58,8 @@ class CsvSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(self.path, "w", encoding="utf-8", newline="")
         self.labels = tuple(labels)
-        cols = list(self.BASE) + [f"p_{lab}" for lab in self.labels] + [f"smoothed_{lab}" for lab in self.labels] + ["inconclusive"]
+        cols = [*self.BASE, *(f"p_{lab}" for lab in self.labels), *(f"smoothed_{lab}" for lab in self.labels),
+                "inconclusive"]
         self._w = csv.writer(self._f)
         self._w.writerow(cols)
 

@@ -105,6 +105,10 @@ def test_the_teacher_runs_once_and_its_outputs_ride_with_their_windows(chain: di
     live, live_logs = obj(batch)
     cached, cached_logs = obj(batch | {"teacher_logits": cached_logits, "teacher_emb": cached_emb})
     assert cached.item() == pytest.approx(live.item(), rel=1e-5) and set(cached_logs) == {"label", "kd", "embed"}
+    # and the objective reads them, rather than running the teacher anyway: other outputs, other losses
+    other, other_logs = obj(batch | {"teacher_logits": -cached_logits, "teacher_emb": -cached_emb})
+    assert other_logs["kd"] != pytest.approx(live_logs["kd"], rel=1e-3)
+    assert other_logs["embed"] != pytest.approx(live_logs["embed"], rel=1e-3)
     with pytest.raises(ConfigError, match="teacher outputs: 3 logits and 3 embeddings for"):
         TeacherOutputs(data, logits[:3], emb[:3])
 
