@@ -28,6 +28,10 @@ class DistillConfig:
     embed_weight: float = 0.5
     label_weight: float = 1.0
     labels: bool = True
+    #: `[distill.augment]`: `train.augment.AugmentConfig` fields applied to the student's windows
+    #: in training (the teacher's outputs stay those of the clean window); None: no augmentation.
+    #: `fs` defaults to the data's rate.
+    augment: dict[str, Any] | None = None
     #: splits the students are scored on (never trained on); CinC 2017 keeps its test part apart.
     eval_splits: tuple[str, ...] = ("val", "test")
     #: splits the students train on (`ecg-edge cv` trains its final student on train + val)
@@ -49,6 +53,9 @@ class DistillConfig:
         for name in ("kd_weight", "embed_weight", "label_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"distill.{name}: expected >= 0, got {getattr(self, name)}")
+        if self.augment is not None and not isinstance(self.augment, dict):
+            raise ConfigError(f"distill.augment: expected a table of train.augment.AugmentConfig fields, got "
+                              f"{self.augment!r}")
         if not self.labels and self.kd_weight == self.embed_weight == 0:
             raise ConfigError("distill: with labels = false, kd_weight or embed_weight must be > 0")
 
@@ -61,7 +68,7 @@ class DistillConfig:
 
 #: `[cv]` candidate keys: the `[train]` and `[distill]` fields a candidate may override.
 CV_TRAIN_KEYS = ("epochs", "lr", "batch_size", "weight_decay")
-CV_DISTILL_KEYS = ("student", "temperature", "kd_weight", "embed_weight", "label_weight")
+CV_DISTILL_KEYS = ("student", "temperature", "kd_weight", "embed_weight", "label_weight", "augment")
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ class CvConfig:
     dataset gives one, else of the record id). pool: the splits cross-validated over; the rest
     (the test part) is scored once, by the final student. candidates: configurations to choose
     from, each a table overriding `[train]` (epochs, lr, batch_size, weight_decay) and `[distill]`
-    (student, temperature, kd_weight, embed_weight, label_weight) fields; none: the config as it
+    (student, temperature, kd_weight, embed_weight, label_weight, augment) fields; none: the config as it
     is. int8: also quantize each fold's student of the chosen configuration (PT2E PTQ, LiteRT) and
     score its held-out fold, for the int8 out-of-fold scores that choose the abstention bands.
     record_rules: how a record's window probabilities become its scores, chosen between ("mean",

@@ -174,7 +174,7 @@ def _fold_windows(shards: Path, pool: Sequence[str], leads: Sequence[str], keep:
 
 def _train_fold(data: Any, teacher: Any, tmeta: dict[str, Any] | None, dcfg: DistillConfig,
                 tcfg: Any, info: dict[str, Any], lead_index: int, out: Path, progress: bool) -> Any:
-    from distill.distill import DistillObjective
+    from distill.distill import DistillObjective, student_augment
     from train.engine import fit, seed_everything
     from train.models import create_model
 
@@ -183,8 +183,11 @@ def _train_fold(data: Any, teacher: Any, tmeta: dict[str, Any] | None, dcfg: Dis
     student = create_model(dcfg.student, leads=(dcfg.lead,), n_classes=len(labels),
                            window=int(info["spec"]["window_s"] * info["spec"]["fs"]), **dcfg.student_args)
     model = DistillObjective(student, teacher, dcfg, lead_index=lead_index, multilabel=bool(info["multilabel"]),
-                             teacher_dim=getattr(teacher.encoder, "embed_dim", None) if teacher is not None else None)
-    meta = {"task": "cv-fold", "distill": asdict(dcfg), "teacher": (tmeta or {}).get("checkpoint_sha256")}
+                             teacher_dim=getattr(teacher.encoder, "embed_dim", None) if teacher is not None else None,
+                             augment=student_augment(dcfg, info["spec"]["fs"]), seed=tcfg.seed)
+    # optional settings left unset stay out of a fold's identity, so adding one keeps finished folds valid
+    meta = {"task": "cv-fold", "distill": {k: v for k, v in asdict(dcfg).items() if v is not None},
+            "teacher": (tmeta or {}).get("checkpoint_sha256")}
     done = _finished_fold(out / "checkpoint.pt", meta, tcfg, len(data))
     if done is not None:  # a run that was stopped resumes at its first unfinished fold
         model.load_state_dict(done)
@@ -234,7 +237,9 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
            out: str | Path, *, n_boot: int = 1000, progress: bool = True,
            log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
     """The whole cross-validation (module docstring); writes OUT/cv.json and OUT/oof.npz."""
-    from distill.distill import TeacherOutputs, _windows, distill_students, teacher_from_checkpoint, teacher_outputs
+    from distill.distill import (
+        TeacherOutputs, _windows, distill_students, student_augment, teacher_from_checkpoint, teacher_outputs,
+    )
     from distill.export import ExportSpec
     from edge_runtime.abstain import choose_bands, coverage_curve
     from edge_runtime.config import to_jsonable, write_json
@@ -247,6 +252,8 @@ def run_cv(shards: str | Path, teacher_ckpt: str | Path | None, dcfg: DistillCon
 
     shards, out = Path(shards), Path(out)
     info, present = open_shards(shards)
+    for _, d, _ in candidate_configs(dcfg, tcfg, cv):  # a bad [distill.augment] fails before any training
+        student_augment(d, info["spec"]["fs"])
     labels, multilabel = tuple(info["label_names"]), bool(info["multilabel"])
     missing = [s for s in cv.pool if s not in present or not len(present[s])]
     if missing:

@@ -11,6 +11,11 @@ chosen by name. Losses (`DistillObjective`), each weighted in `[distill]`:
 - the ground-truth loss (BCE or cross-entropy) when labels exist; `labels = false` gives pure
   distillation for unlabelled records.
 
+`[distill.augment]` (`student_augment`) augments the student's lead in training with the
+`train.augment` functions the teachers use (e.g. white noise, which also makes the float student
+less sensitive to the rounding of its int8 input); the teacher's targets stay those of the clean
+window ("noisy student"), so they are still computed once.
+
 Teacher logits: a `supervised` teacher has its own head; any other pretrained teacher (clip,
 fgclep, clef, ssl) gets a logistic-regression probe fitted on its frozen embeddings of the
 training windows (`train.evaluate.probe_module`), the same probe `ecg-edge evaluate` reports.
@@ -19,7 +24,7 @@ trained and reported beside the distilled one.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import torch
@@ -29,6 +34,9 @@ from torch import Tensor, nn
 from edge_runtime.errors import ConfigError
 from edge_runtime.provenance import sha256_of
 from distill.config import DistillConfig
+
+if TYPE_CHECKING:
+    from train.augment import AugmentConfig
 
 
 class Teacher(nn.Module):
@@ -57,6 +65,16 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, 
         return F.binary_cross_entropy_with_logits(student_logits / t, soft) * t * t
     return F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
                     reduction="batchmean", log_target=True) * t * t
+
+
+def student_augment(cfg: DistillConfig, fs: float) -> AugmentConfig | None:
+    """`cfg.augment` as a `train.augment.AugmentConfig` at the data's rate `fs` (unless it names
+    one), or None; a bad field is one ConfigError naming `distill.augment.<field>`."""
+    from train.objectives.base import as_augment_config
+
+    if cfg.augment is None:
+        return None
+    return as_augment_config({"fs": float(fs), **cfg.augment}, "distill.augment")
 
 
 def label_loss(logits: Tensor, target: Tensor, multilabel: bool) -> Tensor:
@@ -100,9 +118,12 @@ class DistillObjective(nn.Module):
     """
 
     def __init__(self, student: nn.Module, teacher: Teacher | None, cfg: DistillConfig, *, lead_index: int,
-                 multilabel: bool, teacher_dim: int | None = None) -> None:
+                 multilabel: bool, teacher_dim: int | None = None, augment: Any = None, seed: int = 0) -> None:
         super().__init__()
         self.student, self.cfg, self.lead_index, self.multilabel = student, cfg, int(lead_index), multilabel
+        #: `student_augment(cfg, fs)`: applied to the student's input in training mode only, drawn
+        #: from a CPU generator seeded by `seed` (restarted, like the objectives', on resume)
+        self.augment, self.gen = augment, torch.Generator().manual_seed(int(seed))
         object.__setattr__(self, "teacher", teacher)  # not a submodule: not saved, not trained
         distils = cfg.kd_weight > 0 or cfg.embed_weight > 0
         if distils and teacher is None:
@@ -110,7 +131,12 @@ class DistillObjective(nn.Module):
         self.proj = nn.Linear(student.feature_dim, teacher_dim) if cfg.embed_weight > 0 and teacher_dim else None
 
     def student_input(self, x: Tensor) -> Tensor:
-        return x[:, self.lead_index:self.lead_index + 1, None, :]
+        lead = x[:, self.lead_index:self.lead_index + 1, :]
+        if self.training and self.augment is not None:
+            from train.augment import augment
+
+            lead = augment(lead, self.augment, self.gen)
+        return lead[:, :, None, :]
 
     def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
         x = batch["x"]
@@ -230,6 +256,7 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
 
     shards, out = Path(shards), Path(out)
     info, _ = open_shards(shards)
+    student_augment(dcfg, info["spec"]["fs"])  # a bad [distill.augment] fails before any training
     label_names, multilabel = tuple(info["label_names"]), bool(info["multilabel"])
     teacher, tmeta, t_leads = None, None, tuple(info["spec"]["leads"])
     if teacher_ckpt is not None:
@@ -268,7 +295,8 @@ def distill_students(shards, teacher_ckpt, dcfg: DistillConfig, tcfg, out, *, ba
                                window=int(info["spec"]["window_s"] * info["spec"]["fs"]), **cfg.student_args)
         model = DistillObjective(student, teacher if name == "distilled" else None, cfg, lead_index=lead_index,
                                  multilabel=multilabel, teacher_dim=getattr(teacher.encoder, "embed_dim", None)
-                                 if teacher is not None else None)
+                                 if teacher is not None else None, augment=student_augment(cfg, info["spec"]["fs"]),
+                                 seed=tcfg.seed)
         meta = {"task": "distill", "objective": name, "encoder": {"name": cfg.student, "kwargs": to_jsonable(
                     {**cfg.student_args, "leads": [cfg.lead], "n_classes": len(label_names), "window": student.window})},
                 "text_tower": None, "data_hash": data_hash(info), "distill": to_jsonable(cfg),

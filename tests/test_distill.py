@@ -73,6 +73,43 @@ def test_teacher_stays_frozen_and_out_of_the_student_checkpoint() -> None:
     assert torch.equal(obj.student_input(x), x[:, 1:2, None, :])
 
 
+def test_student_augmentation_in_training_only_and_the_teacher_sees_the_clean_window() -> None:
+    """`[distill.augment]`: the student's lead is augmented (seeded) in training mode only, the
+    teacher still gets the clean window, a resolved config keeps the data's rate, and a bad field
+    is one error line naming it."""
+    from distill.distill import student_augment
+
+    cfg = DistillConfig(lead="II", augment={"noise_std": [0.05, 0.05], "scale": [1, 1], "wander_amp": 0,
+                                            "lead_dropout": 0})
+    aug = student_augment(cfg, 250.0)
+    assert aug.fs == 250.0 and aug.noise_std == (0.05, 0.05)
+    assert student_augment(DistillConfig(), 100.0) is None
+    with pytest.raises(ConfigError, match=r"^distill.augment: unknown field\(s\) \['noise'\]"):
+        student_augment(DistillConfig(augment={"noise": 0.1}), 100.0)
+    with pytest.raises(ConfigError, match="augment.noise_std"):
+        student_augment(DistillConfig(augment={"noise_std": [0.2, 0.1]}), 100.0)
+    with pytest.raises(ConfigError, match="distill.augment: expected a table"):
+        DistillConfig(augment=0.1)
+
+    enc = create_model("test_resnet1d", leads=("I", "II"), embed_dim=8)
+    seen = []
+    teacher = Teacher(enc, torch.nn.Linear(8, 3))
+    teacher.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    student = create_model("test_student", leads=("II",), n_classes=3, window=1000)
+    obj = DistillObjective(student, teacher, cfg, lead_index=1, multilabel=False, teacher_dim=8, augment=aug, seed=3)
+    x = torch.randn(4, 2, 1000)
+    first = obj.student_input(x)
+    noise = first - x[:, 1:2, None, :]
+    assert first.shape == (4, 1, 1, 1000) and 0.04 < float(noise.std()) < 0.06  # white noise of std 0.05
+    assert not torch.equal(obj.student_input(x), first)  # a fresh draw every batch
+    again = DistillObjective(student, teacher, cfg, lead_index=1, multilabel=False, teacher_dim=8, augment=aug, seed=3)
+    assert torch.equal(again.student_input(x), first)  # seeded
+    obj({"x": x, "target": torch.eye(3)[[0, 1, 2, 0]]})
+    assert len(seen) == 1 and torch.equal(seen[0], x)  # the teacher ran on the clean window
+    obj.eval()
+    assert torch.equal(obj.student_input(x), x[:, 1:2, None, :])  # evaluation: no augmentation
+
+
 @pytest.mark.slow
 def test_the_teacher_runs_once_and_its_outputs_ride_with_their_windows(chain: dict[str, Path]) -> None:
     """The frozen teacher's outputs are computed once over the training windows (`teacher_outputs`)
