@@ -159,7 +159,7 @@ def cmd_ble_scan(args: argparse.Namespace) -> int:
 BENCHMARKS = {"preprocess": "preprocess.py", "runtime": "runtime.py", "rpeaks": "rpeaks_mitbih.py", "ble": "ble.py",
               "train": "training.py", "models": "models.py", "package": "package.py",
               "firmware": "firmware.py", "pi": "pi.py", "faults": "faults.py",
-              "soak": "soak.py", "hotpaths": "hotpaths.py", "short": "short_records.py"}
+              "soak": "soak.py", "hotpaths": "hotpaths.py", "short": "short_records.py", "flips": "int8_flips.py"}
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
@@ -755,7 +755,9 @@ def _run_parsers(sub: argparse._SubParsersAction) -> None:
                     "firmware (the bundle's firmware on the emulated Cortex-M55: flash, RAM, instructions) | "
                     "pi (the README's Raspberry Pi block on emulated arm64) | faults (BLE loss accounting) | "
                     "soak (hours of accelerated stream: RSS and window latency per simulated hour) | "
-                    "hotpaths (tokenizer, synthetic records and bootstrap against plain baselines)")
+                    "hotpaths (tokenizer, synthetic records and bootstrap against plain baselines) | "
+                    "short (records shorter than one window) | flips (where int8-vs-fp32 disagreements come from, "
+                    "on an `ecg-edge cv` run's folds)")
     be.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (see its --help)")
     be.set_defaults(func=cmd_bench)
 

@@ -143,6 +143,22 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
     same = (decide(oof["int8"], res["chosen"]["thresholds"], False)
             == decide(oof["fp32"], res["chosen"]["thresholds"], False)).all(axis=1).mean()
     assert res["int8"]["agreement_records"] == pytest.approx(same)
+    # bench/int8_flips.py on this run: its "int8" variant redraws the cv's calibration windows and
+    # finds the cv's own int8 agreement; every variant counts windows and records it compares
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import int8_flips
+
+    flips = int8_flips.measure(tmp_path / "cv", chain["shards"])
+    assert flips["matches_cv"] is True and flips["records"] == res["records"]
+    assert set(flips["variants"]) == {"int8", "input rounding", "int8 weights", "int16 activations",
+                                      "int8, float logits"}
+    for v in flips["variants"].values():
+        assert 0 <= v["records_differ"] <= flips["records"] and 0 <= v["windows_differ"] <= flips["windows"]
+        assert v["record_agreement"] == pytest.approx(1 - v["records_differ"] / flips["records"])
+        lo, hi = v["record_agreement_ci"]
+        assert lo <= v["record_agreement"] <= hi
     # the final student trained on the pool only, scored on the evaluation splits, carries the decision
     from distill.distill import load_student
 
