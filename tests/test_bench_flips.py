@@ -83,3 +83,19 @@ def test_bench_flips_is_registered() -> None:
     from ecg_edge.cli import BENCHMARKS, BENCH_DIR
 
     assert (BENCH_DIR / BENCHMARKS["flips"]).is_file()
+
+
+def test_paired_agreement_is_the_difference_of_the_agreements_with_a_paired_interval() -> None:
+    b = _bench()
+    a = np.ones(200, bool)
+    a[:10] = False  # A agrees on 95 % of records
+    same = b.paired_agreement(a, a)
+    assert same["difference"] == 0.0 and same["ci"] == [0.0, 0.0]  # identical records: no spread at all
+    better = a.copy()
+    better[:6] = True  # B fixes 6 of A's 10 disagreements and breaks none
+    d = b.paired_agreement(a, better, n_boot=2000)
+    assert d["difference"] == pytest.approx(0.03)
+    lo, hi = d["ci"]
+    assert 0.0 < lo < 0.03 < hi < 0.06  # paired: only the 6 changed records vary, so 0 is outside
+    with pytest.raises(ValueError, match="two equal-length 1-D arrays"):
+        b.paired_agreement(a, better[:-1])

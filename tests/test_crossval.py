@@ -159,6 +159,21 @@ def test_cv_chooses_on_out_of_fold_scores_and_export_ships_the_choice(chain: dic
         assert v["record_agreement"] == pytest.approx(1 - v["records_differ"] / flips["records"])
         lo, hi = v["record_agreement_ci"]
         assert lo <= v["record_agreement"] <= hi
+    assert [g["fold"] for g in flips["input_grid"]] == list(range(res["folds"]))
+    assert all(g["scale"] > 0 and -128 <= g["zero_point"] <= 127 and 0 <= g["clipped_samples"] < 1
+               for g in flips["input_grid"])
+    # both candidates on the same records: the chosen one first reproduces `measure`, the other has no
+    # cv int8 figure to match, and each paired difference is the difference of the two agreements
+    other = 1 - res["chosen"]["candidate"]
+    both = int8_flips.measure_candidates(tmp_path / "cv", chain["shards"], [res["chosen"]["candidate"], other])
+    assert both["candidates"][0]["variants"] == flips["variants"] and both["candidates"][1]["matches_cv"] is None
+    assert both["candidates"][1]["candidate_index"] == other and both["candidates"][1]["records"] == flips["records"]
+    for k, d in both["paired"][0]["variants"].items():
+        a, b = (c["variants"][k]["record_agreement"] for c in both["candidates"])
+        assert d["difference"] == pytest.approx(b - a) and d["ci"][0] <= d["difference"] + 1e-12
+        assert d["difference"] <= d["ci"][1] + 1e-12
+    with pytest.raises(ConfigError, match="--candidate: 2; the cv at .* has candidates 0 to 1"):
+        int8_flips.measure(tmp_path / "cv", chain["shards"], 2)
     # the final student trained on the pool only, scored on the evaluation splits, carries the decision
     from distill.distill import load_student
 
